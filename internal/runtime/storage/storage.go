@@ -1,0 +1,170 @@
+// Package storage defines the key-value store interface that every component's
+// resources are kept in: point reads, ordered range scans, multi-key
+// transactions with compare-and-swap on revisions, and watches that resume from
+// a revision.
+//
+// Every successful write transaction advances one store-wide revision; each key
+// remembers the revision that created it and the one that last changed it. The
+// package owns the contract only. Implementations live in sub-packages: an
+// embedded single-node one on Pebble (storage/pebblestore) and, later, a
+// replicated one on flaredb. Callers must not depend on which one they get.
+package storage
+
+import (
+	"context"
+	"errors"
+)
+
+// Limits every implementation enforces; a write that breaks one is rejected
+// whole and changes nothing.
+const (
+	MaxKeySize   = 4 << 10    // 4 KiB
+	MaxValueSize = 1536 << 10 // 1.5 MiB
+	MaxTxnOps    = 128
+)
+
+// Sentinel errors. Wrap them with %w and test with errors.Is; never match text.
+var (
+	ErrNotFound      = errors.New("storage: key not found")
+	ErrCompacted     = errors.New("storage: revision compacted")
+	ErrFutureRev     = errors.New("storage: revision is in the future")
+	ErrEmptyKey      = errors.New("storage: empty key")
+	ErrKeyTooLarge   = errors.New("storage: key too large")
+	ErrValueTooLarge = errors.New("storage: value too large")
+	ErrTooManyOps    = errors.New("storage: too many operations in one transaction")
+	ErrClosed        = errors.New("storage: store is closed")
+)
+
+// KV is one stored key with its value and revisions. ModRevision is the
+// revision of the write that produced this value; CreateRevision that of the
+// write that created the key (it is reset when a key is deleted and recreated).
+type KV struct {
+	Key            []byte
+	Value          []byte
+	CreateRevision int64
+	ModRevision    int64
+}
+
+// CompareTarget names what a Compare checks.
+type CompareTarget int
+
+const (
+	// CompareModRevision holds when the key's ModRevision equals Revision;
+	// Revision 0 means "the key does not exist".
+	CompareModRevision CompareTarget = iota
+	// CompareValue holds when the key exists and its value equals Value.
+	CompareValue
+	// CompareExists holds when the key exists.
+	CompareExists
+	// CompareMissing holds when the key does not exist.
+	CompareMissing
+)
+
+// Compare is one condition of a transaction.
+type Compare struct {
+	Key      []byte
+	Target   CompareTarget
+	Revision int64
+	Value    []byte
+}
+
+// OpType is the kind of an Op.
+type OpType int
+
+const (
+	OpGet OpType = iota
+	OpPut
+	OpDelete
+)
+
+// Op is one operation of a transaction branch.
+type Op struct {
+	Type  OpType
+	Key   []byte
+	Value []byte // OpPut only
+}
+
+// Txn is an atomic multi-key transaction: if every Compare in If holds, Then
+// runs, otherwise Else runs. An empty If always holds.
+type Txn struct {
+	If   []Compare
+	Then []Op
+	Else []Op
+}
+
+// OpResult is the outcome of one Op of the branch that ran, in order.
+// For OpGet: KV and Found describe the key as seen inside the transaction.
+// For OpPut: KV is the new value with its revisions; Found tells whether the key
+// existed before. For OpDelete: KV is the value that was deleted; Found tells
+// whether there was one.
+type OpResult struct {
+	KV    KV
+	Found bool
+}
+
+// TxnResult is the outcome of a transaction. Revision is the revision the
+// transaction's writes were made at, or the current store revision when the
+// branch that ran wrote nothing.
+type TxnResult struct {
+	Succeeded bool
+	Revision  int64
+	Results   []OpResult
+}
+
+// EventType says whether an Event is a put or a delete.
+type EventType int
+
+const (
+	EventPut EventType = iota
+	EventDelete
+)
+
+// Event is one change seen by a watch. For EventPut, KV is the new value. For
+// EventDelete, KV holds the key, the value it had just before the delete, its
+// CreateRevision, and ModRevision set to the revision of the delete.
+type Event struct {
+	Type EventType
+	KV   KV
+}
+
+// Watcher streams the changes under one prefix in revision order, each change
+// exactly once. Events of one transaction share a revision and arrive together
+// in key order.
+type Watcher interface {
+	// Events is closed when the watch ends: its context ended, Close was
+	// called, or the watch failed. Err then says why.
+	Events() <-chan Event
+	// Err is nil while Events is open and after a clean end (context ended or
+	// Close); otherwise the error that ended the watch.
+	Err() error
+	// Close ends the watch and releases its resources. It is safe to call more
+	// than once.
+	Close()
+}
+
+// Store is the contract every storage implementation meets. All methods are
+// safe for concurrent use. A write is durable (on stable storage) before the
+// call that made it returns success.
+type Store interface {
+	// Get returns the current value of key, or ErrNotFound.
+	Get(ctx context.Context, key []byte) (KV, error)
+	// Range returns, in key order, up to limit keys k with start <= k < end
+	// (end nil means no upper bound; limit <= 0 means no limit), and the store
+	// revision the read saw.
+	Range(ctx context.Context, start, end []byte, limit int) ([]KV, int64, error)
+	// Txn runs an atomic transaction.
+	Txn(ctx context.Context, txn Txn) (TxnResult, error)
+	// Watch streams every change to keys under prefix with revision >=
+	// fromRevision (0 means "changes after now"). It fails at once with
+	// ErrCompacted if fromRevision is at or below the compacted revision, and
+	// with ErrFutureRev if it is beyond the current revision + 1.
+	Watch(ctx context.Context, prefix []byte, fromRevision int64) (Watcher, error)
+	// Revision returns the current revision and the compacted revision (the
+	// highest revision whose history has been discarded; 0 if none).
+	Revision(ctx context.Context) (current, compacted int64, err error)
+	// Compact discards change history for revisions < rev so watches can no
+	// longer start there. Current values are never discarded.
+	Compact(ctx context.Context, rev int64) error
+	// Close releases the store; later calls return ErrClosed.
+	Close() error
+}
