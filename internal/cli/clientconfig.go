@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/ultracloud/ultracloud/pkg/client"
+)
+
+// ClientConfig is the CLI's saved connection (~/.config/ultracloud/config.yaml).
+type ClientConfig struct {
+	// Endpoint is the API base URL.
+	Endpoint string `yaml:"endpoint"`
+	// Token is the bearer token; the file is kept at mode 0600.
+	Token string `yaml:"token"`
+	// Project is the default project for project-scoped commands.
+	Project string `yaml:"project,omitempty"`
+}
+
+// clientConfigPath is $ULTRACLOUD_CLIENT_CONFIG, else
+// $XDG_CONFIG_HOME/ultracloud/config.yaml, else ~/.config/ultracloud/config.yaml.
+func clientConfigPath(env Env) string {
+	if p := env.Getenv("ULTRACLOUD_CLIENT_CONFIG"); p != "" {
+		return p
+	}
+	dir := env.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := env.Getenv("HOME")
+		if home == "" {
+			home, _ = os.UserHomeDir()
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "ultracloud", "config.yaml")
+}
+
+func readClientConfig(path string) (ClientConfig, error) {
+	var c ClientConfig
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("reading client config %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("client config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// writeClientConfig writes c at path with mode 0600 (it holds a token),
+// atomically.
+func writeClientConfig(path string, c ClientConfig) error {
+	b, err := yaml.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("encoding client config: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".config-*.yaml")
+	if err != nil {
+		return fmt.Errorf("writing client config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing client config: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing client config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing client config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing client config: %w", err)
+	}
+	return nil
+}
+
+// clientFlags are the persistent connection flags of client commands.
+type clientFlags struct {
+	env      Env
+	endpoint string
+	token    string
+	project  string
+}
+
+func (f *clientFlags) register(root *cobra.Command) {
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.endpoint, "endpoint", "", "API endpoint URL (env ULTRACLOUD_ENDPOINT; default from the client config)")
+	pf.StringVar(&f.token, "token", "", "bearer token (env ULTRACLOUD_TOKEN; default from the client config)")
+	pf.StringVarP(&f.project, "project", "p", "", "project for project-scoped kinds (env ULTRACLOUD_PROJECT)")
+}
+
+// resolved is the effective connection: flags > environment > config file.
+func (f *clientFlags) resolved() (ClientConfig, error) {
+	c, err := readClientConfig(clientConfigPath(f.env))
+	if err != nil {
+		return c, err
+	}
+	pick := func(flag, envName string, cur *string) {
+		if v := f.env.Getenv(envName); v != "" {
+			*cur = v
+		}
+		if flag != "" {
+			*cur = flag
+		}
+	}
+	pick(f.endpoint, "ULTRACLOUD_ENDPOINT", &c.Endpoint)
+	pick(f.token, "ULTRACLOUD_TOKEN", &c.Token)
+	pick(f.project, "ULTRACLOUD_PROJECT", &c.Project)
+	return c, nil
+}
+
+func (f *clientFlags) client() (*client.Client, ClientConfig, error) {
+	c, err := f.resolved()
+	if err != nil {
+		return nil, c, err
+	}
+	cl, err := client.New(client.Config{Endpoint: c.Endpoint, Token: c.Token, UserAgent: "ultracloud-cli"})
+	return cl, c, err
+}

@@ -1,0 +1,222 @@
+// Package node is the process wiring: the one place that knows every
+// component. From a validated config it opens the store, builds the chosen
+// components with their dependencies, and runs them as a component.Group.
+//
+// Shutdown order (the reverse of start): the HTTP listener stops taking
+// requests and drains (watch streams are ended first), then each component
+// stops, then the store compactor, and finally the store is closed so every
+// acknowledged write is on disk.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ultracloud/ultracloud/internal/iam"
+	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/compactor"
+	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/config"
+	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
+	"github.com/ultracloud/ultracloud/pkg/api"
+)
+
+// Node is one running ultracloud process.
+type Node struct {
+	cfg config.Config
+	log *slog.Logger
+
+	ready   chan struct{}
+	apiAddr string
+	token   string
+}
+
+// New returns a node for cfg, which must have passed Validate.
+func New(cfg config.Config, log *slog.Logger) *Node {
+	return &Node{cfg: cfg, log: log, ready: make(chan struct{})}
+}
+
+// Ready is closed once every component is ready.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// APIURL returns the API's base URL; valid after Ready.
+func (n *Node) APIURL() string { return "http://" + n.apiAddr }
+
+// Token returns the bootstrap admin token; valid after Ready.
+func (n *Node) Token() string { return n.token }
+
+// Run runs the node until ctx ends or a component fails.
+func (n *Node) Run(ctx context.Context) (err error) {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory %s: %w", n.cfg.DataDir, err)
+	}
+	token, err := ensureToken(n.cfg.API.TokenFile)
+	if err != nil {
+		return err
+	}
+	n.token = token
+
+	storeDir := filepath.Join(n.cfg.DataDir, "store")
+	store, err := pebblestore.Open(storeDir, pebblestore.Options{Logger: n.log})
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) || strings.Contains(err.Error(), "lock") {
+			return fmt.Errorf("opening the store in %s: %w (is another ultracloud using this data directory?)", storeDir, err)
+		}
+		return fmt.Errorf("opening the store in %s: %w", storeDir, err)
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	a := apiserver.New(store, apiserver.Options{
+		Logger:        n.log.With("component", "apiserver"),
+		Authenticator: apiserver.TokenAuthenticator{Token: token},
+	})
+	mux := http.NewServeMux()
+
+	units := []component.Unit{{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}}
+	roles := n.cfg.RolesOrAll()
+	var serving []string
+	if slices.Contains(roles, "iam") {
+		c, err := iam.New(a)
+		if err != nil {
+			return err
+		}
+		units = append(units, component.Unit{Component: c, DependsOn: []string{"store"}})
+		serving = append(serving, "iam")
+	}
+
+	var group *component.Group
+	srv := httpserver.New(httpserver.Config{Addr: n.cfg.API.Listen, ShutdownGrace: n.cfg.ShutdownGrace}, mux, n.log, reg,
+		func() error { return readiness(group) }, a.CloseStreams)
+	units = append(units, component.Unit{Component: srv, DependsOn: append([]string{"store"}, serving...)})
+
+	group, err = component.NewGroup(units, component.Options{StopGrace: n.cfg.ShutdownGrace, Logger: n.log})
+	if err != nil {
+		return err
+	}
+	a.Mount(mux)
+	mux.Handle("GET /v1/status", a.Authenticated(func(w http.ResponseWriter, r *http.Request) {
+		addr, _ := srv.Addr(r.Context())
+		apiserver.WriteJSON(w, http.StatusOK, n.status(group, "http://"+addr))
+	}))
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- group.Run(runCtx) }()
+
+	addr, aerr := srv.Addr(runCtx)
+	if aerr == nil {
+		n.apiAddr = addr
+		if waitAllReady(runCtx, units) {
+			close(n.ready)
+		}
+	}
+	return <-done
+}
+
+func waitAllReady(ctx context.Context, units []component.Unit) bool {
+	for _, u := range units {
+		select {
+		case <-u.Component.Ready():
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func readiness(g *component.Group) error {
+	if g == nil {
+		return errors.New("starting")
+	}
+	var notReady []string
+	for _, s := range g.Statuses() {
+		if s.State != component.StateReady {
+			notReady = append(notReady, s.Name+"="+string(s.State))
+		}
+	}
+	if len(notReady) > 0 {
+		return errors.New(strings.Join(notReady, ", "))
+	}
+	return nil
+}
+
+func (n *Node) status(g *component.Group, url string) api.NodeStatus {
+	st := api.NodeStatus{Node: n.cfg.Node, Version: api.Version, Ready: g.Ready()}
+	for _, s := range g.Statuses() {
+		cs := api.ComponentStatus{Name: s.Name, State: string(s.State)}
+		if s.Err != nil {
+			cs.Error = s.Err.Error()
+		}
+		if s.Name == "http" {
+			cs.Endpoints = map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}
+		}
+		st.Components = append(st.Components, cs)
+	}
+	return st
+}
+
+// ensureToken reads the admin token file, creating it (0600) with a random
+// token when missing. A token file others can read is refused.
+func ensureToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", fmt.Errorf("generating admin token: %w", err)
+		}
+		tok := hex.EncodeToString(raw[:])
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("creating admin token file: %w", err)
+		}
+		if _, err := f.WriteString(tok + "\n"); err != nil {
+			f.Close()
+			return "", fmt.Errorf("writing admin token file: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return "", fmt.Errorf("writing admin token file: %w", err)
+		}
+		return tok, f.Close()
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading admin token file: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("admin token file %s has mode %o; it must not be readable by others (chmod 600 %s)", path, fi.Mode().Perm(), path)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 {
+		return "", fmt.Errorf("admin token file %s holds a token shorter than 16 characters; delete it to generate a new one", path)
+	}
+	return tok, nil
+}

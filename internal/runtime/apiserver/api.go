@@ -1,0 +1,237 @@
+// Package apiserver is the resource API framework every component shares:
+// kinds are registered with typed spec and status, and the framework serves
+// them as REST/JSON (list with pagination and label selectors, get, create,
+// update with optimistic concurrency, delete, watch, status), stores them in a
+// storage.Store, reports errors as problem+json, and generates the OpenAPI
+// document from the Go types.
+//
+// It owns the HTTP semantics of resources. It does not own authentication
+// policy (an Authenticator is passed in), listeners, or any component's
+// business logic (components hook in through KindDef validators and their own
+// controllers).
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/pkg/api"
+)
+
+// Options tune an API.
+type Options struct {
+	Logger *slog.Logger
+	// Now returns the current time (for createdAt/updatedAt); time.Now if nil.
+	Now func() time.Time
+	// NewUID returns a fresh UID; random UUIDs if nil.
+	NewUID func() string
+	// Authenticator checks every request except discovery; nil allows all
+	// (only for tests).
+	Authenticator Authenticator
+	// BookmarkInterval is how often an idle watch stream gets a bookmark
+	// event (keepalive); 15s if 0.
+	BookmarkInterval time.Duration
+	// DefaultLimit and MaxLimit bound list page sizes (500 and 5000 if 0).
+	DefaultLimit, MaxLimit int
+}
+
+// API serves the registered kinds.
+type API struct {
+	store storage.Store
+	opts  Options
+	log   *slog.Logger
+
+	mu    sync.RWMutex
+	kinds map[string]*kind // by collection
+
+	// streams is cancelled when the server shuts down so long-running watch
+	// responses end and graceful shutdown can finish.
+	streams      context.Context
+	closeStreams context.CancelFunc
+}
+
+// New returns an API over store.
+func New(store storage.Store, opts Options) *API {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NewUID == nil {
+		opts.NewUID = func() string { return uuid.NewString() }
+	}
+	if opts.BookmarkInterval <= 0 {
+		opts.BookmarkInterval = 15 * time.Second
+	}
+	if opts.DefaultLimit <= 0 {
+		opts.DefaultLimit = 500
+	}
+	if opts.MaxLimit <= 0 {
+		opts.MaxLimit = 5000
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &API{store: store, opts: opts, log: opts.Logger, kinds: map[string]*kind{}, streams: ctx, closeStreams: cancel}
+}
+
+// CloseStreams ends every open watch stream. The HTTP server calls it when it
+// starts shutting down.
+func (a *API) CloseStreams() { a.closeStreams() }
+
+func (a *API) addKind(k *kind) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if k.info.Collection == "projects" && k.info.Scope != api.ScopeCluster {
+		return fmt.Errorf("apiserver: collection %q is reserved for the cluster-scoped Project kind", k.info.Collection)
+	}
+	if _, dup := a.kinds[k.info.Collection]; dup {
+		return fmt.Errorf("apiserver: collection %q registered twice", k.info.Collection)
+	}
+	for _, o := range a.kinds {
+		if o.info.Kind == k.info.Kind {
+			return fmt.Errorf("apiserver: kind %q registered twice", k.info.Kind)
+		}
+	}
+	a.kinds[k.info.Collection] = k
+	return nil
+}
+
+// Kinds returns every registered kind, sorted by collection.
+func (a *API) Kinds() []api.KindInfo {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]api.KindInfo, 0, len(a.kinds))
+	for _, k := range a.kinds {
+		out = append(out, k.info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Collection < out[j].Collection })
+	return out
+}
+
+func (a *API) kind(collection string) (*kind, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	k, ok := a.kinds[collection]
+	return k, ok
+}
+
+// Mount registers the API's routes on mux: discovery at GET /v1, the OpenAPI
+// document at GET /openapi.json, and the resource routes.
+func (a *API) Mount(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1", a.discovery)
+	mux.HandleFunc("GET /v1/{$}", a.discovery)
+	mux.HandleFunc("GET /openapi.json", a.serveOpenAPI)
+
+	auth := a.Authenticated
+	// Cluster-scoped kinds, and cross-project lists of project-scoped ones.
+	mux.Handle("GET /v1/{collection}", auth(a.handleList))
+	mux.Handle("POST /v1/{collection}", auth(a.handleCreate))
+	mux.Handle("GET /v1/{collection}/{name}", auth(a.handleGet))
+	mux.Handle("PUT /v1/{collection}/{name}", auth(a.handleUpdate))
+	mux.Handle("DELETE /v1/{collection}/{name}", auth(a.handleDelete))
+	mux.Handle("PUT /v1/{collection}/{name}/status", auth(a.handleStatus))
+	// Project-scoped kinds.
+	mux.Handle("GET /v1/projects/{project}/{collection}", auth(a.handleList))
+	mux.Handle("POST /v1/projects/{project}/{collection}", auth(a.handleCreate))
+	mux.Handle("GET /v1/projects/{project}/{collection}/{name}", auth(a.handleGet))
+	mux.Handle("PUT /v1/projects/{project}/{collection}/{name}", auth(a.handleUpdate))
+	mux.Handle("DELETE /v1/projects/{project}/{collection}/{name}", auth(a.handleDelete))
+	mux.Handle("PUT /v1/projects/{project}/{collection}/{name}/status", auth(a.handleStatus))
+}
+
+func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, api.Discovery{Version: api.Version, Kinds: a.Kinds()})
+}
+
+// target is the resource (or collection) a request addresses.
+type target struct {
+	k       *kind
+	project string // "" for cluster-scoped kinds and cross-project lists
+	name    string // "" for collection requests
+}
+
+// key returns the store key of the named resource.
+func (t target) key() []byte {
+	if t.project != "" {
+		return []byte(t.k.prefix + t.project + "/" + t.name)
+	}
+	return []byte(t.k.prefix + t.name)
+}
+
+// listPrefix returns the key prefix the collection request covers.
+func (t target) listPrefix() string {
+	if t.project != "" {
+		return t.k.prefix + t.project + "/"
+	}
+	return t.k.prefix
+}
+
+// resolve works out the target of r and checks that the path fits the kind's
+// scope; named says whether the route carries {name}.
+func (a *API) resolve(r *http.Request, named bool) (target, error) {
+	coll := r.PathValue("collection")
+	project := r.PathValue("project")
+	k, ok := a.kind(coll)
+	if !ok {
+		return target{}, Errorf(http.StatusNotFound, api.CodeNotFound, "no collection %q here; GET /v1 lists the collections this endpoint serves", coll)
+	}
+	t := target{k: k, project: project, name: r.PathValue("name")}
+	inProject := project != ""
+	switch k.info.Scope {
+	case api.ScopeCluster:
+		if inProject {
+			return target{}, Errorf(http.StatusNotFound, api.CodeNotFound, "%s is cluster-scoped: use /v1/%s", coll, coll)
+		}
+	case api.ScopeProject:
+		if !inProject && (named || r.Method != http.MethodGet) {
+			return target{}, Errorf(http.StatusNotFound, api.CodeNotFound, "%s is project-scoped: use /v1/projects/{project}/%s", coll, coll)
+		}
+		if inProject {
+			if err := ValidateName("project", project); err != nil {
+				return target{}, err
+			}
+		}
+	}
+	if named {
+		if err := ValidateName("metadata.name", t.name); err != nil {
+			return target{}, err
+		}
+	}
+	return t, nil
+}
+
+// objectFromKV decodes a stored resource and stamps its revision.
+func objectFromKV(kv storage.KV) (*api.Object, error) {
+	var o api.Object
+	if err := json.Unmarshal(kv.Value, &o); err != nil {
+		return nil, fmt.Errorf("apiserver: decoding stored object %q: %w", kv.Key, err)
+	}
+	o.Metadata.Revision = kv.ModRevision
+	return &o, nil
+}
+
+// encodeStored encodes o for the store; the revision is never stored (the
+// store's ModRevision is the truth).
+func encodeStored(o *api.Object) ([]byte, error) {
+	c := *o
+	c.Metadata.Revision = 0
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: encoding object: %w", err)
+	}
+	return b, nil
+}
+
+func (a *API) now() *time.Time {
+	t := a.opts.Now().UTC().Truncate(time.Millisecond)
+	return &t
+}

@@ -1,0 +1,462 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/pkg/api"
+)
+
+// maxUpdateRetries bounds read-modify-write retries of unconditional updates
+// that race with other writers.
+const maxUpdateRetries = 5
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	WriteError(w, r, a.log, err)
+}
+
+func (a *API) handleGet(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, true)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	kv, err := a.store.Get(r.Context(), t.key())
+	if errors.Is(err, storage.ErrNotFound) {
+		a.fail(w, r, notFound(t.k, t.project, t.name))
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := objectFromKV(kv)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, o)
+}
+
+func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, false)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	body, err := readBody(r, t.k.maxBody)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	meta, spec, err := t.k.decode(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := ValidateName("metadata.name", meta.Name); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if meta.Project != "" && meta.Project != t.project {
+		a.fail(w, r, FieldError("metadata.project", "project %q does not match the path's project %q", meta.Project, t.project))
+		return
+	}
+	if err := validateLabels(meta.Labels); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	t.name = meta.Name
+	now := a.now()
+	o := &api.Object{
+		Kind: t.k.info.Kind,
+		Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: a.opts.NewUID(),
+			CreatedAt: now, UpdatedAt: now, Labels: meta.Labels},
+		Spec: spec,
+	}
+	val, err := encodeStored(o)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	key := t.key()
+	res, err := a.store.Txn(r.Context(), storage.Txn{
+		If:   []storage.Compare{{Key: key, Target: storage.CompareMissing}},
+		Then: []storage.Op{{Type: storage.OpPut, Key: key, Value: val}},
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if !res.Succeeded {
+		a.fail(w, r, Errorf(http.StatusConflict, api.CodeAlreadyExists, "%s %q already exists; use update (PUT) to change it", t.k.info.Singular, t.name))
+		return
+	}
+	o.Metadata.Revision = res.Revision
+	WriteJSON(w, http.StatusCreated, o)
+}
+
+// handleUpdate replaces labels and spec. A non-zero metadata.revision makes
+// it conditional (409 when stale); zero means "whatever is current". Status,
+// UID and createdAt are kept. An update that changes nothing writes nothing.
+func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, true)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	body, err := readBody(r, t.k.maxBody)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	meta, spec, err := t.k.decode(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.checkIdentity(t, meta); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := validateLabels(meta.Labels); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error {
+		if err := t.k.validateUpdate(cur.Spec, spec); err != nil {
+			return err
+		}
+		cur.Metadata.Labels = meta.Labels
+		cur.Spec = spec
+		return nil
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, o)
+}
+
+// handleStatus replaces only the status.
+func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, true)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	body, err := readBody(r, t.k.maxBody)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	meta, status, err := t.k.decodeStatus(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.checkIdentity(t, meta); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error {
+		cur.Status = status
+		return nil
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, o)
+}
+
+// checkIdentity rejects a body whose name or project disagrees with the path.
+func (a *API) checkIdentity(t target, meta api.ObjectMeta) error {
+	if meta.Name != "" && meta.Name != t.name {
+		return FieldError("metadata.name", "name %q does not match the path's name %q (renaming is not supported)", meta.Name, t.name)
+	}
+	if meta.Project != "" && meta.Project != t.project {
+		return FieldError("metadata.project", "project %q does not match the path's project %q", meta.Project, t.project)
+	}
+	return nil
+}
+
+// modify applies change to the stored object under compare-and-swap. With
+// wantRev != 0 the stored revision must equal it; otherwise it retries
+// races a few times.
+func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.Object) error) (*api.Object, error) {
+	ctx := r.Context()
+	key := t.key()
+	for attempt := 0; ; attempt++ {
+		kv, err := a.store.Get(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, notFound(t.k, t.project, t.name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if wantRev != 0 && kv.ModRevision != wantRev {
+			return nil, staleRevision(t, wantRev, kv.ModRevision)
+		}
+		cur, err := objectFromKV(kv)
+		if err != nil {
+			return nil, err
+		}
+		before, err := encodeStored(cur)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(cur); err != nil {
+			return nil, err
+		}
+		after, err := encodeStored(cur)
+		if err != nil {
+			return nil, err
+		}
+		if sameJSON(before, after) {
+			return cur, nil // nothing changed: keep the revision, write nothing
+		}
+		cur.Metadata.UpdatedAt = a.now()
+		val, err := encodeStored(cur)
+		if err != nil {
+			return nil, err
+		}
+		res, err := a.store.Txn(ctx, storage.Txn{
+			If:   []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: kv.ModRevision}},
+			Then: []storage.Op{{Type: storage.OpPut, Key: key, Value: val}},
+			Else: []storage.Op{{Type: storage.OpGet, Key: key}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if res.Succeeded {
+			cur.Metadata.Revision = res.Revision
+			return cur, nil
+		}
+		if len(res.Results) == 1 && !res.Results[0].Found {
+			return nil, notFound(t.k, t.project, t.name)
+		}
+		if wantRev != 0 {
+			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)
+		}
+		if attempt >= maxUpdateRetries {
+			return nil, Errorf(http.StatusConflict, api.CodeConflict, "%s %q is being changed by others; retry", t.k.info.Singular, t.name)
+		}
+	}
+}
+
+func staleRevision(t target, want, have int64) error {
+	return Errorf(http.StatusConflict, api.CodeConflict,
+		"%s %q has changed: you sent revision %d but it is now at %d; get it again, reapply your change and retry", t.k.info.Singular, t.name, want, have)
+}
+
+// handleDelete removes a resource and returns it as it was. The optional
+// query parameter revision makes the delete conditional.
+func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, true)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var wantRev int64
+	if s := r.URL.Query().Get("revision"); s != "" {
+		wantRev, err = strconv.ParseInt(s, 10, 64)
+		if err != nil || wantRev <= 0 {
+			a.fail(w, r, FieldError("revision", "revision %q must be a positive integer", s))
+			return
+		}
+	}
+	key := t.key()
+	txn := storage.Txn{
+		If:   []storage.Compare{{Key: key, Target: storage.CompareExists}},
+		Then: []storage.Op{{Type: storage.OpDelete, Key: key}},
+		Else: []storage.Op{{Type: storage.OpGet, Key: key}},
+	}
+	if wantRev != 0 {
+		txn.If = []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: wantRev}}
+	}
+	res, err := a.store.Txn(r.Context(), txn)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if !res.Succeeded {
+		if len(res.Results) == 1 && res.Results[0].Found {
+			a.fail(w, r, staleRevision(t, wantRev, res.Results[0].KV.ModRevision))
+			return
+		}
+		a.fail(w, r, notFound(t.k, t.project, t.name))
+		return
+	}
+	o, err := objectFromKV(res.Results[0].KV)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o.Metadata.Revision = res.Revision
+	WriteJSON(w, http.StatusOK, o)
+}
+
+// listParams are the parsed query parameters of a list or watch.
+type listParams struct {
+	limit    int
+	after    string // relative position from the continue token
+	selector labels.Selector
+	watch    bool
+	since    int64 // watch: deliver events after this revision
+	hasSince bool
+}
+
+func (a *API) parseListParams(r *http.Request, crossProject bool) (listParams, error) {
+	q := r.URL.Query()
+	p := listParams{limit: a.opts.DefaultLimit, selector: labels.Everything()}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return p, FieldError("limit", "limit %q must be a positive integer", s)
+		}
+		if n > a.opts.MaxLimit {
+			n = a.opts.MaxLimit
+		}
+		p.limit = n
+	}
+	if s := q.Get("continue"); s != "" {
+		k, err := decodeContinue(s, crossProject)
+		if err != nil {
+			return p, err
+		}
+		p.after = k
+	}
+	if s := q.Get("labelSelector"); s != "" {
+		sel, err := labels.Parse(s)
+		if err != nil {
+			return p, &Error{Status: http.StatusBadRequest, Code: api.CodeInvalidSelector, Field: "labelSelector",
+				Detail: "label selector " + strconv.Quote(s) + " is invalid: " + err.Error() + ` (examples: "app=web", "tier in (a,b)", "!canary")`}
+		}
+		p.selector = sel
+	}
+	switch w := q.Get("watch"); w {
+	case "", "false", "0":
+	case "true", "1":
+		p.watch = true
+	default:
+		return p, FieldError("watch", "watch %q must be true or false", w)
+	}
+	if s := q.Get("since"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return p, FieldError("since", "since %q must be a revision (a non-negative integer)", s)
+		}
+		p.since, p.hasSince = n, true
+	}
+	if p.hasSince && !p.watch {
+		return p, FieldError("since", "since is only valid with watch=true")
+	}
+	return p, nil
+}
+
+// scanBudget bounds how many stored items one list page may examine when a
+// selector filters most of them out; the page then ends early with a
+// continue token.
+const scanBudget = 10000
+
+func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
+	t, err := a.resolve(r, false)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	crossProject := t.k.info.Scope == api.ScopeProject && t.project == ""
+	p, err := a.parseListParams(r, crossProject)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if p.watch {
+		a.watch(w, r, t, p)
+		return
+	}
+	list, err := a.list(r, t, p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, list)
+}
+
+// list reads one page: items strictly after p.after, in key order.
+func (a *API) list(r *http.Request, t target, p listParams) (*api.List, error) {
+	prefix := t.listPrefix()
+	start := []byte(prefix)
+	if p.after != "" {
+		start = []byte(prefix + p.after + "\x00")
+	}
+	end := prefixEnd([]byte(prefix))
+	out := &api.List{Kind: t.k.info.Kind + "List", Items: []api.Object{}}
+	scanned := 0
+	var lastRel string
+	for {
+		chunk := p.limit - len(out.Items) + 1 // +1 to learn whether more follow
+		if !p.selector.Empty() && chunk < 256 {
+			chunk = 256
+		}
+		kvs, rev, err := a.store.Range(r.Context(), start, end, chunk)
+		if err != nil {
+			return nil, err
+		}
+		if out.Metadata.Revision == 0 {
+			out.Metadata.Revision = rev
+		}
+		for i, kv := range kvs {
+			if len(out.Items) == p.limit {
+				// kv exists beyond a full page: more follow.
+				out.Metadata.Continue = encodeContinue(lastRel)
+				return out, nil
+			}
+			lastRel = strings.TrimPrefix(string(kv.Key), prefix)
+			scanned++
+			o, err := objectFromKV(kv)
+			if err != nil {
+				return nil, err
+			}
+			if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+				out.Items = append(out.Items, *o)
+			}
+			if scanned >= scanBudget && i < len(kvs)-1 {
+				out.Metadata.Continue = encodeContinue(lastRel)
+				return out, nil
+			}
+		}
+		if len(kvs) < chunk {
+			return out, nil // reached the end of the collection
+		}
+		start = append([]byte(prefix+lastRel), 0)
+	}
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// readBody enforces content type and size before any decoding.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	var raw json.RawMessage
+	if err := DecodeJSON(r, &raw, max); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}

@@ -1,0 +1,108 @@
+package apiserver
+
+import (
+	"net/http"
+	"reflect"
+
+	"github.com/invopop/jsonschema"
+
+	"github.com/ultracloud/ultracloud/pkg/api"
+)
+
+// OpenAPI builds the OpenAPI 3.1 document of every registered kind from its
+// Go types, so the document can never drift from what the decoder accepts.
+func (a *API) OpenAPI() map[string]any {
+	a.mu.RLock()
+	kinds := make([]*kind, 0, len(a.kinds))
+	for _, info := range a.Kinds() {
+		kinds = append(kinds, a.kinds[info.Collection])
+	}
+	a.mu.RUnlock()
+
+	schemas := map[string]any{
+		"Problem":  reflectSchema(reflect.TypeFor[api.Problem]()),
+		"Event":    reflectSchema(reflect.TypeFor[api.Event]()),
+		"ListMeta": reflectSchema(reflect.TypeFor[api.ListMeta]()),
+	}
+	paths := map[string]any{}
+	problem := map[string]any{"$ref": "#/components/schemas/Problem"}
+	errResp := func(desc string) map[string]any {
+		return map[string]any{"description": desc, "content": map[string]any{api.ProblemContentType: map[string]any{"schema": problem}}}
+	}
+	for _, k := range kinds {
+		name := k.info.Kind
+		schemas[name] = reflectSchema(k.objType)
+		ref := map[string]any{"$ref": "#/components/schemas/" + name}
+		listName := name + "List"
+		schemas[listName] = map[string]any{
+			"type": "object",
+			"properties": map[string]any{
+				"kind":     map[string]any{"type": "string"},
+				"items":    map[string]any{"type": "array", "items": ref},
+				"metadata": map[string]any{"$ref": "#/components/schemas/ListMeta"},
+			},
+		}
+		one := func(code, desc string) map[string]any {
+			return map[string]any{code: map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": ref}}},
+				"400": errResp("invalid request"), "401": errResp("not authenticated"), "404": errResp("not found"), "409": errResp("conflict")}
+		}
+		body := map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref}}}
+		coll, item := "/v1/"+k.info.Collection, "/v1/"+k.info.Collection+"/{name}"
+		params := []any{}
+		if k.info.Scope == api.ScopeProject {
+			coll, item = "/v1/projects/{project}/"+k.info.Collection, "/v1/projects/{project}/"+k.info.Collection+"/{name}"
+			params = append(params, pathParam("project"))
+		}
+		listParams := append([]any{}, params...)
+		for _, q := range []string{"limit", "continue", "labelSelector", "watch", "since"} {
+			listParams = append(listParams, map[string]any{"name": q, "in": "query", "schema": map[string]any{"type": "string"}})
+		}
+		paths[coll] = map[string]any{
+			"get": map[string]any{"operationId": "list" + name, "tags": []string{k.info.Component}, "parameters": listParams,
+				"responses": map[string]any{
+					"200": map[string]any{"description": "a page of " + k.info.Collection + ", or with watch=true a stream of events",
+						"content": map[string]any{
+							"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/" + listName}},
+							NDJSONContentType:  map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Event"}},
+						}},
+					"400": errResp("invalid query"), "410": errResp("revision compacted")}},
+			"post": map[string]any{"operationId": "create" + name, "tags": []string{k.info.Component}, "parameters": params, "requestBody": body, "responses": one("201", "created")},
+		}
+		itemParams := append(append([]any{}, params...), pathParam("name"))
+		paths[item] = map[string]any{
+			"get":    map[string]any{"operationId": "get" + name, "tags": []string{k.info.Component}, "parameters": itemParams, "responses": one("200", "the "+k.info.Singular)},
+			"put":    map[string]any{"operationId": "update" + name, "tags": []string{k.info.Component}, "parameters": itemParams, "requestBody": body, "responses": one("200", "updated")},
+			"delete": map[string]any{"operationId": "delete" + name, "tags": []string{k.info.Component}, "parameters": itemParams, "responses": one("200", "deleted; the last state")},
+		}
+		paths[item+"/status"] = map[string]any{
+			"put": map[string]any{"operationId": "update" + name + "Status", "tags": []string{k.info.Component}, "parameters": itemParams, "requestBody": body, "responses": one("200", "status updated")},
+		}
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info":    map[string]any{"title": "UltraCloud API", "version": "v1"},
+		"paths":   paths,
+		"components": map[string]any{
+			"schemas":         schemas,
+			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
+		},
+		"security": []any{map[string]any{"bearer": []any{}}},
+	}
+}
+
+func pathParam(name string) map[string]any {
+	return map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string"}}
+}
+
+// reflectSchema renders t as an inline JSON Schema (2020-12, the dialect of
+// OpenAPI 3.1). Unknown fields are not allowed, matching the strict decoder.
+func reflectSchema(t reflect.Type) *jsonschema.Schema {
+	r := &jsonschema.Reflector{DoNotReference: true, Anonymous: true, ExpandedStruct: true}
+	s := r.ReflectFromType(t)
+	s.Version = ""
+	return s
+}
+
+func (a *API) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, a.OpenAPI())
+}

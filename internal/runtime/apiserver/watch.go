@@ -1,0 +1,136 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/pkg/api"
+)
+
+// NDJSONContentType is the media type of watch streams: one api.Event per line.
+const NDJSONContentType = "application/x-ndjson"
+
+// watchWriteTimeout bounds how long one event may take to reach a client
+// before the stream is dropped (the client resumes with since=).
+const watchWriteTimeout = 30 * time.Second
+
+// watch streams changes as newline-delimited api.Event values. Without
+// since, it first sends every current item as ADDED, then changes after
+// that snapshot; with since=N it sends every change after revision N, or
+// fails with 410 revision_compacted when that history is gone.
+func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listParams) {
+	ctx := r.Context()
+	prefix := t.listPrefix()
+	var initial []api.Object
+	from := p.since + 1
+	if !p.hasSince {
+		kvs, rev, err := a.store.Range(ctx, []byte(prefix), prefixEnd([]byte(prefix)), 0)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		for _, kv := range kvs {
+			o, err := objectFromKV(kv)
+			if err != nil {
+				a.fail(w, r, err)
+				return
+			}
+			if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+				initial = append(initial, *o)
+			}
+		}
+		from = rev + 1
+	}
+	watcher, err := a.store.Watch(ctx, []byte(prefix), from)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	defer watcher.Close()
+
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", NDJSONContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	// complete is the highest revision whose events have all been sent:
+	// events of one revision arrive one by one, so only a later revision
+	// proves an earlier one complete. Bookmarks report it.
+	complete := from - 1
+	send := func(ev api.Event) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		if err := enc.Encode(ev); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	for i := range initial {
+		if !send(api.Event{Type: api.EventAdded, Revision: initial[i].Metadata.Revision, Object: &initial[i]}) {
+			return
+		}
+	}
+	if !send(api.Event{Type: api.EventBookmark, Revision: complete}) {
+		return
+	}
+
+	bookmark := time.NewTicker(a.opts.BookmarkInterval)
+	defer bookmark.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.streams.Done():
+			return
+		case <-bookmark.C:
+			if !send(api.Event{Type: api.EventBookmark, Revision: complete}) {
+				return
+			}
+		case ev, ok := <-watcher.Events():
+			if !ok {
+				err := watcher.Err()
+				if err == nil {
+					return
+				}
+				if errors.Is(err, storage.ErrCompacted) {
+					err = Errorf(http.StatusGone, api.CodeRevisionCompacted,
+						"history after revision %d has been compacted: list again and watch from the list's revision", complete)
+				}
+				send(api.Event{Type: api.EventError, Revision: complete, Error: ToProblem(r, err)})
+				return
+			}
+			out, err := eventFor(ev)
+			if err != nil {
+				send(api.Event{Type: api.EventError, Revision: complete, Error: ToProblem(r, err)})
+				return
+			}
+			complete = max(complete, out.Revision-1)
+			if !p.selector.Matches(labels.Set(out.Object.Metadata.Labels)) {
+				continue
+			}
+			if !send(out) {
+				return
+			}
+		}
+	}
+}
+
+// eventFor turns a storage event into an API event.
+func eventFor(ev storage.Event) (api.Event, error) {
+	o, err := objectFromKV(ev.KV)
+	if err != nil {
+		return api.Event{}, err
+	}
+	typ := api.EventModified
+	switch {
+	case ev.Type == storage.EventDelete:
+		typ = api.EventDeleted
+	case ev.KV.CreateRevision == ev.KV.ModRevision:
+		typ = api.EventAdded
+	}
+	return api.Event{Type: typ, Revision: ev.KV.ModRevision, Object: o}, nil
+}

@@ -1,0 +1,292 @@
+// Package config is the node configuration: its fields and defaults, loading
+// from a YAML file, environment variables and flags (defaults < file < env <
+// flags), and validation that names the bad field and how to fix it.
+//
+// The field comments below are the user documentation of node.yaml. The
+// package only describes and checks configuration; it starts nothing.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Config is a node's configuration (node.yaml).
+type Config struct {
+	// Node is this node's name, unique in the cluster (default: host name).
+	Node string `yaml:"node"`
+	// DataDir holds every piece of the node's persistent state.
+	DataDir string `yaml:"dataDir"`
+	// Roles lists the components this node runs; empty means all of them.
+	Roles []string `yaml:"roles"`
+	// API is the node's HTTP API listener.
+	API API `yaml:"api"`
+	// Log selects log level and format.
+	Log Log `yaml:"log"`
+	// Storage tunes the embedded store.
+	Storage Storage `yaml:"storage"`
+	// ShutdownGrace is how long each component may take to stop.
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+}
+
+// API configures the shared API listener.
+type API struct {
+	// Listen is the host:port of the API (default 127.0.0.1:7700).
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bootstrap admin bearer token (mode 0600). If it
+	// does not exist the node creates it with a random token.
+	// Default: <dataDir>/admin-token.
+	TokenFile string `yaml:"tokenFile"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `yaml:"level"`
+	// Format is text or json (default text).
+	Format string `yaml:"format"`
+}
+
+// Storage configures the embedded store.
+type Storage struct {
+	// RetainRevisions is how many revisions of change history are kept for
+	// watches to resume from (default 100000).
+	RetainRevisions int64 `yaml:"retainRevisions"`
+	// CompactInterval is how often old history is discarded (default 5m).
+	CompactInterval time.Duration `yaml:"compactInterval"`
+}
+
+// KnownRoles are the components a node can run, in no particular order.
+var knownRoles = []string{"iam"}
+
+// KnownRoles returns the role names Validate accepts.
+func KnownRoles() []string { return slices.Clone(knownRoles) }
+
+// Default returns the defaults for a node whose data lives in dataDir.
+func Default() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	return Config{
+		Node:          strings.ToLower(host),
+		API:           API{Listen: "127.0.0.1:7700"},
+		Log:           Log{Level: "info", Format: "text"},
+		Storage:       Storage{RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
+		ShutdownGrace: 15 * time.Second,
+	}
+}
+
+// LoadFile merges the YAML file at path over c. Unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %s: %w (see docs/configuration.md for the fields)", path, err)
+	}
+	return nil
+}
+
+// EnvPrefix prefixes every environment variable the config reads.
+const EnvPrefix = "ULTRACLOUD_"
+
+// EnvName returns the environment variable for a dotted field path, e.g.
+// "api.listen" -> ULTRACLOUD_API_LISTEN, "dataDir" -> ULTRACLOUD_DATA_DIR.
+func EnvName(path string) string {
+	var b strings.Builder
+	b.WriteString(EnvPrefix)
+	for i, r := range path {
+		switch {
+		case r == '.':
+			b.WriteByte('_')
+		case r >= 'A' && r <= 'Z':
+			if i > 0 && path[i-1] != '.' {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+		default:
+			b.WriteString(strings.ToUpper(string(r)))
+		}
+	}
+	return b.String()
+}
+
+// Fields returns the dotted paths of every settable field.
+func Fields() []string {
+	var out []string
+	walk(reflect.ValueOf(&Config{}).Elem(), "", func(path string, _ reflect.Value) { out = append(out, path) })
+	return out
+}
+
+func walk(v reflect.Value, prefix string, fn func(string, reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeFor[time.Duration]() {
+			walk(fv, path, fn)
+			continue
+		}
+		fn(path, fv)
+	}
+}
+
+// LoadEnv merges environment variables over c; lookup is os.LookupEnv in
+// production and a map in tests.
+func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
+	var errs []error
+	walk(reflect.ValueOf(c).Elem(), "", func(path string, fv reflect.Value) {
+		name := EnvName(path)
+		s, ok := lookup(name)
+		if !ok {
+			return
+		}
+		if err := setField(fv, s); err != nil {
+			errs = append(errs, fmt.Errorf("config: environment %s (field %s): %w", name, path, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Set sets the field at a dotted path from a string (used for flags).
+func (c *Config) Set(path, value string) error {
+	var found bool
+	var err error
+	walk(reflect.ValueOf(c).Elem(), "", func(p string, fv reflect.Value) {
+		if p == path {
+			found = true
+			err = setField(fv, value)
+		}
+	})
+	if !found {
+		return fmt.Errorf("config: no field %q", path)
+	}
+	if err != nil {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	return nil
+}
+
+func setField(fv reflect.Value, s string) error {
+	switch {
+	case fv.Type() == reflect.TypeFor[time.Duration]():
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", s)
+		}
+		fv.SetInt(int64(d))
+	case fv.Kind() == reflect.String:
+		fv.SetString(s)
+	case fv.Kind() == reflect.Int, fv.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		fv.SetInt(n)
+	case fv.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		fv.SetBool(b)
+	case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		fv.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported field type %s", fv.Type())
+	}
+	return nil
+}
+
+// Validate checks every field and fills derived defaults (paths under
+// DataDir). The error names the field and the fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Node == "" {
+		bad("node", "must not be empty (set a node name, e.g. node: node1)")
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "must not be empty (e.g. dataDir: /var/lib/ultracloud)")
+	} else if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	for i, r := range c.Roles {
+		if !slices.Contains(knownRoles, r) {
+			bad(fmt.Sprintf("roles[%d]", i), "unknown role %q (known roles: %s)", r, strings.Join(knownRoles, ", "))
+		}
+	}
+	if host, port, err := net.SplitHostPort(c.API.Listen); err != nil {
+		bad("api.listen", "%q is not host:port (e.g. 127.0.0.1:7700)", c.API.Listen)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		bad("api.listen", "port %q is not a number from 0 to 65535", port)
+	} else if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		bad("api.listen", "host %q must be an IP address or localhost", host)
+	}
+	if c.API.TokenFile == "" && c.DataDir != "" {
+		c.API.TokenFile = filepath.Join(c.DataDir, "admin-token")
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if f := strings.ToLower(c.Log.Format); f != "text" && f != "json" {
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	if c.Storage.RetainRevisions < 1000 {
+		bad("storage.retainRevisions", "%d is too small: keep at least 1000 revisions so watches can resume", c.Storage.RetainRevisions)
+	}
+	if c.Storage.CompactInterval < time.Second {
+		bad("storage.compactInterval", "%s is too short (at least 1s)", c.Storage.CompactInterval)
+	}
+	if c.ShutdownGrace < time.Second || c.ShutdownGrace > 10*time.Minute {
+		bad("shutdownGrace", "%s must be between 1s and 10m", c.ShutdownGrace)
+	}
+	return errors.Join(errs...)
+}
+
+// RolesOrAll returns the configured roles, or every known role.
+func (c *Config) RolesOrAll() []string {
+	if len(c.Roles) == 0 {
+		return KnownRoles()
+	}
+	return slices.Clone(c.Roles)
+}
+
+func parseLevel(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return s, nil
+	}
+	return "", fmt.Errorf("%q is not debug, info, warn or error", s)
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedence(t *testing.T) {
+	c := Default()
+	p := writeFile(t, "node: n1\ndataDir: /tmp/x\napi:\n  listen: 127.0.0.1:8000\nlog:\n  level: debug\nshutdownGrace: 20s\n")
+	if err := c.LoadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ULTRACLOUD_API_LISTEN": "127.0.0.1:9000", "ULTRACLOUD_ROLES": "iam", "ULTRACLOUD_STORAGE_RETAIN_REVISIONS": "5000"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set("log.level", "warn"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "n1" || c.API.Listen != "127.0.0.1:9000" || c.Log.Level != "warn" || c.ShutdownGrace != 20*time.Second ||
+		len(c.Roles) != 1 || c.Storage.RetainRevisions != 5000 || c.API.TokenFile != "/tmp/x/admin-token" {
+		t.Fatalf("merged config wrong: %+v", c)
+	}
+}
+
+func TestUnknownKeyNamed(t *testing.T) {
+	c := Default()
+	err := c.LoadFile(writeFile(t, "node: n1\napi:\n  lisen: 1.2.3.4:5\n"))
+	if err == nil || !strings.Contains(err.Error(), "lisen") {
+		t.Fatalf("err = %v, want it to name the unknown key", err)
+	}
+}
+
+func TestValidateNamesFields(t *testing.T) {
+	cases := map[string]func(*Config){
+		"api.listen":              func(c *Config) { c.API.Listen = "nonsense" },
+		"roles[0]":                func(c *Config) { c.Roles = []string{"bogus"} },
+		"log.level":               func(c *Config) { c.Log.Level = "loud" },
+		"log.format":              func(c *Config) { c.Log.Format = "xml" },
+		"dataDir":                 func(c *Config) { c.DataDir = "" },
+		"shutdownGrace":           func(c *Config) { c.ShutdownGrace = 0 },
+		"storage.retainRevisions": func(c *Config) { c.Storage.RetainRevisions = 1 },
+	}
+	for field, mutate := range cases {
+		c := Default()
+		c.DataDir = "/tmp/d"
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "config: "+field+":") {
+			t.Errorf("%s: err = %v", field, err)
+		}
+	}
+}
+
+func TestBadEnvValue(t *testing.T) {
+	c := Default()
+	err := c.LoadEnv(func(k string) (string, bool) {
+		if k == "ULTRACLOUD_SHUTDOWN_GRACE" {
+			return "soon", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), "ULTRACLOUD_SHUTDOWN_GRACE") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnvNames(t *testing.T) {
+	for path, want := range map[string]string{"dataDir": "ULTRACLOUD_DATA_DIR", "api.listen": "ULTRACLOUD_API_LISTEN", "api.tokenFile": "ULTRACLOUD_API_TOKEN_FILE"} {
+		if got := EnvName(path); got != want {
+			t.Errorf("EnvName(%s) = %s, want %s", path, got, want)
+		}
+	}
+	if len(Fields()) < 8 {
+		t.Fatalf("Fields() = %v", Fields())
+	}
+}
