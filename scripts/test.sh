@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test: format and vet checks, unit and integration tests (with
+# the race detector), short fuzzing of every fuzz target, end-to-end tests
+# against the real binary, and multi-host tests in network namespaces
+# (needs root). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_go
+apt_need iproute2 nftables
+FUZZTIME=${FUZZTIME:-5s}
+
+echo "==> go mod download"
+go mod download
+
+echo "==> gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+echo "==> go vet"
+go vet ./...
+
+echo "==> unit and integration tests (race detector)"
+go test -race -count=1 ./internal/... ./pkg/...
+
+echo "==> end-to-end and multi-host tests"
+go test -count=1 -timeout 20m ./test/...
+
+echo "==> fuzzing each target for $FUZZTIME"
+for pkg in $(go list ./internal/... ./pkg/...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "--> $pkg $target"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/ultracloud-fuzz.log 2>&1 || {
+			cat /tmp/ultracloud-fuzz.log >&2
+			exit 1
+		}
+	done
+done
+echo "==> all tests passed"
