@@ -21,21 +21,31 @@ const DefaultMaxBody = 1 << 20
 // value. Errors are *Error values that name the problem (and the field when
 // there is one).
 func DecodeJSON(r *http.Request, dst any, maxBytes int64) error {
+	body, err := ReadBody(r, maxBytes)
+	if err != nil {
+		return err
+	}
+	return DecodeStrict(body, dst)
+}
+
+// ReadBody checks that r's content type is JSON and reads at most maxBytes of
+// body; it does not parse it.
+func ReadBody(r *http.Request, maxBytes int64) ([]byte, error) {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-		return &Error{Status: http.StatusUnsupportedMediaType, Code: api.CodeUnsupportedMedia,
+		return nil, &Error{Status: http.StatusUnsupportedMediaType, Code: api.CodeUnsupportedMedia,
 			Detail: fmt.Sprintf("Content-Type %q is not supported; send application/json", ct)}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Code: api.CodeBadRequest, Detail: "reading request body: " + err.Error(), Err: err}
+		return nil, &Error{Status: http.StatusBadRequest, Code: api.CodeBadRequest, Detail: "reading request body: " + err.Error(), Err: err}
 	}
 	if int64(len(body)) > maxBytes {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeBodyTooLarge,
+		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeBodyTooLarge,
 			Detail: fmt.Sprintf("request body exceeds the %d-byte limit", maxBytes)}
 	}
-	return DecodeStrict(body, dst)
+	return body, nil
 }
 
 // DecodeStrict decodes one JSON value from body into dst, rejecting unknown

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -50,7 +49,7 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	body, err := readBody(r, t.k.maxBody)
+	body, err := ReadBody(r, t.k.maxBody)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -111,7 +110,7 @@ func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	body, err := readBody(r, t.k.maxBody)
+	body, err := ReadBody(r, t.k.maxBody)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -151,7 +150,7 @@ func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	body, err := readBody(r, t.k.maxBody)
+	body, err := ReadBody(r, t.k.maxBody)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -450,13 +449,4 @@ func prefixEnd(prefix []byte) []byte {
 		}
 	}
 	return nil
-}
-
-// readBody enforces content type and size before any decoding.
-func readBody(r *http.Request, max int64) ([]byte, error) {
-	var raw json.RawMessage
-	if err := DecodeJSON(r, &raw, max); err != nil {
-		return nil, err
-	}
-	return raw, nil
 }
