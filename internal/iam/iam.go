@@ -21,7 +21,7 @@ func ProjectKind() apiserver.KindDef[iamv1.ProjectSpec, iamv1.ProjectStatus] {
 	return apiserver.KindDef[iamv1.ProjectSpec, iamv1.ProjectStatus]{
 		Kind: iamv1.ProjectKind, Collection: iamv1.ProjectCollection, Singular: "project", ShortNames: []string{"proj"},
 		Scope:   api.ScopeCluster,
-		Columns: []api.Column{{Name: "DISPLAY NAME", Path: "spec.displayName"}},
+		Columns: []api.Column{{Name: "DISPLAY NAME", Path: "spec.displayName"}, {Name: "PHASE", Path: "status.phase"}},
 		MaxBody: 64 << 10,
 		ValidateSpec: func(s *iamv1.ProjectSpec) error {
 			if n := utf8.RuneCountInString(s.DisplayName); n > 128 {

@@ -110,6 +110,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		func() error { return readiness(group) }, a.CloseStreams)
 	units = append(units, component.Unit{Component: srv, DependsOn: append([]string{"store"}, serving...)})
 
+	if slices.Contains(roles, "iam") {
+		pc := iam.NewProjectController(func(ctx context.Context) (string, error) {
+			addr, err := srv.Addr(ctx)
+			return "http://" + addr, err
+		}, token, filepath.Join(n.cfg.DataDir, "controllers", "iam-projects.checkpoint"), n.log, reg)
+		units = append(units, component.Unit{Component: pc, DependsOn: []string{"http"}})
+	}
+
 	group, err = component.NewGroup(units, component.Options{StopGrace: n.cfg.ShutdownGrace, Logger: n.log})
 	if err != nil {
 		return err

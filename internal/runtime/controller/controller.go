@@ -1,0 +1,417 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/client"
+)
+
+// Key names one object of the collection. Project is empty for
+// cluster-scoped kinds.
+type Key struct {
+	Project string
+	Name    string
+}
+
+// KeyOf returns the key of o.
+func KeyOf(o *api.Object) Key { return Key{Project: o.Metadata.Project, Name: o.Metadata.Name} }
+
+// String returns "project/name", or the name for cluster-scoped kinds.
+func (k Key) String() string {
+	if k.Project == "" {
+		return k.Name
+	}
+	return k.Project + "/" + k.Name
+}
+
+// Result tells the controller what to do after a successful reconcile.
+type Result struct {
+	// RequeueAfter, when > 0, reconciles the key again after this long even
+	// if nothing changes (e.g. to poll something outside the API).
+	RequeueAfter time.Duration
+}
+
+// Reconciler makes the world match the current state of one object. It
+// reads that state itself (the object may have changed again, or be gone:
+// then it cleans up). It must be idempotent. An error retries the key with
+// backoff; a panic counts as an error.
+type Reconciler interface {
+	Reconcile(ctx context.Context, key Key) (Result, error)
+}
+
+// ReconcilerFunc adapts a function to Reconciler.
+type ReconcilerFunc func(ctx context.Context, key Key) (Result, error)
+
+// Reconcile implements Reconciler.
+func (f ReconcilerFunc) Reconcile(ctx context.Context, key Key) (Result, error) { return f(ctx, key) }
+
+// Defaults for Options fields left zero.
+const (
+	DefaultWorkers            = 2
+	DefaultBaseDelay          = 50 * time.Millisecond
+	DefaultMaxDelay           = 30 * time.Second
+	DefaultQPS                = 10
+	DefaultBurst              = 100
+	DefaultCheckpointInterval = time.Second
+)
+
+// Options configure a Controller.
+type Options struct {
+	// Name identifies the controller in logs, metrics and component status
+	// (e.g. "prismnet-ports"). Required.
+	Name string
+	// Source is the collection to follow. Required.
+	Source Source
+	// Reconciler is called for every changed key. Required.
+	Reconciler Reconciler
+	// Workers is how many keys are reconciled in parallel (default 2).
+	Workers int
+	// BaseDelay is the first retry delay of a failing key; each further
+	// failure doubles it up to MaxDelay (defaults 50ms and 30s). List and
+	// watch failures back off the same way.
+	BaseDelay, MaxDelay time.Duration
+	// QPS and Burst bound how fast failed keys are retried, across all keys
+	// (defaults 10 and 100; float64(rate.Inf) means no limit). Reconciles
+	// of new changes are not throttled, only retries of failures.
+	QPS   float64
+	Burst int
+	// Checkpoint keeps the reconciled-through revision across restarts. Nil
+	// means no checkpoint: every start lists everything.
+	Checkpoint CheckpointStore
+	// CheckpointInterval is how often a changed checkpoint is saved
+	// (default 1s). It is also saved on clean shutdown.
+	CheckpointInterval time.Duration
+	// Logger receives the controller's logs; discarded if nil.
+	Logger *slog.Logger
+	// Registerer, if set, gets the controller's metrics while Run runs.
+	Registerer prometheus.Registerer
+}
+
+// Controller follows a Source and reconciles every key that changes. Build
+// it with New and run it once with Run.
+type Controller struct {
+	component.Readiness
+	opts    Options
+	log     *slog.Logger
+	started atomic.Bool
+}
+
+var _ component.Component = (*Controller)(nil)
+
+// New checks o, fills in defaults and returns a controller. It has no side
+// effects; Run does the work.
+func New(o Options) (*Controller, error) {
+	switch {
+	case o.Name == "":
+		return nil, errors.New("controller: Options.Name is empty: name the controller (it labels logs and metrics)")
+	case o.Source == nil:
+		return nil, fmt.Errorf("controller %s: Options.Source is nil: pass the collection to follow (e.g. controller.FromClient)", o.Name)
+	case o.Reconciler == nil:
+		return nil, fmt.Errorf("controller %s: Options.Reconciler is nil", o.Name)
+	case o.Workers < 0:
+		return nil, fmt.Errorf("controller %s: Options.Workers is %d: use a positive number (0 means %d)", o.Name, o.Workers, DefaultWorkers)
+	}
+	if o.Workers == 0 {
+		o.Workers = DefaultWorkers
+	}
+	if o.BaseDelay <= 0 {
+		o.BaseDelay = DefaultBaseDelay
+	}
+	if o.MaxDelay <= 0 {
+		o.MaxDelay = DefaultMaxDelay
+	}
+	if o.MaxDelay < o.BaseDelay {
+		return nil, fmt.Errorf("controller %s: Options.MaxDelay %s is below BaseDelay %s", o.Name, o.MaxDelay, o.BaseDelay)
+	}
+	if o.QPS <= 0 {
+		o.QPS = DefaultQPS
+	}
+	if o.Burst <= 0 {
+		o.Burst = DefaultBurst
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Controller{opts: o, log: o.Logger.With("controller", o.Name)}, nil
+}
+
+// Name implements component.Component.
+func (c *Controller) Name() string { return c.opts.Name }
+
+// Run follows the source and reconciles until ctx ends. It becomes ready
+// once the initial list (or the resume from the checkpoint) has been queued.
+// After ctx ends it waits for running reconciles to return (they see ctx
+// cancelled), saves the checkpoint and returns nil. Run may be called once.
+func (c *Controller) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("controller %s: Run called twice", c.opts.Name)
+	}
+	m := newMetrics(c.opts.Name, c.opts.Registerer)
+	if err := m.register(); err != nil {
+		return err
+	}
+	defer m.unregister()
+
+	since, resume := int64(0), false
+	if c.opts.Checkpoint != nil {
+		rev, ok, err := c.opts.Checkpoint.Load()
+		switch {
+		case err != nil:
+			c.log.Warn("checkpoint unreadable; listing everything", "err", err)
+		case ok:
+			since, resume = rev, true
+		}
+	}
+	c.log.Info("controller starting", "resume", resume, "since", since, "workers", c.opts.Workers)
+
+	q := newQueue(c.opts.BaseDelay, c.opts.MaxDelay, rate.NewLimiter(rate.Limit(c.opts.QPS), c.opts.Burst),
+		func(n int) { m.depth.Set(float64(n)) })
+	saved := int64(-1)
+	if resume {
+		saved = since
+	}
+	var saveFailing bool
+
+	var wg sync.WaitGroup
+	wg.Go(func() { q.runTimers(ctx) })
+	for range c.opts.Workers {
+		wg.Go(func() { c.work(ctx, q, m) })
+	}
+	wg.Go(func() { c.follow(ctx, q, since, resume) })
+	wg.Go(func() {
+		t := time.NewTicker(c.opts.CheckpointInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.saveCheckpoint(q, m, &saved, &saveFailing)
+			}
+		}
+	})
+
+	<-ctx.Done()
+	q.close()
+	wg.Wait()
+	c.saveCheckpoint(q, m, &saved, &saveFailing)
+	c.log.Info("controller stopped", "checkpoint", saved)
+	return nil
+}
+
+// saveCheckpoint saves the checkpoint if it changed since *saved. Failures
+// are logged once until a save succeeds again.
+func (c *Controller) saveCheckpoint(q *queue, m *metrics, saved *int64, failing *bool) {
+	cp := q.checkpoint()
+	if cp < 0 || cp == *saved {
+		return
+	}
+	m.checkpoint.Set(float64(cp))
+	if c.opts.Checkpoint != nil {
+		if err := c.opts.Checkpoint.Save(cp); err != nil {
+			if !*failing {
+				c.log.Warn("saving checkpoint failed", "revision", cp, "err", err)
+			}
+			*failing = true
+			return
+		}
+		if *failing {
+			c.log.Info("saving checkpoint works again", "revision", cp)
+		}
+		*failing = false
+	}
+	*saved = cp
+}
+
+// follow lists (unless resuming) and watches the source, feeding the queue,
+// until ctx ends. since/resume come from the checkpoint.
+func (c *Controller) follow(ctx context.Context, q *queue, since int64, resume bool) {
+	// known holds the keys seen alive, so a relist can report the ones that
+	// vanished while history was lost.
+	known := map[Key]struct{}{}
+	failures := 0
+	pause := func() bool {
+		t := time.NewTimer(backoff(c.opts.BaseDelay, c.opts.MaxDelay, failures))
+		defer t.Stop()
+		failures++
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		if !resume {
+			items, rev, err := c.opts.Source.List(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.log.Warn("list failed; retrying", "err", err, "failures", failures+1)
+				if !pause() {
+					return
+				}
+				continue
+			}
+			prev := q.completeRev()
+			alive := make(map[Key]struct{}, len(items))
+			for i := range items {
+				k := KeyOf(&items[i])
+				alive[k] = struct{}{}
+				q.add(k, max(items[i].Metadata.Revision, 1))
+			}
+			for k := range known {
+				if _, ok := alive[k]; !ok {
+					q.add(k, prev+1) // deleted at some revision after prev
+				}
+			}
+			known = alive
+			q.observe(rev)
+			since, resume = rev, true
+			c.log.Info("listed collection", "items", len(items), "revision", rev)
+			c.MarkReady()
+		}
+
+		w, err := c.opts.Source.Watch(ctx, since)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if isCompacted(err) {
+				c.log.Info("history compacted; listing everything", "since", since)
+				resume = false
+				continue
+			}
+			if client.HasCode(err, api.CodeBadRequest) {
+				// E.g. a checkpoint beyond the store's revision (the store
+				// was recreated): retrying the same revision cannot help.
+				c.log.Warn("watch refused the revision; listing everything", "since", since, "err", err)
+				resume = false
+				if !pause() {
+					return
+				}
+				continue
+			}
+			c.log.Warn("watch failed; retrying", "since", since, "err", err, "failures", failures+1)
+			if !pause() {
+				return
+			}
+			continue
+		}
+		q.observe(since)
+		c.MarkReady()
+		began := time.Now()
+		changes, err := c.consume(ctx, w, q, known)
+		if ctx.Err() != nil {
+			return
+		}
+		if changes > 0 || time.Since(began) >= c.opts.MaxDelay {
+			failures = 0 // the watch worked for a while: start backing off afresh
+		}
+		since = q.completeRev()
+		if isCompacted(err) {
+			c.log.Info("history compacted; listing everything", "since", since)
+			resume = false
+			continue
+		}
+		c.log.Warn("watch ended; resuming", "since", since, "err", err, "failures", failures+1)
+		if !pause() {
+			return
+		}
+	}
+}
+
+// consume feeds w's events to the queue until w ends or ctx ends, and
+// returns the number of changes seen and why w ended.
+func (c *Controller) consume(ctx context.Context, w Stream, q *queue, known map[Key]struct{}) (int, error) {
+	defer w.Stop()
+	changes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return changes, nil
+		case ev, ok := <-w.Events():
+			if !ok {
+				return changes, w.Err()
+			}
+			switch ev.Type {
+			case api.EventBookmark:
+				q.observe(ev.Revision)
+			case api.EventAdded, api.EventModified, api.EventDeleted:
+				if ev.Object == nil {
+					continue
+				}
+				k := KeyOf(ev.Object)
+				if ev.Type == api.EventDeleted {
+					delete(known, k)
+				} else {
+					known[k] = struct{}{}
+				}
+				changes++
+				q.add(k, ev.Revision)
+				// The resource API changes one object per revision, so an
+				// event completes its revision (see the package doc).
+				q.observe(ev.Revision)
+			case api.EventError:
+				// The SDK reports these through Err; other sources may not.
+				if ev.Error != nil {
+					return changes, fmt.Errorf("controller: watch: %w", ev.Error)
+				}
+				return changes, errors.New("controller: watch ended with an error event")
+			}
+		}
+	}
+}
+
+// work reconciles keys until the queue closes.
+func (c *Controller) work(ctx context.Context, q *queue, m *metrics) {
+	for {
+		k, ok := q.get()
+		if !ok {
+			return
+		}
+		start := time.Now()
+		res, err := c.reconcile(ctx, k)
+		m.duration.Observe(time.Since(start).Seconds())
+		if err != nil {
+			m.reconciles.WithLabelValues(resultError).Inc()
+			delay, n := q.failed(k)
+			if ctx.Err() == nil {
+				c.log.Warn("reconcile failed", "key", k.String(), "err", err, "failures", n, "retry_in", delay)
+			}
+			continue
+		}
+		if res.RequeueAfter > 0 {
+			m.reconciles.WithLabelValues(resultRequeue).Inc()
+		} else {
+			m.reconciles.WithLabelValues(resultSuccess).Inc()
+		}
+		q.succeeded(k, res.RequeueAfter)
+	}
+}
+
+// reconcile calls the reconciler, turning a panic into an error.
+func (c *Controller) reconcile(ctx context.Context, k Key) (res Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("controller %s: reconcile of %s panicked: %v\n%s", c.opts.Name, k, p, debug.Stack())
+		}
+	}()
+	return c.opts.Reconciler.Reconcile(ctx, k)
+}
