@@ -151,15 +151,15 @@ func newGetCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 				if f == "table" {
-					return printObjects(w, f, k, []api.Object{*o}, false)
+					return printObjects(w, f, k, []api.Object{*o}, o.Metadata.Revision, false)
 				}
 				return printData(w, f, o)
 			}
-			items, _, err := rs.ListAll(ctx, client.ListOptions{LabelSelector: selector})
+			items, rev, err := rs.ListAll(ctx, client.ListOptions{LabelSelector: selector})
 			if err != nil {
 				return err
 			}
-			return printObjects(w, f, k, items, allProjects && k.Scope == api.ScopeProject)
+			return printObjects(w, f, k, items, rev, allProjects && k.Scope == api.ScopeProject)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")

@@ -141,18 +141,18 @@ func runNode(ctx context.Context, env Env, cfg config.Config, onReady func(*node
 		return err
 	case <-n.Ready():
 	}
-	fmt.Fprintf(env.Stdout, "UltraCloud node %q is ready.\n", cfg.Node)
-	fmt.Fprintf(env.Stdout, "API:            %s\n", n.APIURL())
-	fmt.Fprintf(env.Stdout, "Metrics:        %s/metrics\n", n.APIURL())
-	fmt.Fprintf(env.Stdout, "OpenAPI:        %s/openapi.json\n", n.APIURL())
-	fmt.Fprintf(env.Stdout, "Data directory: %s\n", cfg.DataDir)
-	fmt.Fprintf(env.Stdout, "Admin token:    %s (mode 0600)\n", cfg.API.TokenFile)
 	if onReady != nil {
 		if err := onReady(n); err != nil {
 			cancel(err)
 			return errors.Join(err, <-done)
 		}
 	}
+	fmt.Fprintf(env.Stdout, "API:            %s\n", n.APIURL())
+	fmt.Fprintf(env.Stdout, "Metrics:        %s/metrics\n", n.APIURL())
+	fmt.Fprintf(env.Stdout, "OpenAPI:        %s/openapi.json\n", n.APIURL())
+	fmt.Fprintf(env.Stdout, "Data directory: %s\n", cfg.DataDir)
+	fmt.Fprintf(env.Stdout, "Admin token:    %s (mode 0600)\n", cfg.API.TokenFile)
+	fmt.Fprintf(env.Stdout, "UltraCloud node %q is ready.\n", cfg.Node)
 	fmt.Fprintln(env.Stdout, "Try: ultracloud status; ultracloud get projects. Press Ctrl-C to stop.")
 	return <-done
 }

@@ -55,10 +55,10 @@ func writeYAML(w io.Writer, v any) error {
 }
 
 // printObjects prints objects of one kind as a table, JSON or YAML.
-func printObjects(w io.Writer, f outputFormat, info api.KindInfo, items []api.Object, showProject bool) error {
+func printObjects(w io.Writer, f outputFormat, info api.KindInfo, items []api.Object, revision int64, showProject bool) error {
 	switch f {
 	case "json", "yaml":
-		return printData(w, f, api.List{Kind: info.Kind + "List", Items: items})
+		return printData(w, f, api.List{Kind: info.Kind + "List", Items: items, Metadata: api.ListMeta{Revision: revision}})
 	}
 	if len(items) == 0 {
 		fmt.Fprintf(w, "No %s found.\n", info.Collection)

@@ -48,6 +48,7 @@ func (p *ProjectController) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("iam: project controller: %w", err)
 	}
+	defer cl.CloseIdleConnections()
 	projects := cl.Resources(iamv1.ProjectCollection, "")
 	ctrl, err := controller.New(controller.Options{
 		Name:   p.Name(),

@@ -64,6 +64,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", n.cfg.DataDir, err)
 	}
+	unlock, err := lockDataDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	token, err := ensureToken(n.cfg.API.TokenFile)
 	if err != nil {
 		return err
@@ -71,11 +76,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.token = token
 
 	storeDir := filepath.Join(n.cfg.DataDir, "store")
+	if err := os.MkdirAll(storeDir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", storeDir, err)
+	}
 	store, err := pebblestore.Open(storeDir, pebblestore.Options{Logger: n.log})
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) || strings.Contains(err.Error(), "lock") {
-			return fmt.Errorf("opening the store in %s: %w (is another ultracloud using this data directory?)", storeDir, err)
-		}
 		return fmt.Errorf("opening the store in %s: %w", storeDir, err)
 	}
 	defer func() {
@@ -131,7 +136,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- group.Run(runCtx) }()
+	go func() {
+		done <- group.Run(runCtx)
+		cancel() // unblocks the waits below when the group fails to start
+	}()
 
 	addr, aerr := srv.Addr(runCtx)
 	if aerr == nil {

@@ -27,6 +27,9 @@ func (p *Problem) Error() string {
 	if msg == "" {
 		msg = p.Title
 	}
+	if p.Field != "" {
+		msg = p.Field + ": " + msg
+	}
 	return fmt.Sprintf("%s [%s, HTTP %d]", msg, p.Code, p.Status)
 }
 

@@ -66,6 +66,10 @@ func New(cfg Config) (*Client, error) {
 	return &Client{base: u, token: cfg.Token, hc: hc, ua: ua}, nil
 }
 
+// CloseIdleConnections closes kept-alive connections that carry no request,
+// so a server shutting down need not wait for them. Call it when done.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Endpoint returns the base URL.
 func (c *Client) Endpoint() string { return c.base.String() }
 

@@ -224,7 +224,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		status                          int
 		code, field                     string
 	}{
-		{"unknown field", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a"},"spec":{"size":1,"colour":"x"}}`, 400, api.CodeUnknownField, "colour"},
+		{"unknown field", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a"},"spec":{"size":1,"colour":"x"}}`, 400, api.CodeUnknownField, "spec.colour"},
+		{"unknown label field", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a","lables":{}},"spec":{}}`, 400, api.CodeUnknownField, "metadata.lables"},
 		{"unknown top field", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a"},"spek":{}}`, 400, api.CodeUnknownField, "spek"},
 		{"wrong type", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a"},"spec":{"size":"big"}}`, 400, api.CodeInvalidField, "spec.size"},
 		{"validation", "POST", "/v1/projects/p/widgets", "application/json", `{"metadata":{"name":"a"},"spec":{"size":1000}}`, 400, api.CodeInvalidField, "spec.size"},

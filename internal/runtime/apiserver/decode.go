@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -54,7 +56,15 @@ func DecodeStrict(body []byte, dst any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return decodeError(err)
+		de := decodeError(err)
+		if de.Code == api.CodeUnknownField {
+			// encoding/json names only the leaf; find the full path.
+			if path, ok := unknownFieldPath(body, reflect.TypeOf(dst), ""); ok {
+				de.Field = path
+				de.Detail = fmt.Sprintf("unknown field %q (check the spelling against /openapi.json)", path)
+			}
+		}
+		return de
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return &Error{Status: http.StatusBadRequest, Code: api.CodeBadRequest, Detail: "request body has data after the JSON value"}
@@ -103,4 +113,107 @@ func typeName(t string) string {
 		return "an object"
 	}
 	return "a " + t
+}
+
+var rawMessageType = reflect.TypeFor[json.RawMessage]()
+
+// unknownFieldPath finds the first (in sorted key order) JSON object key in
+// raw that type t has no field for, and returns its dotted path.
+func unknownFieldPath(raw []byte, t reflect.Type, path string) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch {
+	case t == rawMessageType || t.Kind() == reflect.Interface:
+		return "", false
+	case t.Kind() == reflect.Struct:
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return "", false
+		}
+		fields := map[string]reflect.Type{}
+		collectJSONFields(t, fields)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := fields[k]
+			if !ok {
+				ft, ok = fields[strings.ToLower(k)] // encoding/json matches case-insensitively
+			}
+			if !ok {
+				return join(k), true
+			}
+			if p, found := unknownFieldPath(m[k], ft, join(k)); found {
+				return p, true
+			}
+		}
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		var arr []json.RawMessage
+		if json.Unmarshal(raw, &arr) != nil {
+			return "", false
+		}
+		for i, el := range arr {
+			if p, found := unknownFieldPath(el, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); found {
+				return p, true
+			}
+		}
+	case t.Kind() == reflect.Map:
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return "", false
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if p, found := unknownFieldPath(m[k], t.Elem(), join(k)); found {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
+// collectJSONFields maps the JSON names of t's fields (exact and lower-case)
+// to their types, descending into embedded structs as encoding/json does.
+func collectJSONFields(t reflect.Type, out map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" && tag == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				collectJSONFields(ft, out)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+		if _, ok := out[strings.ToLower(name)]; !ok {
+			out[strings.ToLower(name)] = f.Type
+		}
+	}
 }
