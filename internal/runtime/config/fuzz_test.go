@@ -1,0 +1,30 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzLoadFile: arbitrary node.yaml content loads or fails with an error,
+// never panics, and whatever loads either validates or names a field.
+func FuzzLoadFile(f *testing.F) {
+	for _, s := range []string{
+		"node: n1\ndataDir: /tmp/x\n", "api:\n  listen: 127.0.0.1:1\n", "roles: [iam]\n", "shutdownGrace: 3s\n",
+		"storage: {retainRevisions: 5000}\n", "bogus: 1\n", "node: [1, 2]\n", "", "---\n---\n", "shutdownGrace: forever\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "node.yaml")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := Default()
+		if err := c.LoadFile(p); err != nil {
+			return
+		}
+		_ = c.Validate()
+	})
+}
