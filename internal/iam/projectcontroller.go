@@ -11,6 +11,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/controller"
+	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
@@ -51,11 +52,9 @@ func (p *ProjectController) Run(ctx context.Context) error {
 	defer cl.CloseIdleConnections()
 	projects := cl.Resources(iamv1.ProjectCollection, "")
 	ctrl, err := controller.New(controller.Options{
-		Name:   p.Name(),
-		Source: controller.FromClient(projects, ""),
-		Reconciler: controller.ReconcilerFunc(func(ctx context.Context, k controller.Key) (controller.Result, error) {
-			return reconcileProject(ctx, projects, k)
-		}),
+		Name:       p.Name(),
+		Source:     controller.FromClient(projects, ""),
+		Reconciler: projectReconciler{projects},
 		Checkpoint: controller.FileCheckpoint(p.checkpoint),
 		Logger:     p.log,
 		Registerer: p.reg,
@@ -75,33 +74,55 @@ func (p *ProjectController) Run(ctx context.Context) error {
 	return ctrl.Run(ctx)
 }
 
-// reconcileProject sets status.phase to Active on a project that lacks it.
-func reconcileProject(ctx context.Context, projects *client.Resources, k controller.Key) (controller.Result, error) {
-	o, err := projects.Get(ctx, k.Name)
+// projectReconciler sets status.phase to Active on projects that lack it.
+type projectReconciler struct{ projects *client.Resources }
+
+var _ controller.HintedReconciler = projectReconciler{}
+
+// Reconcile reads the project and marks it Active if needed.
+func (r projectReconciler) Reconcile(ctx context.Context, k controller.Key) (controller.Result, error) {
+	o, err := r.projects.Get(ctx, k.Name)
 	if client.IsNotFound(err) {
 		return controller.Result{}, nil // deleted: nothing of ours to clean up yet
 	}
 	if err != nil {
 		return controller.Result{}, err
 	}
+	return r.activate(ctx, o)
+}
+
+// ReconcileHinted uses the state from the event, saving a read per change.
+func (r projectReconciler) ReconcileHinted(ctx context.Context, k controller.Key, h controller.Hint, ok bool) (controller.Result, error) {
+	if !ok {
+		return r.Reconcile(ctx, k)
+	}
+	if h.Object == nil {
+		return controller.Result{}, nil
+	}
+	return r.activate(ctx, h.Object)
+}
+
+func (r projectReconciler) activate(ctx context.Context, o *api.Object) (controller.Result, error) {
 	var st iamv1.ProjectStatus
 	if len(o.Status) > 0 {
 		if err := json.Unmarshal(o.Status, &st); err != nil {
-			return controller.Result{}, fmt.Errorf("iam: project %s: decoding status: %w", k.Name, err)
+			return controller.Result{}, fmt.Errorf("iam: project %s: decoding status: %w", o.Metadata.Name, err)
 		}
 	}
 	if st.Phase == "Active" {
 		return controller.Result{}, nil
 	}
 	st.Phase = "Active"
-	o.Status, err = json.Marshal(st)
+	b, err := json.Marshal(st)
 	if err != nil {
 		return controller.Result{}, err
 	}
-	// o carries the revision we read: a concurrent change makes this a 409
-	// and the key is retried against the new state.
-	if _, err := projects.UpdateStatus(ctx, o); err != nil {
-		return controller.Result{}, fmt.Errorf("iam: project %s: writing status: %w", k.Name, err)
+	upd := *o
+	upd.Status = b
+	// upd carries the revision we saw: a concurrent change (or a stale hint)
+	// makes this a 409 and the key is retried against a fresh read.
+	if _, err := r.projects.UpdateStatus(ctx, &upd); err != nil {
+		return controller.Result{}, fmt.Errorf("iam: project %s: writing status: %w", o.Metadata.Name, err)
 	}
 	return controller.Result{}, nil
 }

@@ -51,6 +51,24 @@ type Reconciler interface {
 	Reconcile(ctx context.Context, key Key) (Result, error)
 }
 
+// Hint is the newest state of an object the controller saw in the event (or
+// list) that queued its key. Object is nil when the object was deleted.
+type Hint struct {
+	Object *api.Object
+}
+
+// HintedReconciler is a Reconciler that can use the state carried by the
+// event that queued a key, to skip a read of the API when that state already
+// shows nothing to do. The hint is at least as new as the change that queued
+// the key, but may be older than the stored object by the time Reconcile
+// runs; a reconciler that writes must use its revision so a stale hint fails
+// with a conflict (the key is then retried without a hint). ok is false when
+// there is no hint, e.g. on a retry after a failure.
+type HintedReconciler interface {
+	Reconciler
+	ReconcileHinted(ctx context.Context, key Key, hint Hint, ok bool) (Result, error)
+}
+
 // ReconcilerFunc adapts a function to Reconciler.
 type ReconcilerFunc func(ctx context.Context, key Key) (Result, error)
 
@@ -106,6 +124,28 @@ type Controller struct {
 	opts    Options
 	log     *slog.Logger
 	started atomic.Bool
+
+	// hints holds, for queued keys only, the state seen when they were
+	// queued; a worker takes a key's hint when it dequeues the key.
+	hintMu sync.Mutex
+	hints  map[Key]Hint
+}
+
+func (c *Controller) setHint(k Key, h Hint) {
+	if _, ok := c.opts.Reconciler.(HintedReconciler); !ok {
+		return
+	}
+	c.hintMu.Lock()
+	c.hints[k] = h
+	c.hintMu.Unlock()
+}
+
+func (c *Controller) takeHint(k Key) (Hint, bool) {
+	c.hintMu.Lock()
+	defer c.hintMu.Unlock()
+	h, ok := c.hints[k]
+	delete(c.hints, k)
+	return h, ok
 }
 
 var _ component.Component = (*Controller)(nil)
@@ -147,7 +187,7 @@ func New(o Options) (*Controller, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{opts: o, log: o.Logger.With("controller", o.Name)}, nil
+	return &Controller{opts: o, log: o.Logger.With("controller", o.Name), hints: map[Key]Hint{}}, nil
 }
 
 // Name implements component.Component.
@@ -274,10 +314,12 @@ func (c *Controller) follow(ctx context.Context, q *queue, since int64, resume b
 			for i := range items {
 				k := KeyOf(&items[i])
 				alive[k] = struct{}{}
+				c.setHint(k, Hint{Object: &items[i]})
 				q.add(k, max(items[i].Metadata.Revision, 1))
 			}
 			for k := range known {
 				if _, ok := alive[k]; !ok {
+					c.setHint(k, Hint{})
 					q.add(k, prev+1) // deleted at some revision after prev
 				}
 			}
@@ -360,8 +402,10 @@ func (c *Controller) consume(ctx context.Context, w Stream, q *queue, known map[
 				k := KeyOf(ev.Object)
 				if ev.Type == api.EventDeleted {
 					delete(known, k)
+					c.setHint(k, Hint{})
 				} else {
 					known[k] = struct{}{}
+					c.setHint(k, Hint{Object: ev.Object})
 				}
 				changes++
 				q.add(k, ev.Revision)
@@ -413,5 +457,9 @@ func (c *Controller) reconcile(ctx context.Context, k Key) (res Result, err erro
 			err = fmt.Errorf("controller %s: reconcile of %s panicked: %v\n%s", c.opts.Name, k, p, debug.Stack())
 		}
 	}()
+	hint, ok := c.takeHint(k)
+	if hr, isHinted := c.opts.Reconciler.(HintedReconciler); isHinted {
+		return hr.ReconcileHinted(ctx, k, hint, ok)
+	}
 	return c.opts.Reconciler.Reconcile(ctx, k)
 }

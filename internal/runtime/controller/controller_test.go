@@ -923,3 +923,64 @@ func obj(project, name string, rev int64) api.Object {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// hinted records the hints a HintedReconciler receives; it fails the first
+// call for each key so the retry's (absent) hint is visible too.
+type hinted struct {
+	mu     sync.Mutex
+	calls  map[Key][]string // "hint:<size>", "deleted", "nohint"
+	failed map[Key]bool
+}
+
+func (h *hinted) Reconcile(ctx context.Context, k Key) (Result, error) {
+	return h.ReconcileHinted(ctx, k, Hint{}, false)
+}
+
+func (h *hinted) ReconcileHinted(_ context.Context, k Key, hint Hint, ok bool) (Result, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case !ok:
+		h.calls[k] = append(h.calls[k], "nohint")
+	case hint.Object == nil:
+		h.calls[k] = append(h.calls[k], "deleted")
+	default:
+		var s widgetSpec
+		_ = json.Unmarshal(hint.Object.Spec, &s)
+		h.calls[k] = append(h.calls[k], fmt.Sprintf("hint:%d", s.Replicas))
+	}
+	if !h.failed[k] {
+		h.failed[k] = true
+		return Result{}, errors.New("first attempt fails")
+	}
+	return Result{}, nil
+}
+
+func (h *hinted) of(k Key) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.calls[k], ",")
+}
+
+func TestHintsCarryEventState(t *testing.T) {
+	e := newEnv(t)
+	h := &hinted{calls: map[Key][]string{}, failed: map[Key]bool{}}
+	c := mustNew(t, Options{Source: e.source(), Reconciler: h, BaseDelay: time.Millisecond})
+	start(t, c)
+	waitReady(t, c)
+	k := Key{"p", "h1"}
+	e.create(t, "p", "h1", 7)
+	waitFor(t, 10*time.Second, "hinted reconcile and its retry", func() error {
+		if got := h.of(k); got != "hint:7,nohint" {
+			return fmt.Errorf("calls %q", got)
+		}
+		return nil
+	})
+	e.remove(t, "p", "h1")
+	waitFor(t, 10*time.Second, "deletion hint", func() error {
+		if got := h.of(k); got != "hint:7,nohint,deleted" {
+			return fmt.Errorf("calls %q", got)
+		}
+		return nil
+	})
+}
