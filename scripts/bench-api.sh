@@ -13,13 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_go
-BENCHTIME=${BENCHTIME:-5000x}
+BENCHTIME=${BENCHTIME:-15000x}
 COUNT=${COUNT:-1}
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-echo "==> go test ./test/bench -run '^\$' -bench BenchmarkCreateGet -benchtime=$BENCHTIME -count=$COUNT" >&2
-go test ./test/bench -run '^$' -bench BenchmarkCreateGet -benchtime="$BENCHTIME" -count="$COUNT" -timeout 30m | tee "$raw" >&2
+echo "==> go test ./test/bench -run '^\$' -bench 'BenchmarkCreateGet' -benchtime=$BENCHTIME -count=$COUNT" >&2
+go test ./test/bench -run '^$' -bench 'BenchmarkCreateGet' -benchtime="$BENCHTIME" -count="$COUNT" -timeout 30m | tee "$raw" >&2
 
 cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -29,16 +29,18 @@ echo "BenchmarkCreateGet, $(date -u +%Y-%m-%d), commit $commit, $(go env GOVERSI
 echo
 awk '
 BEGIN {
-	print "| clients | creates/s | create p50 (µs) | create p99 (µs) | get p50 (µs) | get p99 (µs) |"
-	print "|--:|--:|--:|--:|--:|--:|"
+	print "| load | creates/s | create p50 (µs) | create p99 (µs) | get p50 (µs) | get p99 (µs) | server CPU per pair (µs) |"
+	print "|---|--:|--:|--:|--:|--:|--:|"
 }
-$1 ~ /^BenchmarkCreateGet\/clients=/ {
+$1 ~ /^BenchmarkCreateGet(AtRate)?\/clients=/ {
 	clients = $1
-	sub(/^BenchmarkCreateGet\/clients=/, "", clients)
+	sub(/^BenchmarkCreateGet\//, "", clients)
+	sub(/^BenchmarkCreateGetAtRate\//, "", clients)
 	sub(/-[0-9]+$/, "", clients)
+	if ($1 ~ /AtRate/) clients = clients " (fixed rate)"; else clients = clients " (closed loop)"
 	delete m
 	for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
-	printf "| %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", clients, m["creates/s"], m["create-p50-us"], m["create-p99-us"], m["get-p50-us"], m["get-p99-us"]
+	printf "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", clients, m["creates/s"], m["create-p50-us"], m["create-p99-us"], m["get-p50-us"], m["get-p99-us"], m["server-cpu-us/pair"]
 	rows++
 }
 END { if (rows == 0) { print "no BenchmarkCreateGet results found" > "/dev/stderr"; exit 1 } }

@@ -32,6 +32,9 @@ func ProjectKind() apiserver.KindDef[iamv1.ProjectSpec, iamv1.ProjectStatus] {
 			}
 			return nil
 		},
+		// A project is usable the moment it exists; the project controller
+		// repairs any project that lacks the phase.
+		InitialStatus: func(*iamv1.ProjectSpec) *iamv1.ProjectStatus { return &iamv1.ProjectStatus{Phase: "Active"} },
 		ValidateStatus: func(s *iamv1.ProjectStatus) error {
 			switch s.Phase {
 			case "", "Active", "Terminating":

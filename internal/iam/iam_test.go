@@ -54,7 +54,16 @@ func TestProjectsBecomeActive(t *testing.T) {
 
 	cl, _ := client.New(client.Config{Endpoint: srv.URL, Token: token})
 	projects := cl.Resources(iamv1.ProjectCollection, "")
-	if _, err := projects.Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "p1"}, Spec: json.RawMessage(`{"displayName":"P one"}`)}); err != nil {
+	created, err := projects.Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "p1"}, Spec: json.RawMessage(`{"displayName":"P one"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(created.Status) != `{"phase":"Active"}` {
+		t.Fatalf("new project status %s, want Active from the start", created.Status)
+	}
+	// Clear the phase: the controller must put it back.
+	cleared := &api.Object{Metadata: api.ObjectMeta{Name: "p1"}, Status: json.RawMessage(`{}`)}
+	if _, err := projects.UpdateStatus(ctx, cleared); err != nil {
 		t.Fatal(err)
 	}
 	// Invalid status is refused by the kind's validator.

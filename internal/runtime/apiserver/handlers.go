@@ -72,12 +72,18 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.name = meta.Name
+	status, err := t.k.initialStatus(spec)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	now := a.now()
 	o := &api.Object{
 		Kind: t.k.info.Kind,
 		Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: a.opts.NewUID(),
 			CreatedAt: now, UpdatedAt: now, Labels: meta.Labels},
-		Spec: spec,
+		Spec:   spec,
+		Status: status,
 	}
 	val, err := encodeStored(o)
 	if err != nil {

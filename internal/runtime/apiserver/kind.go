@@ -37,6 +37,9 @@ type KindDef[S, T any] struct {
 	// ValidateStatus checks a status written through the status endpoint
 	// (may be nil).
 	ValidateStatus func(status *T) error
+	// InitialStatus, if set, gives the status a new object is created with,
+	// so a state known at creation needs no controller round trip.
+	InitialStatus func(spec *S) *T
 }
 
 // wireObject is the typed form of a request body for kind S/T.
@@ -55,6 +58,9 @@ type kind struct {
 	// decode parses a create/update body and returns its normalized metadata
 	// and spec; status is ignored (it has its own endpoint).
 	decode func(body []byte) (api.ObjectMeta, json.RawMessage, error)
+	// initialStatus returns the status of a new object with the given spec
+	// JSON, or nil.
+	initialStatus func(spec json.RawMessage) (json.RawMessage, error)
 	// decodeStatus parses a status-endpoint body and returns metadata and
 	// the normalized status.
 	decodeStatus func(body []byte) (api.ObjectMeta, json.RawMessage, error)
@@ -125,6 +131,24 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 			return api.ObjectMeta{}, nil, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
 		}
 		return o.Metadata, st, nil
+	}
+	k.initialStatus = func(specRaw json.RawMessage) (json.RawMessage, error) {
+		if def.InitialStatus == nil {
+			return nil, nil
+		}
+		var spec S
+		if err := json.Unmarshal(specRaw, &spec); err != nil {
+			return nil, fmt.Errorf("apiserver: decoding %s spec: %w", def.Kind, err)
+		}
+		st := def.InitialStatus(&spec)
+		if st == nil {
+			return nil, nil
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return nil, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
+		}
+		return b, nil
 	}
 	k.validateUpdate = func(oldRaw, newRaw json.RawMessage) error {
 		if def.ValidateUpdate == nil {
