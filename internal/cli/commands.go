@@ -56,6 +56,21 @@ func resourcesFor(c *client.Client, k api.KindInfo, project string, allProjects 
 	return c.Resources(k.Collection, project), nil
 }
 
+// collection connects and resolves what the user typed to a collection
+// handle, checking the project for project-scoped kinds.
+func (f *clientFlags) collection(ctx context.Context, typ string, allProjects bool) (*client.Resources, api.KindInfo, error) {
+	c, cc, err := f.client()
+	if err != nil {
+		return nil, api.KindInfo{}, err
+	}
+	k, err := findKind(ctx, c, typ)
+	if err != nil {
+		return nil, k, err
+	}
+	rs, err := resourcesFor(c, k, cc.Project, allProjects)
+	return rs, k, err
+}
+
 func newStatusCmd(cf *clientFlags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
@@ -174,16 +189,8 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 		Short: "Show one resource in full, for people",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, cc, err := cf.client()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			k, err := findKind(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			rs, err := resourcesFor(c, k, cc.Project, false)
+			rs, _, err := cf.collection(ctx, args[0], false)
 			if err != nil {
 				return err
 			}
@@ -465,16 +472,8 @@ revision REV (a list's revision). Broken connections resume by themselves.`,
 			if err != nil {
 				return err
 			}
-			c, cc, err := cf.client()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			k, err := findKind(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			rs, err := resourcesFor(c, k, cc.Project, allProjects)
+			rs, k, err := cf.collection(ctx, args[0], allProjects)
 			if err != nil {
 				return err
 			}

@@ -173,15 +173,19 @@ func runCreateGet(b *testing.B, t *target, clients int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	creates, gets := slices.Concat(createLat...), slices.Concat(getLat...)
+	report(b, t, slices.Concat(createLat...), slices.Concat(getLat...), elapsed, cpuBefore, cpuErr)
+	b.ReportMetric(float64(t.dials.Load()-dialsBefore), "conns")
+}
+
+// report records throughput, exact latency percentiles and the server's CPU
+// time per create+get pair, which says how much of the 2 cores the server
+// itself needs (the rest goes to the clients in this process).
+func report(b *testing.B, t *target, creates, gets []time.Duration, elapsed, cpuBefore time.Duration, cpuErr error) {
 	b.ReportMetric(float64(len(creates))/elapsed.Seconds(), "creates/s")
 	b.ReportMetric(percentileMicros(creates, 0.50), "create-p50-us")
 	b.ReportMetric(percentileMicros(creates, 0.99), "create-p99-us")
 	b.ReportMetric(percentileMicros(gets, 0.50), "get-p50-us")
 	b.ReportMetric(percentileMicros(gets, 0.99), "get-p99-us")
-	b.ReportMetric(float64(t.dials.Load()-dialsBefore), "conns")
-	// Server CPU per create+get pair says how much of the 2 cores the server
-	// itself needs; the rest goes to the clients in this process.
 	if cpuAfter, err := processCPU(t.pid); err == nil && cpuErr == nil && len(creates) > 0 {
 		b.ReportMetric(float64((cpuAfter-cpuBefore).Microseconds())/float64(len(creates)), "server-cpu-us/pair")
 	}
@@ -284,13 +288,5 @@ func runAtRate(b *testing.B, t *target, clients, perSecond int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	creates, gets := slices.Concat(createLat...), slices.Concat(getLat...)
-	b.ReportMetric(float64(len(creates))/elapsed.Seconds(), "creates/s")
-	b.ReportMetric(percentileMicros(creates, 0.50), "create-p50-us")
-	b.ReportMetric(percentileMicros(creates, 0.99), "create-p99-us")
-	b.ReportMetric(percentileMicros(gets, 0.50), "get-p50-us")
-	b.ReportMetric(percentileMicros(gets, 0.99), "get-p99-us")
-	if cpuAfter, err := processCPU(t.pid); err == nil && cpuErr == nil && len(creates) > 0 {
-		b.ReportMetric(float64((cpuAfter-cpuBefore).Microseconds())/float64(len(creates)), "server-cpu-us/pair")
-	}
+	report(b, t, slices.Concat(createLat...), slices.Concat(getLat...), elapsed, cpuBefore, cpuErr)
 }

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -111,46 +112,35 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 // it conditional (409 when stale); zero means "whatever is current". Status,
 // UID and createdAt are kept. An update that changes nothing writes nothing.
 func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
-	t, err := a.resolve(r, true)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	body, err := ReadBody(r, t.k.maxBody)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	meta, spec, err := t.k.decode(body)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := a.checkIdentity(t, meta); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := validateLabels(meta.Labels); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error {
-		if err := t.k.validateUpdate(cur.Spec, spec); err != nil {
-			return err
-		}
-		cur.Metadata.Labels = meta.Labels
-		cur.Spec = spec
-		return nil
-	})
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, o)
+	a.replace(w, r, func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decode(body) },
+		func(t target, meta api.ObjectMeta, spec json.RawMessage, cur *api.Object) error {
+			if err := validateLabels(meta.Labels); err != nil {
+				return err
+			}
+			if err := t.k.validateUpdate(cur.Spec, spec); err != nil {
+				return err
+			}
+			cur.Metadata.Labels = meta.Labels
+			cur.Spec = spec
+			return nil
+		})
 }
 
 // handleStatus replaces only the status.
 func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
+	a.replace(w, r, func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decodeStatus(body) },
+		func(_ target, _ api.ObjectMeta, status json.RawMessage, cur *api.Object) error {
+			cur.Status = status
+			return nil
+		})
+}
+
+// replace serves a PUT: it decodes the body, checks that it names the
+// resource of the path, and applies change to the stored object under
+// compare-and-swap (see modify).
+func (a *API) replace(w http.ResponseWriter, r *http.Request,
+	decode func(*kind, []byte) (api.ObjectMeta, json.RawMessage, error),
+	change func(t target, meta api.ObjectMeta, part json.RawMessage, cur *api.Object) error) {
 	t, err := a.resolve(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -161,7 +151,7 @@ func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	meta, status, err := t.k.decodeStatus(body)
+	meta, part, err := decode(t.k, body)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -170,10 +160,7 @@ func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error {
-		cur.Status = status
-		return nil
-	})
+	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error { return change(t, meta, part, cur) })
 	if err != nil {
 		a.fail(w, r, err)
 		return
