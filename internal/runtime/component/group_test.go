@@ -79,8 +79,13 @@ func TestOrderAndReverseStop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
 	<-c.Ready()
-	if !g.Ready() {
-		t.Fatal("group not ready after every component is")
+	// The group records readiness just after the component signals it.
+	deadline := time.Now().Add(5 * time.Second)
+	for !g.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("group not ready 5s after every component is")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	cancel()
 	if err := <-done; err != nil {
