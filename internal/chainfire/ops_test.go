@@ -1,0 +1,164 @@
+package chainfire
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TestSnapshotSaveRestore: save a snapshot, restore it into a new data
+// directory for a new cluster, start it: the data is identical.
+func TestSnapshotSaveRestore(t *testing.T) {
+	ms := specs(t, "http", "src")
+	src := startReady(t, testConfig(t.TempDir(), ms[0], nil))
+	c, err := src.srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("/snap/%02d", i), fmt.Sprintf("value-%d", i)
+		if _, err := c.Put(ctxT(t, 5*time.Second), k, v); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	if _, err := c.Delete(ctxT(t, 5*time.Second), "/snap/07"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "/snap/07")
+
+	path := filepath.Join(t.TempDir(), "chainfire.snapshot")
+	info, err := SnapshotSave(ctxT(t, 10*time.Second), c, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Keys != len(want) || info.Revision < 52 || info.SizeBytes <= 0 {
+		t.Fatalf("snapshot info %+v, want %d keys", info, len(want))
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("snapshot file: %v %v", fi, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*part*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	src.stop(t)
+
+	// Restore as member "dst" of a new one-member cluster.
+	ns := specs(t, "http", "dst")
+	dataDir := filepath.Join(t.TempDir(), "restored")
+	ic := initialCluster(ns)
+	if err := SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); err != nil {
+		t.Fatal(err)
+	}
+	// Restoring over a used directory is refused.
+	if err := SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("restore into non-empty dir: %v", err)
+	}
+	cfg := testConfig(dataDir, ns[0], ic)
+	cfg.ClusterToken = "restored-token"
+	dst := startReady(t, cfg)
+	c2, err := dst.srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	resp, err := c2.Get(ctxT(t, 5*time.Second), "/snap/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range resp.Kvs {
+		got[string(kv.Key)] = string(kv.Value)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("restored %d keys, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("restored %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if resp.Header.Revision < info.Revision {
+		t.Fatalf("restored revision %d < snapshot revision %d", resp.Header.Revision, info.Revision)
+	}
+	// The restored directory is guarded for its new cluster.
+	rec, ok, err := readGuard(dataDir)
+	if err != nil || !ok || rec.ClusterToken != "restored-token" || rec.MemberName != "dst" || rec.ClusterID == "" {
+		t.Fatalf("guard after restore and start: %+v %v %v", rec, ok, err)
+	}
+}
+
+// TestMemberAddListRemove grows a one-member cluster to two with
+// MemberAdd, then removes the new member again; the removed member's Run
+// ends with ErrStopped.
+func TestMemberAddListRemove(t *testing.T) {
+	ms := specs(t, "http", "first", "second")
+	first := startReady(t, testConfig(t.TempDir(), ms[0], nil))
+	c, err := first.srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := MemberAdd(ctxT(t, 5*time.Second), c, "first", ms[1].peerURL); !errors.Is(err, ErrMemberExists) {
+		t.Fatalf("adding a taken name: %v", err)
+	}
+	if _, err := MemberAdd(ctxT(t, 5*time.Second), c, "second", "not-a-url"); err == nil {
+		t.Fatal("adding a bad peer URL succeeded")
+	}
+	added, err := MemberAdd(ctxT(t, 5*time.Second), c, "second", ms[1].peerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIC := []string{"first=" + ms[0].peerURL, "second=" + ms[1].peerURL}
+	if fmt.Sprint(added.InitialCluster) != fmt.Sprint(wantIC) || added.ID == "" {
+		t.Fatalf("added = %+v, want initial cluster %v", added, wantIC)
+	}
+
+	cfg := testConfig(t.TempDir(), ms[1], added.InitialCluster)
+	cfg.InitialState = StateExisting
+	second := startReady(t, cfg)
+
+	list, err := MemberList(ctxT(t, 5*time.Second), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != "first" || list[1].Name != "second" || list[1].ID != added.ID {
+		t.Fatalf("members = %+v", list)
+	}
+	if _, err := c.Put(ctxT(t, 5*time.Second), "/two", "members"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "/two on the added member", func() bool {
+		v, err := getFrom(t, ms[1].clientURL, "/two")
+		return err == nil && v == "members"
+	})
+
+	if err := MemberRemove(ctxT(t, 5*time.Second), c, "nobody"); !errors.Is(err, ErrMemberNotFound) {
+		t.Fatalf("removing an unknown member: %v", err)
+	}
+	// etcd counts a member toward quorum only after it has been connected
+	// for a few seconds, so the removal may be refused at first.
+	var removeErr error
+	waitFor(t, 20*time.Second, "the removal of second to be accepted", func() bool {
+		removeErr = MemberRemove(ctxT(t, 5*time.Second), c, "second")
+		return removeErr == nil
+	})
+	if err := second.waitExit(t, 20*time.Second); !errors.Is(err, ErrStopped) {
+		t.Fatalf("removed member's Run = %v, want ErrStopped", err)
+	}
+	waitFor(t, 5*time.Second, "one member left", func() bool {
+		l, err := MemberList(ctxT(t, 2*time.Second), c)
+		return err == nil && len(l) == 1
+	})
+	if _, err := c.Put(ctxT(t, 5*time.Second), "/one", "again"); err != nil {
+		t.Fatalf("write after removal: %v", err)
+	}
+}

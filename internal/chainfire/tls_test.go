@@ -1,0 +1,150 @@
+package chainfire
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TestAutoTLSClusterWithClientCertAuth: three members with TLS on client
+// and peer URLs from one generated cluster CA and client certificate
+// authentication; a client without a certificate is refused.
+func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
+	caDir := t.TempDir()
+	caCert, caKey, err := GenerateCA(caDir, "test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := specs(t, "https", "t1", "t2", "t3")
+	ic := initialCluster(ms)
+	var members []*member
+	var dirs []string
+	for _, s := range ms {
+		dir := t.TempDir()
+		dirs = append(dirs, dir)
+		cfg := testConfig(dir, s, ic)
+		cfg.AllowPlaintext = false
+		cfg.TLS = TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey, ClientCertAuth: true}
+		members = append(members, start(t, cfg))
+	}
+	for _, m := range members {
+		m.waitReady(t)
+	}
+
+	// Keys and certificates are private to the owner.
+	for _, p := range []string{caCert, caKey, filepath.Join(dirs[0], "tls", memberCertName), filepath.Join(dirs[0], "tls", memberKeyName)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", p, fi.Mode().Perm())
+		}
+	}
+
+	// The in-process client (member certificate) works.
+	c, err := members[0].srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Put(ctxT(t, 10*time.Second), "/tls", "ok"); err != nil {
+		t.Fatalf("put with member client: %v", err)
+	}
+	waitFor(t, 5*time.Second, "/tls on t3 through its client certificate", func() bool {
+		c3, err := members[2].srv.Client()
+		if err != nil {
+			return false
+		}
+		defer c3.Close()
+		r, err := c3.Get(ctxT(t, 2*time.Second), "/tls", clientv3.WithSerializable())
+		return err == nil && len(r.Kvs) == 1 && string(r.Kvs[0].Value) == "ok"
+	})
+
+	// A client that trusts the CA but has no certificate is refused.
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(caCert)
+	pool.AppendCertsFromPEM(pem)
+	noCert := newClient(t, clientv3.Config{
+		Endpoints:   []string{ms[0].clientURL},
+		TLS:         &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialTimeout: 2 * time.Second,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, err = noCert.Put(ctx, "/tls", "intruder")
+	cancel()
+	if err == nil {
+		t.Fatal("a client without a certificate could write")
+	}
+	t.Logf("client without certificate: %v", err)
+	// The refusal is the TLS handshake's: certificate required.
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ms[0].clientPort), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}})
+	if err == nil {
+		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if !contains(err, "certificate required") {
+		t.Fatalf("raw TLS connection without a certificate: err = %v, want certificate required", err)
+	}
+
+	// A certificate from another CA is refused as well.
+	otherDir := t.TempDir()
+	otherCA, otherKey, err := GenerateCA(otherDir, "other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := issueMemberCert(otherCA, otherKey, otherDir, "intruder", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := (transport.TLSInfo{CertFile: cert, KeyFile: key, TrustedCAFile: caCert}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCA := newClient(t, clientv3.Config{Endpoints: []string{ms[0].clientURL}, TLS: tlsCfg, DialTimeout: 2 * time.Second})
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	_, err = wrongCA.Put(ctx, "/tls", "intruder")
+	cancel()
+	if err == nil {
+		t.Fatal("a client with a certificate from another CA could write")
+	}
+
+	// Nothing was written by the refused clients.
+	r, err := c.Get(ctxT(t, 5*time.Second), "/tls")
+	if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "ok" {
+		t.Fatalf("get /tls: %v %v", r, err)
+	}
+}
+
+// TestAutoTLSCreatesCAInDataDir: a lone member with tls.auto and no CA
+// given makes its own CA in dataDir/tls and serves https.
+func TestAutoTLSCreatesCAInDataDir(t *testing.T) {
+	dir := t.TempDir()
+	ms := specs(t, "https", "lone")
+	cfg := testConfig(dir, ms[0], nil)
+	cfg.AllowPlaintext = false
+	cfg.TLS.Auto = true
+	m := startReady(t, cfg)
+	for _, name := range []string{caCertName, caKeyName, memberCertName, memberKeyName} {
+		if fi, err := os.Stat(filepath.Join(dir, "tls", name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", name, fi, err)
+		}
+	}
+	c, err := m.srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Put(ctxT(t, 5*time.Second), "/x", "y"); err != nil {
+		t.Fatal(err)
+	}
+}

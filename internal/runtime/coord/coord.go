@@ -1,0 +1,141 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// KeyPrefix is where elections and locks keep their keys.
+const KeyPrefix = "/ultracloud/coord/"
+
+// DefaultTTL is the lease TTL used when a caller passes 0.
+const DefaultTTL = 10 * time.Second
+
+// Sentinel errors.
+var (
+	// ErrLeaseLost: the lease expired, was revoked, or could not be kept
+	// alive in time. Whatever it held may already belong to someone else.
+	ErrLeaseLost = errors.New("coord: lease lost")
+	// ErrKeyLost: the key held under the lease (leader key, lock key) was
+	// deleted or replaced.
+	ErrKeyLost = errors.New("coord: held key lost")
+	// ErrReleased: the holder released the lease (Resign, Unlock, Release).
+	ErrReleased = errors.New("coord: released")
+	// ErrCompacted: a watch asked for history that has been compacted.
+	ErrCompacted = errors.New("coord: revision compacted")
+	// ErrNoLeader: an election currently has no leader.
+	ErrNoLeader = errors.New("coord: no leader")
+	// ErrNodeNotFound: the registry has no such node.
+	ErrNodeNotFound = errors.New("coord: node not found")
+	// ErrInvalid: an argument was rejected before anything was written.
+	ErrInvalid = errors.New("coord: invalid argument")
+)
+
+// Client is the coordination library bound to one chainfire client. It is
+// safe for concurrent use; it does not own (or close) the clientv3 client.
+type Client struct {
+	cli *clientv3.Client
+	log *slog.Logger
+}
+
+// New returns a coordination client over cli. It has no side effects.
+func New(cli *clientv3.Client, log *slog.Logger) *Client {
+	return &Client{cli: cli, log: log.With("lib", "coord")}
+}
+
+// Raw returns the underlying clientv3 client (for transactions that carry
+// a fencing comparison).
+func (c *Client) Raw() *clientv3.Client { return c.cli }
+
+// Interfaces components depend on, so they can be tested with fakes.
+type (
+	// Elector campaigns for leadership of one election.
+	Elector interface {
+		Campaign(ctx context.Context, value string) (Leadership, error)
+	}
+	// Locker takes named distributed locks.
+	Locker interface {
+		Lock(ctx context.Context, name string, ttl time.Duration) (Held, error)
+	}
+	// Heartbeater keeps a key alive under a lease.
+	Heartbeater interface {
+		Heartbeat(ctx context.Context, key, value string, ttl time.Duration) (Hold, error)
+	}
+	// Watcher follows a key prefix from a revision.
+	Watcher interface {
+		Watch(ctx context.Context, prefix string, fromRev int64, fn func(Batch) error) error
+	}
+	// NodeRegistry registers nodes and follows them.
+	NodeRegistry interface {
+		Register(ctx context.Context, info NodeInfo, ttl time.Duration) (Registration, error)
+		List(ctx context.Context) ([]NodeInfo, int64, error)
+		Watch(ctx context.Context, fromRev int64, fn func(NodeEvent) error) error
+	}
+
+	// Hold is something kept alive by a lease.
+	Hold interface {
+		// Context is cancelled when the hold ends: lost (cause wraps
+		// ErrLeaseLost or ErrKeyLost), released (ErrReleased), or the
+		// context it was created with ended.
+		Context() context.Context
+		// Release ends the hold, revokes its lease (deleting its keys)
+		// and waits for its background work to stop.
+		Release(ctx context.Context) error
+	}
+	// Leadership is held by the leader of an election.
+	Leadership interface {
+		// Context is cancelled the moment leadership may have been
+		// lost; stop acting as leader when it is.
+		Context() context.Context
+		// Resign gives leadership up so another candidate can lead.
+		Resign(ctx context.Context) error
+		// Revision is the leader key's creation revision: a fencing
+		// token that increases with every new leadership.
+		Revision() int64
+		// IsLeaderCmp is a transaction comparison that holds only while
+		// this leadership is current.
+		IsLeaderCmp() clientv3.Cmp
+	}
+	// Held is a held lock.
+	Held interface {
+		// Context is cancelled when the lock may have been lost.
+		Context() context.Context
+		// Unlock releases the lock.
+		Unlock(ctx context.Context) error
+		// Revision is the lock key's creation revision (fencing token).
+		Revision() int64
+	}
+	// Registration is a node's entry in the registry.
+	Registration interface {
+		Hold
+		// Update replaces the node's information (same name).
+		Update(ctx context.Context, info NodeInfo) error
+	}
+)
+
+var (
+	_ Heartbeater  = (*Client)(nil)
+	_ Watcher      = (*Client)(nil)
+	_ Locker       = (*Client)(nil)
+	_ Elector      = (*Election)(nil)
+	_ NodeRegistry = (*Registry)(nil)
+	_ Hold         = (*Lease)(nil)
+	_ Leadership   = (*leadership)(nil)
+	_ Held         = (*heldLock)(nil)
+	_ Registration = (*registration)(nil)
+)
+
+// validName checks an election, lock or node name: non-empty, no '/', no
+// control characters.
+func validName(kind, name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || strings.TrimSpace(name) != name || len(name) > 253 {
+		return fmt.Errorf("%w: %s name %q must be non-empty, at most 253 characters, without '/' or surrounding spaces", ErrInvalid, kind, name)
+	}
+	return nil
+}
