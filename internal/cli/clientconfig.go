@@ -15,13 +15,19 @@ import (
 )
 
 // ClientConfig is the CLI's saved connection (~/.config/ultracloud/config.yaml).
+// It holds credentials, so it is written with mode 0600.
 type ClientConfig struct {
 	// Endpoint is the API base URL.
 	Endpoint string `yaml:"endpoint"`
-	// Token is the bearer token; the file is kept at mode 0600.
-	Token string `yaml:"token"`
+	// Token is a static bearer token (e.g. the break-glass admin token).
+	// When set it is used instead of Credentials.
+	Token string `yaml:"token,omitempty"`
 	// Project is the default project for project-scoped commands.
 	Project string `yaml:"project,omitempty"`
+	// Credentials are the tokens of `ultracloud login` (or of the admin
+	// user, written by `ultracloud up`); the CLI refreshes them by itself
+	// and saves the new ones here.
+	Credentials *client.Credentials `yaml:"credentials,omitempty"`
 }
 
 // clientConfigPath is $ULTRACLOUD_CLIENT_CONFIG, else
@@ -125,11 +131,46 @@ func (f *clientFlags) resolved() (ClientConfig, error) {
 	return c, nil
 }
 
+// client connects with the effective settings: a static token if one is
+// given, else the saved credentials (refreshed automatically, and saved
+// back to the client config when they are) if they belong to this
+// endpoint.
 func (f *clientFlags) client() (*client.Client, ClientConfig, error) {
+	path := clientConfigPath(f.env)
+	saved, err := readClientConfig(path)
+	if err != nil {
+		return nil, saved, err
+	}
 	c, err := f.resolved()
 	if err != nil {
 		return nil, c, err
 	}
-	cl, err := client.New(client.Config{Endpoint: c.Endpoint, Token: c.Token, UserAgent: "ultracloud-cli"})
+	cfg := client.Config{Endpoint: c.Endpoint, Token: c.Token, UserAgent: "ultracloud-cli"}
+	if c.Token == "" && c.Credentials != nil && c.Endpoint == saved.Endpoint && c.Endpoint != "" {
+		ts, err := client.NewRefreshingTokenSource(c.Endpoint, nil, *c.Credentials, func(nc client.Credentials) {
+			if err := saveCredentials(path, c.Endpoint, nc); err != nil {
+				fmt.Fprintf(f.env.Stderr, "warning: could not save refreshed credentials: %v\n", err)
+			}
+		})
+		if err != nil {
+			return nil, c, err
+		}
+		cfg.TokenSource = ts
+	}
+	cl, err := client.New(cfg)
 	return cl, c, err
+}
+
+// saveCredentials replaces the credentials in the client config at path,
+// if it still belongs to endpoint.
+func saveCredentials(path, endpoint string, creds client.Credentials) error {
+	cur, err := readClientConfig(path)
+	if err != nil {
+		return err
+	}
+	if cur.Endpoint != endpoint {
+		return nil
+	}
+	cur.Credentials = &creds
+	return writeClientConfig(path, cur)
 }

@@ -87,6 +87,9 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			st, err := c.Status(cmd.Context())
+			if _, answered := client.ProblemOf(err); answered {
+				return err
+			}
 			if err != nil {
 				return fmt.Errorf("cannot reach %s: %w (is `ultracloud up` running?)", c.Endpoint(), err)
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/logging"
+	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
 // nodeFlags are the config fields daemon commands accept as flags.
@@ -85,13 +86,28 @@ Stop it with Ctrl-C; it shuts down cleanly.`,
 				return err
 			}
 			return runNode(cmd.Context(), env, cfg, func(n *node.Node) error {
-				if writeClient {
-					path := clientConfigPath(env)
-					if err := writeClientConfig(path, ClientConfig{Endpoint: n.APIURL(), Token: n.Token()}); err != nil {
-						return err
-					}
-					fmt.Fprintf(env.Stdout, "Client config:  %s (mode 0600)\n", path)
+				if !writeClient {
+					return nil
 				}
+				path := clientConfigPath(env)
+				cc := ClientConfig{Endpoint: n.APIURL()}
+				if old, err := readClientConfig(path); err == nil && old.Endpoint == cc.Endpoint {
+					cc.Project = old.Project
+				}
+				// The CLI acts as the admin user; if that user was deleted
+				// or disabled, it falls back to the break-glass token.
+				who := "user admin"
+				if t, err := n.AdminCredentials(cmd.Context()); err == nil {
+					creds := client.CredentialsFrom(t)
+					cc.Credentials = &creds
+				} else {
+					cc.Token = n.Token()
+					who = "the break-glass admin token (user admin is missing or disabled)"
+				}
+				if err := writeClientConfig(path, cc); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "Client config:  %s (mode 0600, acting as %s)\n", path, who)
 				return nil
 			})
 		},
@@ -151,7 +167,11 @@ func runNode(ctx context.Context, env Env, cfg config.Config, onReady func(*node
 	fmt.Fprintf(env.Stdout, "Metrics:        %s/metrics\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "OpenAPI:        %s/openapi.json\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "Data directory: %s\n", cfg.DataDir)
-	fmt.Fprintf(env.Stdout, "Admin token:    %s (mode 0600)\n", cfg.API.TokenFile)
+	fmt.Fprintf(env.Stdout, "Admin token:    %s (mode 0600; break-glass, bypasses authorization)\n", cfg.API.TokenFile)
+	if pw := n.InitialAdminPassword(); pw != "" {
+		fmt.Fprintf(env.Stdout, "Admin user:     admin, password %s\n", pw)
+		fmt.Fprintln(env.Stdout, "                (shown only now; change it with `ultracloud iam user set-password admin`)")
+	}
 	fmt.Fprintf(env.Stdout, "UltraCloud node %q is ready.\n", cfg.Node)
 	fmt.Fprintln(env.Stdout, "Try: ultracloud status; ultracloud get projects. Press Ctrl-C to stop.")
 	return <-done

@@ -1,6 +1,6 @@
 // Package cli is the ultracloud command line: daemon commands (up, server)
 // that run a node, and client commands (status, get, describe, apply, delete,
-// watch) that talk to an API through the Go SDK only.
+// watch, login, logout, iam) that talk to an API through the Go SDK only.
 //
 // Commands return errors; only main exits. Nothing here holds global state:
 // every command reads its settings from flags, the environment and files.
@@ -77,7 +77,11 @@ func NewRoot(env Env) *cobra.Command {
 		newApplyCmd(cf),
 		newDeleteCmd(cf),
 		newWatchCmd(cf),
+		newLoginCmd(cf),
+		newLogoutCmd(cf),
+		newIAMCmd(cf),
 		newVersionCmd(env),
+		newChainfireCmd(env),
 	)
 	return root
 }

@@ -1,71 +1,425 @@
-// Package iam is the identity and tenancy component. Today it owns the
-// Project kind, the tenant boundary every project-scoped resource lives in;
-// users, roles and tokens join it later (see docs/architecture.md).
+// Package iam is the identity and access component: projects (the tenant
+// boundary), users, service accounts, roles, role bindings and access keys
+// as resources; password login and access-key exchange for short-lived
+// ES256 access tokens plus rotating refresh tokens; signing-key rotation
+// and OIDC discovery (/.well-known/openid-configuration, JWKS); the
+// Authenticator, Authorizer and Auditor the shared API framework enforces
+// on every request; and the append-only audit log.
 //
-// It must not know how other components store or serve their kinds.
+// It owns identity, credentials and policy. It must not know how other
+// components store or serve their kinds: it sees them only as
+// (component, collection, verb, project) permissions.
 package iam
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"unicode/utf8"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 )
 
-// ProjectKind declares the Project resource.
-func ProjectKind() apiserver.KindDef[iamv1.ProjectSpec, iamv1.ProjectStatus] {
-	return apiserver.KindDef[iamv1.ProjectSpec, iamv1.ProjectStatus]{
-		Kind: iamv1.ProjectKind, Collection: iamv1.ProjectCollection, Singular: "project", ShortNames: []string{"proj"},
-		Scope:   api.ScopeCluster,
-		Columns: []api.Column{{Name: "DISPLAY NAME", Path: "spec.displayName"}, {Name: "PHASE", Path: "status.phase"}},
-		MaxBody: 64 << 10,
-		ValidateSpec: func(s *iamv1.ProjectSpec) error {
-			if n := utf8.RuneCountInString(s.DisplayName); n > 128 {
-				return apiserver.FieldError("spec.displayName", "is %d characters; at most 128", n)
-			}
-			if n := utf8.RuneCountInString(s.Description); n > 1024 {
-				return apiserver.FieldError("spec.description", "is %d characters; at most 1024", n)
-			}
-			return nil
-		},
-		// A project is usable the moment it exists; the project controller
-		// repairs any project that lacks the phase.
-		InitialStatus: func(*iamv1.ProjectSpec) *iamv1.ProjectStatus { return &iamv1.ProjectStatus{Phase: "Active"} },
-		ValidateStatus: func(s *iamv1.ProjectStatus) error {
-			switch s.Phase {
-			case "", "Active", "Terminating":
-				return nil
-			}
-			return apiserver.FieldError("status.phase", "%q is not Active or Terminating", s.Phase)
-		},
+// Config configures the iam component.
+type Config struct {
+	// Node names this node in audit records.
+	Node string
+	// Issuer returns the token issuer URL (iss, and the base of OIDC
+	// discovery). A function because a node may learn its address only once
+	// it listens.
+	Issuer func() string
+	// Audience is the aud of access tokens (iamv1.DefaultAudience if "").
+	Audience string
+	// BootstrapToken is the break-glass admin token ("" disables it).
+	BootstrapToken string
+	// EncryptionKey is the 32-byte at-rest key sealing access key secrets
+	// and signing keys.
+	EncryptionKey []byte
+	// AccessTokenLifetime (15m), RefreshTokenLifetime (720h, idle: each
+	// refresh extends it), SigningKeyRotation (24h) and AuditRetention
+	// (2160h) take these defaults when 0.
+	AccessTokenLifetime  time.Duration
+	RefreshTokenLifetime time.Duration
+	SigningKeyRotation   time.Duration
+	AuditRetention       time.Duration
+	// Leeway tolerates clock skew between nodes when checking tokens (30s).
+	Leeway time.Duration
+	// LoginPerUser and LoginPerIP limit authentication attempts (defaults:
+	// 10 at once then one per 6s per user; 30 at once then one per second
+	// per source address).
+	LoginPerUser, LoginPerIP RateLimit
+	// Argon2 are the password hashing costs (DefaultArgon2 if zero).
+	Argon2 Argon2Params
+	// DecisionTTL bounds cached authorization decisions (10s if 0).
+	DecisionTTL time.Duration
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.Audience == "" {
+		c.Audience = iamv1.DefaultAudience
+	}
+	if c.AccessTokenLifetime == 0 {
+		c.AccessTokenLifetime = 15 * time.Minute
+	}
+	if c.RefreshTokenLifetime == 0 {
+		c.RefreshTokenLifetime = 720 * time.Hour
+	}
+	if c.SigningKeyRotation == 0 {
+		c.SigningKeyRotation = 24 * time.Hour
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = 90 * 24 * time.Hour
+	}
+	if c.Leeway == 0 {
+		c.Leeway = 30 * time.Second
+	}
+	if c.LoginPerUser.Burst == 0 {
+		c.LoginPerUser = RateLimit{Burst: 10, Per: 6 * time.Second}
+	}
+	if c.LoginPerIP.Burst == 0 {
+		c.LoginPerIP = RateLimit{Burst: 30, Per: time.Second}
+	}
+	if c.Argon2 == (Argon2Params{}) {
+		c.Argon2 = DefaultArgon2()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Node == "" {
+		c.Node = "node"
 	}
 }
 
 // Component is the iam component.
 type Component struct {
 	component.Readiness
+	cfg   Config
+	store storage.Store
+	log   *slog.Logger
+	reg   prometheus.Registerer
+
+	sealer    *Sealer
+	hasher    *Hasher
+	policy    *Policy
+	keys      *KeyManager
+	tokens    *tokenService
+	verifier  *apiserver.JWTVerifier
+	bootstrap apiserver.TokenAuthenticator
+	audit     *auditLog
+	limiter   *loginLimiter
+	api       *apiserver.API
+
+	mu              sync.Mutex
+	initialPassword string
 }
 
-var _ component.Component = (*Component)(nil)
+var (
+	_ component.Component     = (*Component)(nil)
+	_ apiserver.Authenticator = (*Component)(nil)
+)
 
-// New registers iam's kinds on a and returns the component.
-func New(a *apiserver.API) (*Component, error) {
-	if err := apiserver.Register(a, "iam", ProjectKind()); err != nil {
-		return nil, fmt.Errorf("iam: %w", err)
+// New builds the iam component over store. It touches nothing: Run loads
+// state and starts the background work.
+func New(cfg Config, store storage.Store, log *slog.Logger, reg prometheus.Registerer) (*Component, error) {
+	cfg.defaults()
+	if cfg.Issuer == nil {
+		return nil, errors.New("iam: Config.Issuer is required")
 	}
-	return &Component{}, nil
+	sealer, err := NewSealer(cfg.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	hasher, err := NewHasher(cfg.Argon2, max(2, runtime.GOMAXPROCS(0)))
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "iam")
+	c := &Component{cfg: cfg, store: store, log: log, reg: reg, sealer: sealer, hasher: hasher,
+		bootstrap: apiserver.TokenAuthenticator{Token: cfg.BootstrapToken},
+		limiter:   newLoginLimiter(cfg.LoginPerUser, cfg.LoginPerIP)}
+	c.policy = NewPolicy(store, log, cfg.Now, cfg.DecisionTTL)
+	c.keys = NewKeyManager(store, sealer, log, cfg.Now, cfg.SigningKeyRotation, cfg.AccessTokenLifetime+cfg.Leeway)
+	c.tokens = &tokenService{keys: c.keys, store: store, issuer: cfg.Issuer, audience: cfg.Audience,
+		accessTTL: cfg.AccessTokenLifetime, refreshTTL: cfg.RefreshTokenLifetime, grace: time.Minute, now: cfg.Now}
+	c.verifier = apiserver.NewJWTVerifier(c.keys, apiserver.JWTOptions{Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: cfg.Leeway, Now: cfg.Now})
+	c.audit = newAuditLog(store, log, cfg.Node, cfg.Now)
+	return c, nil
+}
+
+// Authorizer returns the policy the API framework asks on every request.
+func (c *Component) Authorizer() apiserver.Authorizer { return c.policy }
+
+// Auditor returns the audit log the API framework records mutations in.
+func (c *Component) Auditor() apiserver.Auditor { return c.audit }
+
+// Policy returns the policy (for tests and benchmarks).
+func (c *Component) Policy() *Policy { return c.policy }
+
+// Keys returns the signing key manager (for tests and benchmarks).
+func (c *Component) Keys() *KeyManager { return c.keys }
+
+// Verifier returns the access token verifier.
+func (c *Component) Verifier() *apiserver.JWTVerifier { return c.verifier }
+
+// Register adds iam's kinds to a; call it once before a serves.
+func (c *Component) Register(a *apiserver.API) error {
+	c.api = a
+	for _, reg := range []func() error{
+		func() error { return apiserver.Register(a, "iam", c.projectKind()) },
+		func() error { return apiserver.Register(a, "iam", c.userKind()) },
+		func() error { return apiserver.Register(a, "iam", c.serviceAccountKind()) },
+		func() error { return apiserver.Register(a, "iam", c.roleKind()) },
+		func() error { return apiserver.Register(a, "iam", c.roleBindingKind()) },
+		func() error { return apiserver.Register(a, "iam", c.clusterRoleBindingKind()) },
+		func() error { return apiserver.Register(a, "iam", c.accessKeyKind()) },
+	} {
+		if err := reg(); err != nil {
+			return fmt.Errorf("iam: %w", err)
+		}
+	}
+	return nil
 }
 
 // Name implements component.Component.
 func (c *Component) Name() string { return "iam" }
 
-// Run serves until ctx ends; the API framework handles Project requests.
+// Run loads the signing keys and the policy, creates the first admin on a
+// new cluster, then serves until ctx ends: it follows key and policy
+// changes, rotates keys, writes audit records and sweeps expired state.
+// It returns after the audit queue is flushed.
 func (c *Component) Run(ctx context.Context) error {
+	if c.reg != nil {
+		for _, m := range []prometheus.Collector{c.audit.written, c.audit.dropped} {
+			if err := c.reg.Register(m); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return fmt.Errorf("iam: registering metrics: %w", err)
+				}
+			}
+		}
+	}
+	if err := c.keys.EnsureCurrent(ctx); err != nil {
+		return err
+	}
+	revs, err := c.policy.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.bootstrapAdmin(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAudit()
+	wg.Go(func() { _ = c.audit.run(auditCtx) })
+	wg.Go(func() { _ = c.policy.Follow(ctx, revs) })
+	wg.Go(func() { _ = c.keys.Follow(ctx) })
+	wg.Go(func() { c.maintain(ctx) })
+	// The policy must reflect what Load saw before the API serves.
 	c.MarkReady()
 	<-ctx.Done()
+	// The HTTP server stopped before us (it depends on iam), so no request
+	// can enqueue audit records any more: flush them and stop the writer.
+	stopAudit()
 	return nil
+}
+
+// maintain rotates signing keys when due and sweeps expired refresh tokens
+// and audit records past retention.
+func (c *Component) maintain(ctx context.Context) {
+	keyTick := time.NewTicker(min(c.cfg.SigningKeyRotation/4, time.Minute))
+	defer keyTick.Stop()
+	sweepTick := time.NewTicker(time.Hour)
+	defer sweepTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-keyTick.C:
+			if err := c.keys.EnsureCurrent(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("signing key maintenance failed", "err", err)
+			}
+		case <-sweepTick.C:
+			if n, err := c.tokens.sweep(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("sweeping refresh tokens failed", "err", err)
+			} else if n > 0 {
+				c.log.Info("expired refresh tokens deleted", "count", n)
+			}
+			if n, err := c.audit.prune(ctx, c.cfg.Now().Add(-c.cfg.AuditRetention)); err != nil && ctx.Err() == nil {
+				c.log.Error("pruning audit records failed", "err", err)
+			} else if n > 0 {
+				c.log.Info("audit records past retention deleted", "count", n)
+			}
+		}
+	}
+}
+
+// Authenticate implements apiserver.Authenticator: an access token signed
+// by a published key for a principal that still exists and is enabled, or
+// the break-glass bootstrap token.
+func (c *Component) Authenticate(r *http.Request) (apiserver.Principal, error) {
+	tok := apiserver.BearerToken(r)
+	if tok == "" {
+		return apiserver.Principal{}, apiserver.ErrNoToken()
+	}
+	if strings.Count(tok, ".") == 2 {
+		p, err := c.verifier.Verify(r.Context(), tok)
+		if err != nil {
+			return apiserver.Principal{}, err
+		}
+		if err := c.policy.Active(p); err != nil {
+			return apiserver.Principal{}, &apiserver.Error{Status: http.StatusUnauthorized, Code: api.CodeUnauthenticated,
+				Detail: "the credentials behind this token were revoked (user or service account deleted or disabled, or access key removed)", Err: err}
+		}
+		return p, nil
+	}
+	if c.bootstrap.Matches(tok) {
+		return apiserver.Principal{Name: apiserver.BootstrapPrincipal, Superuser: true}, nil
+	}
+	return apiserver.Principal{}, apiserver.ErrBadToken()
+}
+
+// Store keys of the bootstrap.
+const bootstrapKey = "/iam/bootstrap"
+
+// BootstrapAdmin is the first administrator's user name, and
+// BootstrapBinding the cluster role binding that makes it one.
+const (
+	BootstrapAdmin   = "admin"
+	BootstrapBinding = "bootstrap-admin"
+)
+
+// bootstrapAdmin creates, once per cluster, the user "admin" with a random
+// password and a cluster-wide admin binding. The password is kept in
+// memory for InitialAdminPassword and never logged or stored in the clear.
+func (c *Component) bootstrapAdmin(ctx context.Context) error {
+	if _, err := c.store.Get(ctx, []byte(bootstrapKey)); err == nil {
+		return nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("iam: reading bootstrap state: %w", err)
+	}
+	password := rand.Text()
+	hash, err := c.hasher.Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	now := c.cfg.Now().UTC().Truncate(time.Millisecond)
+	uid := uuid.NewString()
+	userSpec, _ := json.Marshal(iamv1.UserSpec{DisplayName: "Bootstrap administrator"})
+	userStatus, _ := json.Marshal(iamv1.UserStatus{PasswordSet: true, PasswordChangedAt: &now})
+	user, err := apiserver.EncodeObject(&api.Object{Kind: iamv1.UserKind,
+		Metadata: api.ObjectMeta{Name: BootstrapAdmin, UID: uid, CreatedAt: &now, UpdatedAt: &now}, Spec: userSpec, Status: userStatus})
+	if err != nil {
+		return err
+	}
+	bindSpec, _ := json.Marshal(iamv1.RoleBindingSpec{Role: iamv1.BuiltinRoleAdmin, Principal: iamv1.UserPrincipal(BootstrapAdmin)})
+	binding, err := apiserver.EncodeObject(&api.Object{Kind: iamv1.ClusterRoleBindingKind,
+		Metadata: api.ObjectMeta{Name: BootstrapBinding, UID: uuid.NewString(), CreatedAt: &now, UpdatedAt: &now}, Spec: bindSpec})
+	if err != nil {
+		return err
+	}
+	pw, err := json.Marshal(passwordRecord{ID: newPasswordID(), UID: uid, Hash: hash, ChangedAt: now})
+	if err != nil {
+		return err
+	}
+	userKey := apiserver.ObjectKey(iamv1.UserCollection, "", BootstrapAdmin)
+	bindingKey := apiserver.ObjectKey(iamv1.ClusterRoleBindingCollection, "", BootstrapBinding)
+	res, err := c.store.Txn(ctx, storage.Txn{
+		If: []storage.Compare{{Key: []byte(bootstrapKey), Target: storage.CompareMissing},
+			{Key: userKey, Target: storage.CompareMissing}, {Key: bindingKey, Target: storage.CompareMissing}},
+		Then: []storage.Op{
+			{Type: storage.OpPut, Key: []byte(bootstrapKey), Value: []byte(now.Format(time.RFC3339))},
+			{Type: storage.OpPut, Key: userKey, Value: user},
+			{Type: storage.OpPut, Key: []byte(passwordPrefix + BootstrapAdmin), Value: pw},
+			{Type: storage.OpPut, Key: bindingKey, Value: binding},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("iam: creating the first admin: %w", err)
+	}
+	if !res.Succeeded {
+		// Another node bootstrapped, or someone made these by hand: leave
+		// them alone and never try again.
+		_, _, err := storage.CreateIfAbsent(ctx, c.store, []byte(bootstrapKey), []byte(now.Format(time.RFC3339)))
+		return err
+	}
+	// Make the new user and binding visible to the policy before serving.
+	if _, err := c.policy.Load(ctx); err != nil {
+		return err
+	}
+	c.log.Info("first admin user created", "user", BootstrapAdmin)
+	c.mu.Lock()
+	c.initialPassword = password
+	c.mu.Unlock()
+	return nil
+}
+
+// InitialAdminPassword returns the bootstrap admin's password if this
+// process created it (once per cluster), else "". The caller shows it once.
+func (c *Component) InitialAdminPassword() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.initialPassword
+}
+
+// IssueUserTokens issues access and refresh tokens for an enabled user,
+// without a password: for `ultracloud up`, which writes them into the
+// local client config.
+func (c *Component) IssueUserTokens(ctx context.Context, user string) (*iamv1.TokenResponse, error) {
+	principal := iamv1.UserPrincipal(user)
+	uid, err := c.principalUID(ctx, principal)
+	if err != nil {
+		return nil, fmt.Errorf("iam: issuing tokens for %s: %w", principal, err)
+	}
+	pwID, err := c.currentPasswordID(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return c.tokens.issue(ctx, principal, uid, "", pwID, true)
+}
+
+// SystemTokenSource returns a function yielding access tokens for a
+// built-in system principal (e.g. "iam-projects" for the project
+// controller), renewed a minute before they expire.
+func (c *Component) SystemTokenSource(name string) func(context.Context) (string, error) {
+	principal := iamv1.PrincipalSystem + ":" + name
+	var mu sync.Mutex
+	var tok string
+	var exp time.Time
+	return func(context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tok != "" && c.cfg.Now().Before(exp.Add(-min(time.Minute, c.cfg.AccessTokenLifetime/2))) {
+			return tok, nil
+		}
+		if _, ok := systemGrants[principal]; !ok {
+			return "", fmt.Errorf("iam: %s is not a system principal", principal)
+		}
+		t, e, err := c.tokens.issueAccess(principal, "", "")
+		if err != nil {
+			return "", err
+		}
+		tok, exp = t, e
+		return tok, nil
+	}
 }

@@ -4,43 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
-	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
 func TestProjectsBecomeActive(t *testing.T) {
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
+	e := newTestEnv(t)
+	if e.iam.Name() != "iam" {
+		t.Fatal(e.iam.Name())
 	}
-	defer st.Close()
-	const token = "iam-test-token-123456"
-	a := apiserver.New(st, apiserver.Options{Authenticator: apiserver.TokenAuthenticator{Token: token}})
-	comp, err := New(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if comp.Name() != "iam" {
-		t.Fatal(comp.Name())
-	}
-	mux := http.NewServeMux()
-	a.Mount(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	defer a.CloseStreams()
-
-	pc := NewProjectController(func(context.Context) (string, error) { return srv.URL, nil }, token,
+	// The controller runs as the system principal, with only the
+	// permissions it needs.
+	pc := NewProjectController(func(context.Context) (string, error) { return e.url, nil },
+		client.TokenFunc(e.iam.SystemTokenSource("iam-projects")),
 		filepath.Join(t.TempDir(), "cp"), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -52,8 +35,7 @@ func TestProjectsBecomeActive(t *testing.T) {
 		}
 	}()
 
-	cl, _ := client.New(client.Config{Endpoint: srv.URL, Token: token})
-	projects := cl.Resources(iamv1.ProjectCollection, "")
+	projects := e.admin.Resources(iamv1.ProjectCollection, "")
 	created, err := projects.Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "p1"}, Spec: json.RawMessage(`{"displayName":"P one"}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -71,21 +53,25 @@ func TestProjectsBecomeActive(t *testing.T) {
 	if _, err := projects.UpdateStatus(ctx, bad); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("bad phase: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, "project p1 to become Active again", 10*time.Second, func() bool {
 		o, err := projects.Get(ctx, "p1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		var s iamv1.ProjectStatus
 		_ = json.Unmarshal(o.Status, &s)
-		if s.Phase == "Active" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("project p1 never became Active; status %s", o.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return s.Phase == "Active"
+	})
+	// The controller's principal may not do anything else.
+	sys, err := e.iam.SystemTokenSource("iam-projects")(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.clientWith(sys).Resources(iamv1.UserCollection, "").List(ctx, client.ListOptions{}); !client.HasCode(err, api.CodeForbidden) {
+		t.Fatalf("system principal listing users: %v, want forbidden", err)
+	}
+	if _, err := e.clientWith(sys).Resources(iamv1.ProjectCollection, "").Delete(ctx, "p1", 0); !client.HasCode(err, api.CodeForbidden) {
+		t.Fatalf("system principal deleting a project: %v, want forbidden", err)
 	}
 }
 
@@ -100,5 +86,46 @@ func TestProjectSpecValidation(t *testing.T) {
 	}
 	if err := def.ValidateSpec(&iamv1.ProjectSpec{DisplayName: "ok"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBootstrapAdmin: a new cluster gets user admin with a random password
+// and a cluster-wide admin binding, once.
+func TestBootstrapAdmin(t *testing.T) {
+	e := newTestEnv(t)
+	pw := e.iam.InitialAdminPassword()
+	if len(pw) < 20 {
+		t.Fatalf("initial admin password %q is too short", pw)
+	}
+	c, tok := e.login(BootstrapAdmin, pw)
+	if tok.Principal != "user:admin" || tok.RefreshToken == "" {
+		t.Fatalf("token response %+v", tok)
+	}
+	me, err := c.WhoAmI(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(me.ClusterRoles) != 1 || me.ClusterRoles[0] != "admin" {
+		t.Fatalf("admin roles %+v", me)
+	}
+	// The admin can do admin things.
+	e2 := c.Resources(iamv1.ProjectCollection, "")
+	if _, err := e2.Create(e.ctx(), &api.Object{Metadata: api.ObjectMeta{Name: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A second bootstrap does nothing.
+	e.iam.mu.Lock()
+	e.iam.initialPassword = ""
+	e.iam.mu.Unlock()
+	if err := e.iam.bootstrapAdmin(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	if e.iam.InitialAdminPassword() != "" {
+		t.Fatal("bootstrap ran twice")
+	}
+	// IssueUserTokens (what `up` writes into the client config) works.
+	tr, err := e.iam.IssueUserTokens(e.ctx(), BootstrapAdmin)
+	if err != nil || tr.RefreshToken == "" {
+		t.Fatalf("IssueUserTokens: %+v %v", tr, err)
 	}
 }

@@ -22,7 +22,7 @@ import (
 type ProjectController struct {
 	component.Readiness
 	endpoint   func(context.Context) (string, error)
-	token      string
+	tokens     client.TokenSource
 	checkpoint string
 	log        *slog.Logger
 	reg        prometheus.Registerer
@@ -31,9 +31,11 @@ type ProjectController struct {
 var _ component.Component = (*ProjectController)(nil)
 
 // NewProjectController returns the controller component. endpoint yields the
-// API URL once the listener is up; checkpointPath keeps its progress.
-func NewProjectController(endpoint func(context.Context) (string, error), token, checkpointPath string, log *slog.Logger, reg prometheus.Registerer) *ProjectController {
-	return &ProjectController{endpoint: endpoint, token: token, checkpoint: checkpointPath, log: log, reg: reg}
+// API URL once the listener is up; tokens authenticates it (in a node, the
+// system principal system:iam-projects, allowed only to read projects and
+// write their status); checkpointPath keeps its progress.
+func NewProjectController(endpoint func(context.Context) (string, error), tokens client.TokenSource, checkpointPath string, log *slog.Logger, reg prometheus.Registerer) *ProjectController {
+	return &ProjectController{endpoint: endpoint, tokens: tokens, checkpoint: checkpointPath, log: log, reg: reg}
 }
 
 // Name implements component.Component.
@@ -45,7 +47,7 @@ func (p *ProjectController) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("iam: project controller: waiting for the API: %w", err)
 	}
-	cl, err := client.New(client.Config{Endpoint: url, Token: p.token, UserAgent: "ultracloud-iam-controller"})
+	cl, err := client.New(client.Config{Endpoint: url, TokenSource: p.tokens, UserAgent: "ultracloud-iam-controller"})
 	if err != nil {
 		return fmt.Errorf("iam: project controller: %w", err)
 	}

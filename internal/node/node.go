@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,6 +35,8 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
 	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
+	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
 // Node is one running ultracloud process.
@@ -43,6 +47,7 @@ type Node struct {
 	ready   chan struct{}
 	apiAddr string
 	token   string
+	iam     *iam.Component
 }
 
 // New returns a node for cfg, which must have passed Validate.
@@ -92,34 +97,51 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	a := apiserver.New(store, apiserver.Options{
-		Logger:        n.log.With("component", "apiserver"),
-		Authenticator: apiserver.TokenAuthenticator{Token: token},
-	})
 	mux := http.NewServeMux()
+	var group *component.Group
+	var a *apiserver.API
+	srv := httpserver.New(httpserver.Config{Addr: n.cfg.API.Listen, ShutdownGrace: n.cfg.ShutdownGrace}, mux, n.log, reg,
+		func() error { return readiness(group) }, func() { a.CloseStreams() })
 
-	units := []component.Unit{{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}}
 	roles := n.cfg.RolesOrAll()
-	var serving []string
+	opts := apiserver.Options{Logger: n.log.With("component", "apiserver")}
 	if slices.Contains(roles, "iam") {
-		c, err := iam.New(a)
+		key, err := iam.LoadOrCreateKeyFile(n.cfg.IAM.EncryptionKeyFile)
 		if err != nil {
 			return err
 		}
-		units = append(units, component.Unit{Component: c, DependsOn: []string{"store"}})
+		n.iam, err = iam.New(iam.Config{
+			Node: n.cfg.Node, Issuer: n.issuer(srv), BootstrapToken: token, EncryptionKey: key,
+			AccessTokenLifetime: n.cfg.IAM.AccessTokenLifetime, RefreshTokenLifetime: n.cfg.IAM.RefreshTokenLifetime,
+			SigningKeyRotation: n.cfg.IAM.SigningKeyRotation, AuditRetention: n.cfg.IAM.AuditRetention,
+		}, store, n.log, reg)
+		if err != nil {
+			return err
+		}
+		opts.Authenticator, opts.Authorizer, opts.Auditor = n.iam, n.iam.Authorizer(), n.iam.Auditor()
+	} else {
+		// Without iam on this node only the break-glass token is accepted.
+		opts.Authenticator = apiserver.TokenAuthenticator{Token: token}
+	}
+	a = apiserver.New(store, opts)
+
+	units := []component.Unit{{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}}
+	var serving []string
+	if n.iam != nil {
+		if err := n.iam.Register(a); err != nil {
+			return err
+		}
+		units = append(units, component.Unit{Component: n.iam, DependsOn: []string{"store"}})
 		serving = append(serving, "iam")
 	}
-
-	var group *component.Group
-	srv := httpserver.New(httpserver.Config{Addr: n.cfg.API.Listen, ShutdownGrace: n.cfg.ShutdownGrace}, mux, n.log, reg,
-		func() error { return readiness(group) }, a.CloseStreams)
 	units = append(units, component.Unit{Component: srv, DependsOn: append([]string{"store"}, serving...)})
 
-	if slices.Contains(roles, "iam") {
+	if n.iam != nil {
 		pc := iam.NewProjectController(func(ctx context.Context) (string, error) {
 			addr, err := srv.Addr(ctx)
 			return "http://" + addr, err
-		}, token, filepath.Join(n.cfg.DataDir, "controllers", "iam-projects.checkpoint"), n.log, reg)
+		}, client.TokenFunc(n.iam.SystemTokenSource("iam-projects")),
+			filepath.Join(n.cfg.DataDir, "controllers", "iam-projects.checkpoint"), n.log, reg)
 		units = append(units, component.Unit{Component: pc, DependsOn: []string{"http"}})
 	}
 
@@ -128,7 +150,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.Mount(mux)
+	if n.iam != nil {
+		n.iam.Mount(mux)
+	}
 	mux.Handle("GET /v1/status", a.Authenticated(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Authorize(r.Context(), apiserver.Attributes{Component: "node", Collection: "status", Verb: "get"},
+			apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")); err != nil {
+			apiserver.WriteError(w, r, n.log, err)
+			return
+		}
 		addr, _ := srv.Addr(r.Context())
 		apiserver.WriteJSON(w, http.StatusOK, n.status(group, "http://"+addr))
 	}))
@@ -149,6 +179,49 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 	}
 	return <-done
+}
+
+// issuer returns the token issuer: the configured one, else http:// and
+// the address the API listens on (known once it is bound; requests and
+// token issuance only happen after that).
+func (n *Node) issuer(srv *httpserver.Server) func() string {
+	if n.cfg.IAM.Issuer != "" {
+		iss := n.cfg.IAM.Issuer
+		return func() string { return iss }
+	}
+	var bound atomic.Pointer[string]
+	return func() string {
+		if s := bound.Load(); s != nil {
+			return *s
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		addr, err := srv.Addr(ctx)
+		if err != nil {
+			return "http://" + n.cfg.API.Listen
+		}
+		s := "http://" + addr
+		bound.Store(&s)
+		return s
+	}
+}
+
+// InitialAdminPassword returns the first admin's password when this start
+// created it (once per cluster), else "". Valid after Ready.
+func (n *Node) InitialAdminPassword() string {
+	if n.iam == nil {
+		return ""
+	}
+	return n.iam.InitialAdminPassword()
+}
+
+// AdminCredentials issues tokens for the bootstrap admin user, for the
+// client config `ultracloud up` writes. Valid after Ready.
+func (n *Node) AdminCredentials(ctx context.Context) (*iamv1.TokenResponse, error) {
+	if n.iam == nil {
+		return nil, errors.New("this node does not run iam")
+	}
+	return n.iam.IssueUserTokens(ctx, iam.BootstrapAdmin)
 }
 
 func waitAllReady(ctx context.Context, units []component.Unit) bool {

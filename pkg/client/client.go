@@ -28,8 +28,14 @@ import (
 type Config struct {
 	// Endpoint is the API base URL, e.g. http://127.0.0.1:7700.
 	Endpoint string
-	// Token is the bearer token.
+	// Token is a static bearer token (e.g. the break-glass admin token, or
+	// an access token obtained elsewhere). Ignored when TokenSource is set.
 	Token string
+	// TokenSource supplies bearer tokens per request, e.g. a
+	// RefreshingTokenSource after Login. When the server answers 401, a
+	// source that implements Invalidate is told so and the request is
+	// retried once with a new token.
+	TokenSource TokenSource
 	// HTTPClient is used for requests; a client with sane timeouts if nil.
 	HTTPClient *http.Client
 	// UserAgent is sent with every request.
@@ -38,10 +44,10 @@ type Config struct {
 
 // Client talks to one UltraCloud API endpoint. It is safe for concurrent use.
 type Client struct {
-	base  *url.URL
-	token string
-	hc    *http.Client
-	ua    string
+	base   *url.URL
+	tokens TokenSource
+	hc     *http.Client
+	ua     string
 }
 
 // New returns a client for cfg.
@@ -63,7 +69,11 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = "ultracloud-go-client/" + strconv.Itoa(api.Version)
 	}
-	return &Client{base: u, token: cfg.Token, hc: hc, ua: ua}, nil
+	ts := cfg.TokenSource
+	if ts == nil && cfg.Token != "" {
+		ts = StaticToken(cfg.Token)
+	}
+	return &Client{base: u, tokens: ts, hc: hc, ua: ua}, nil
 }
 
 // CloseIdleConnections closes kept-alive connections that carry no request,
@@ -96,19 +106,45 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.ua)
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	return req, nil
+}
+
+// send sends the request build makes, with a bearer token from the token
+// source. On a 401 it invalidates the token (if the source can) and sends
+// a rebuilt request once more with a fresh one; a 401 means the server did
+// nothing, so the retry is safe for any method.
+func (c *Client) send(ctx context.Context, build func() (*http.Request, error)) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		req, err := build()
+		if err != nil {
+			return nil, err
+		}
+		var tok string
+		if c.tokens != nil {
+			if tok, err = c.tokens.Token(ctx); err != nil {
+				return nil, err
+			}
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		inv, canRetry := c.tokens.(interface{ Invalidate(string) })
+		if resp.StatusCode != http.StatusUnauthorized || !canRetry || attempt > 0 || tok == "" {
+			return resp, nil
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		inv.Invalidate(tok)
+	}
 }
 
 // do sends a request and decodes a JSON response into out (if non-nil).
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) error {
-	req, err := c.newRequest(ctx, method, path, q, body)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.send(ctx, func() (*http.Request, error) { return c.newRequest(ctx, method, path, q, body) })
 	if err != nil {
 		return fmt.Errorf("client: %s %s: %w", method, path, err)
 	}

@@ -81,12 +81,14 @@ func (r *Resources) openWatch(ctx context.Context, selector string, since *int64
 	if since != nil {
 		q.Set("since", strconv.FormatInt(*since, 10))
 	}
-	req, err := r.c.newRequest(ctx, http.MethodGet, r.path(""), q, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := r.c.hc.Do(req)
+	resp, err := r.c.send(ctx, func() (*http.Request, error) {
+		req, err := r.c.newRequest(ctx, http.MethodGet, r.path(""), q, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/x-ndjson")
+		return req, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("client: watch %s: %w", r.collection, err)
 	}

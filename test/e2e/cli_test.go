@@ -55,7 +55,7 @@ func TestCLI(t *testing.T) {
 	c := sdk(t, n)
 
 	t.Run("files are private", func(t *testing.T) {
-		for _, p := range []string{h.home.ClientConfigPath(), n.TokenPath()} {
+		for _, p := range []string{h.home.ClientConfigPath(), n.TokenPath(), n.KeyPath()} {
 			fi, err := os.Stat(p)
 			if err != nil {
 				t.Fatal(err)
@@ -64,19 +64,13 @@ func TestCLI(t *testing.T) {
 				t.Errorf("%s has mode %o, want 600", p, fi.Mode().Perm())
 			}
 		}
-		var cfg struct {
-			Endpoint string `yaml:"endpoint"`
-			Token    string `yaml:"token"`
-		}
-		b, err := os.ReadFile(h.home.ClientConfigPath())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := yaml.Unmarshal(b, &cfg); err != nil {
-			t.Fatalf("client config: %v\n%s", err, b)
-		}
-		if cfg.Endpoint != n.URL || cfg.Token != n.Token {
-			t.Errorf("client config has endpoint %q and a token equal to admin-token: %v; want endpoint %q", cfg.Endpoint, cfg.Token == n.Token, n.URL)
+		// `up` writes credentials of the admin user, not the break-glass
+		// token.
+		cfg := readClientConfig(t, h.home)
+		if cfg.Endpoint != n.URL || cfg.Token != "" || cfg.Credentials.Principal != "user:admin" ||
+			cfg.Credentials.AccessToken == "" || cfg.Credentials.RefreshToken == "" {
+			t.Errorf("client config: endpoint %q (want %q), static token set: %v, credentials of %q",
+				cfg.Endpoint, n.URL, cfg.Token != "", cfg.Credentials.Principal)
 		}
 	})
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	yaml "go.yaml.in/yaml/v3"
+
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
@@ -78,7 +80,9 @@ func (h *harness) start(o nodeproc.NodeOptions) *nodeproc.Node {
 	return n
 }
 
-// checkNoToken fails t if the node's admin token appears in what it printed.
+// checkNoToken fails t if the node's admin token appears in what it
+// printed, or its first admin password in its logs (stdout shows that
+// password once, by design).
 func checkNoToken(t *testing.T, n *nodeproc.Node) {
 	t.Helper()
 	for name, out := range map[string]string{"stderr": n.Stderr().String(), "stdout": n.Stdout().String()} {
@@ -86,6 +90,37 @@ func checkNoToken(t *testing.T, n *nodeproc.Node) {
 			t.Errorf("the admin token appears in the node's %s", name)
 		}
 	}
+	if n.AdminPassword != "" && strings.Contains(n.Stderr().String(), n.AdminPassword) {
+		t.Error("the first admin password appears in the node's logs")
+	}
+}
+
+// clientConfig is the CLI's client config file as tests read it.
+type clientConfig struct {
+	Endpoint    string `yaml:"endpoint"`
+	Token       string `yaml:"token"`
+	Project     string `yaml:"project"`
+	Credentials struct {
+		Principal             string    `yaml:"principal"`
+		AccessToken           string    `yaml:"accessToken"`
+		AccessTokenExpiresAt  time.Time `yaml:"accessTokenExpiresAt"`
+		RefreshToken          string    `yaml:"refreshToken"`
+		RefreshTokenExpiresAt time.Time `yaml:"refreshTokenExpiresAt"`
+	} `yaml:"credentials"`
+}
+
+// readClientConfig reads home's client config.
+func readClientConfig(t *testing.T, home nodeproc.Home) clientConfig {
+	t.Helper()
+	b, err := os.ReadFile(home.ClientConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg clientConfig
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("client config: %v", err)
+	}
+	return cfg
 }
 
 // cli runs one CLI command in h's environment and returns its result

@@ -5,10 +5,14 @@
 // storage.Store, reports errors as problem+json, and generates the OpenAPI
 // document from the Go types.
 //
-// It owns the HTTP semantics of resources. It does not own authentication
-// policy (an Authenticator is passed in), listeners, or any component's
-// business logic (components hook in through KindDef validators and their own
-// controllers).
+// It owns the HTTP semantics of resources and the enforcement points of
+// security: every resource request is authenticated (an Authenticator),
+// authorized per permission and project (an Authorizer; 401, 403 and 404 as
+// the brief defines them, cross-project lists filtered so other projects'
+// names never appear), and every mutating request is handed to an Auditor.
+// It does not own the policy behind those interfaces (iam does), listeners,
+// or any component's business logic (components hook in through KindDef
+// hooks and their own controllers).
 package apiserver
 
 import (
@@ -37,6 +41,11 @@ type Options struct {
 	// Authenticator checks every request except discovery; nil allows all
 	// (only for tests).
 	Authenticator Authenticator
+	// Authorizer decides what authenticated principals may do; nil allows
+	// every authenticated request (only for tests and single-token nodes).
+	Authorizer Authorizer
+	// Auditor records every mutating request; nil records nothing.
+	Auditor Auditor
 	// BookmarkInterval is how often an idle watch stream gets a bookmark
 	// event (keepalive); 15s if 0.
 	BookmarkInterval time.Duration
@@ -131,7 +140,7 @@ func (a *API) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/{$}", a.discovery)
 	mux.HandleFunc("GET /openapi.json", a.serveOpenAPI)
 
-	auth := a.Authenticated
+	auth := func(h http.HandlerFunc) http.Handler { return a.Audited(a.Authenticated(h)) }
 	// Cluster-scoped kinds, and cross-project lists of project-scoped ones.
 	mux.Handle("GET /v1/{collection}", auth(a.handleList))
 	mux.Handle("POST /v1/{collection}", auth(a.handleCreate))
@@ -235,3 +244,24 @@ func (a *API) now() *time.Time {
 	t := a.opts.Now().UTC().Truncate(time.Millisecond)
 	return &t
 }
+
+// CollectionPrefix returns the store key prefix under which collection's
+// objects live, for components that watch the store directly (iam's
+// policy cache). Project-scoped objects are under prefix+project+"/".
+func CollectionPrefix(collection string) string { return "/r/" + collection + "/" }
+
+// ObjectKey returns the store key of an object (project "" for
+// cluster-scoped kinds).
+func ObjectKey(collection, project, name string) []byte {
+	if project != "" {
+		return []byte(CollectionPrefix(collection) + project + "/" + name)
+	}
+	return []byte(CollectionPrefix(collection) + name)
+}
+
+// DecodeObject decodes a stored object and stamps its revision.
+func DecodeObject(kv storage.KV) (*api.Object, error) { return objectFromKV(kv) }
+
+// EncodeObject encodes an object the way the API stores it, for
+// components that write objects inside their own transactions.
+func EncodeObject(o *api.Object) ([]byte, error) { return encodeStored(o) }

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -21,9 +22,43 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	WriteError(w, r, a.log, err)
 }
 
+// attrs returns the authorization attributes of verb on t.
+func (t target) attrs(verb string) Attributes {
+	at := Attributes{Component: t.k.info.Component, Collection: t.k.info.Collection, Verb: verb, Project: t.project, Name: t.name}
+	if t.k.isProjects() {
+		at.Project = t.name // a project is inside itself
+	}
+	return at
+}
+
+// hidden is the 404 a target the principal may not know about reports: the
+// same error a missing target gives.
+func (t target) hidden() error {
+	if t.name != "" {
+		return notFound(t.k, t.project, t.name)
+	}
+	return Errorf(http.StatusNotFound, api.CodeNotFound, "project %q not found", t.project)
+}
+
+// authorize checks verb on t for the request's principal.
+func (a *API) authorize(r *http.Request, t target, verb string) error {
+	return a.Authorize(r.Context(), t.attrs(verb), t.hidden())
+}
+
+// afterWrite runs the kind's AfterWrite hook.
+func (a *API) afterWrite(r *http.Request, t target, rev int64) {
+	if t.k.afterWrite != nil {
+		t.k.afterWrite(r.Context(), rev)
+	}
+}
+
 func (a *API) handleGet(w http.ResponseWriter, r *http.Request) {
 	t, err := a.resolve(r, true)
 	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.authorize(r, t, "get"); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -50,6 +85,10 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if err := a.authorize(r, t, "create"); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	body, err := ReadBody(r, t.k.maxBody)
 	if err != nil {
 		a.fail(w, r, err)
@@ -73,18 +112,27 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.name = meta.Name
+	AnnotateAudit(r.Context(), func(e *AuditEvent) { e.Name = meta.Name })
 	status, err := t.k.initialStatus(spec)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	now := a.now()
+	uid := a.opts.NewUID()
+	hook := createHookResult{status: status, response: status}
+	if t.k.onCreate != nil {
+		if hook, err = t.k.onCreate(r.Context(), t.project, meta.Name, uid, spec, status); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
 	o := &api.Object{
 		Kind: t.k.info.Kind,
-		Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: a.opts.NewUID(),
+		Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: uid,
 			CreatedAt: now, UpdatedAt: now, Labels: meta.Labels},
 		Spec:   spec,
-		Status: status,
+		Status: hook.status,
 	}
 	val, err := encodeStored(o)
 	if err != nil {
@@ -92,27 +140,53 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := t.key()
-	res, err := a.store.Txn(r.Context(), storage.Txn{
+	txn := storage.Txn{
 		If:   []storage.Compare{{Key: key, Target: storage.CompareMissing}},
-		Then: []storage.Op{{Type: storage.OpPut, Key: key, Value: val}},
-	})
+		Then: append([]storage.Op{{Type: storage.OpPut, Key: key, Value: val}}, hook.ops...),
+		Else: []storage.Op{{Type: storage.OpGet, Key: key}},
+	}
+	for _, p := range hook.require {
+		txn.If = append(txn.If, p.Compare)
+	}
+	res, err := a.store.Txn(r.Context(), txn)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	if !res.Succeeded {
+		if len(res.Results) == 1 && !res.Results[0].Found {
+			a.fail(w, r, a.failedPrecondition(r, hook.require))
+			return
+		}
 		a.fail(w, r, Errorf(http.StatusConflict, api.CodeAlreadyExists, "%s %q already exists; use update (PUT) to change it", t.k.info.Singular, t.name))
 		return
 	}
 	o.Metadata.Revision = res.Revision
+	a.afterWrite(r, t, res.Revision)
+	o.Status = hook.response
 	WriteJSON(w, http.StatusCreated, o)
+}
+
+// failedPrecondition finds which of a create's preconditions failed and
+// returns its error.
+func (a *API) failedPrecondition(r *http.Request, req []Precondition) error {
+	for _, p := range req {
+		res, err := a.store.Txn(r.Context(), storage.Txn{If: []storage.Compare{p.Compare}})
+		if err != nil {
+			return err
+		}
+		if !res.Succeeded {
+			return p.Err
+		}
+	}
+	return Errorf(http.StatusConflict, api.CodeConflict, "a resource this one depends on changed meanwhile; retry")
 }
 
 // handleUpdate replaces labels and spec. A non-zero metadata.revision makes
 // it conditional (409 when stale); zero means "whatever is current". Status,
 // UID and createdAt are kept. An update that changes nothing writes nothing.
 func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
-	a.replace(w, r, func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decode(body) },
+	a.replace(w, r, "update", func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decode(body) },
 		func(t target, meta api.ObjectMeta, spec json.RawMessage, cur *api.Object) error {
 			if err := validateLabels(meta.Labels); err != nil {
 				return err
@@ -128,7 +202,7 @@ func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
 
 // handleStatus replaces only the status.
 func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
-	a.replace(w, r, func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decodeStatus(body) },
+	a.replace(w, r, "updatestatus", func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decodeStatus(body) },
 		func(_ target, _ api.ObjectMeta, status json.RawMessage, cur *api.Object) error {
 			cur.Status = status
 			return nil
@@ -138,11 +212,15 @@ func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 // replace serves a PUT: it decodes the body, checks that it names the
 // resource of the path, and applies change to the stored object under
 // compare-and-swap (see modify).
-func (a *API) replace(w http.ResponseWriter, r *http.Request,
+func (a *API) replace(w http.ResponseWriter, r *http.Request, verb string,
 	decode func(*kind, []byte) (api.ObjectMeta, json.RawMessage, error),
 	change func(t target, meta api.ObjectMeta, part json.RawMessage, cur *api.Object) error) {
 	t, err := a.resolve(r, true)
 	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.authorize(r, t, verb); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -229,6 +307,7 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 		}
 		if res.Succeeded {
 			cur.Metadata.Revision = res.Revision
+			a.afterWrite(r, t, res.Revision)
 			return cur, nil
 		}
 		if len(res.Results) == 1 && !res.Results[0].Found {
@@ -256,6 +335,10 @@ func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if err := a.authorize(r, t, "delete"); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	var wantRev int64
 	if s := r.URL.Query().Get("revision"); s != "" {
 		wantRev, err = strconv.ParseInt(s, 10, 64)
@@ -264,6 +347,22 @@ func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var o *api.Object
+	if t.k.onDelete != nil {
+		o, err = a.deleteWithHook(r, t, wantRev)
+	} else {
+		o, err = a.deleteSimple(r, t, wantRev)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.afterWrite(r, t, o.Metadata.Revision)
+	WriteJSON(w, http.StatusOK, o)
+}
+
+// deleteSimple deletes in one transaction, for kinds without OnDelete.
+func (a *API) deleteSimple(r *http.Request, t target, wantRev int64) (*api.Object, error) {
 	key := t.key()
 	txn := storage.Txn{
 		If:   []storage.Compare{{Key: key, Target: storage.CompareExists}},
@@ -275,24 +374,68 @@ func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.store.Txn(r.Context(), txn)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	if !res.Succeeded {
 		if len(res.Results) == 1 && res.Results[0].Found {
-			a.fail(w, r, staleRevision(t, wantRev, res.Results[0].KV.ModRevision))
-			return
+			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)
 		}
-		a.fail(w, r, notFound(t.k, t.project, t.name))
-		return
+		return nil, notFound(t.k, t.project, t.name)
 	}
 	o, err := objectFromKV(res.Results[0].KV)
 	if err != nil {
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	o.Metadata.Revision = res.Revision
-	WriteJSON(w, http.StatusOK, o)
+	return o, nil
+}
+
+// deleteWithHook reads the object, lets the kind's OnDelete hook add
+// operations, and deletes under compare-and-swap, retrying races.
+func (a *API) deleteWithHook(r *http.Request, t target, wantRev int64) (*api.Object, error) {
+	ctx := r.Context()
+	key := t.key()
+	for attempt := 0; ; attempt++ {
+		kv, err := a.store.Get(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, notFound(t.k, t.project, t.name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if wantRev != 0 && kv.ModRevision != wantRev {
+			return nil, staleRevision(t, wantRev, kv.ModRevision)
+		}
+		o, err := objectFromKV(kv)
+		if err != nil {
+			return nil, err
+		}
+		ops, err := t.k.onDelete(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		res, err := a.store.Txn(ctx, storage.Txn{
+			If:   []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: kv.ModRevision}},
+			Then: append([]storage.Op{{Type: storage.OpDelete, Key: key}}, ops...),
+			Else: []storage.Op{{Type: storage.OpGet, Key: key}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if res.Succeeded {
+			o.Metadata.Revision = res.Revision
+			return o, nil
+		}
+		if len(res.Results) == 1 && !res.Results[0].Found {
+			return nil, notFound(t.k, t.project, t.name)
+		}
+		if wantRev != 0 {
+			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)
+		}
+		if attempt >= maxUpdateRetries {
+			return nil, Errorf(http.StatusConflict, api.CodeConflict, "%s %q is being changed by others; retry", t.k.info.Singular, t.name)
+		}
+	}
 }
 
 // listParams are the parsed query parameters of a list or watch.
@@ -370,11 +513,31 @@ func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	verb := "list"
 	if p.watch {
-		a.watch(w, r, t, p)
+		verb = "watch"
+	}
+	// A list inside one project, or of a cluster-scoped kind other than
+	// projects, is allowed or not as a whole. The list of projects and
+	// cross-project lists show what the principal may see.
+	var only []string // nil: everything
+	if crossProject || t.k.isProjects() {
+		visible, all := a.visibleProjects(r.Context(), t.attrs(verb))
+		if !all {
+			only = visible
+			if only == nil {
+				only = []string{}
+			}
+		}
+	} else if err := a.authorize(r, t, verb); err != nil {
+		a.fail(w, r, err)
 		return
 	}
-	list, err := a.list(r, t, p)
+	if p.watch {
+		a.watch(w, r, t, p, only != nil)
+		return
+	}
+	list, err := a.list(r, t, p, only)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -382,54 +545,98 @@ func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, list)
 }
 
-// list reads one page: items strictly after p.after, in key order.
-func (a *API) list(r *http.Request, t target, p listParams) (*api.List, error) {
+// span is one key range a list reads, in order.
+type span struct{ start, end []byte }
+
+// spans returns the key ranges of t's listing: the whole collection, or
+// when only is non-nil just the given projects (their objects, for the
+// projects kind; the items inside them, for cross-project lists).
+func spans(t target, only []string) []span {
 	prefix := t.listPrefix()
-	start := []byte(prefix)
-	if p.after != "" {
-		start = []byte(prefix + p.after + "\x00")
+	if only == nil {
+		return []span{{[]byte(prefix), prefixEnd([]byte(prefix))}}
 	}
-	end := prefixEnd([]byte(prefix))
+	out := make([]span, 0, len(only))
+	for _, p := range only {
+		if t.k.isProjects() {
+			k := []byte(prefix + p)
+			out = append(out, span{k, append(append([]byte(nil), k...), 0)})
+			continue
+		}
+		pp := []byte(prefix + p + "/")
+		out = append(out, span{pp, prefixEnd(pp)})
+	}
+	return out
+}
+
+// list reads one page: items strictly after p.after, in key order, from
+// the spans of the listing. Continue tokens only ever name positions of
+// items the principal may see, so they leak nothing either.
+func (a *API) list(r *http.Request, t target, p listParams, only []string) (*api.List, error) {
+	prefix := t.listPrefix()
+	var after []byte
+	if p.after != "" {
+		after = []byte(prefix + p.after + "\x00")
+	}
 	out := &api.List{Kind: t.k.info.Kind + "List", Items: []api.Object{}}
 	scanned := 0
 	var lastRel string
-	for {
-		chunk := p.limit - len(out.Items) + 1 // +1 to learn whether more follow
-		if !p.selector.Empty() && chunk < 256 {
-			chunk = 256
-		}
-		kvs, rev, err := a.store.Range(r.Context(), start, end, chunk)
-		if err != nil {
-			return nil, err
-		}
-		if out.Metadata.Revision == 0 {
-			out.Metadata.Revision = rev
-		}
-		for i, kv := range kvs {
-			if len(out.Items) == p.limit {
-				// kv exists beyond a full page: more follow.
-				out.Metadata.Continue = encodeContinue(lastRel)
-				return out, nil
+	for _, sp := range spans(t, only) {
+		start := sp.start
+		if after != nil {
+			if sp.end != nil && bytes.Compare(sp.end, after) <= 0 {
+				continue
 			}
-			lastRel = strings.TrimPrefix(string(kv.Key), prefix)
-			scanned++
-			o, err := objectFromKV(kv)
+			if bytes.Compare(start, after) < 0 {
+				start = after
+			}
+		}
+		for {
+			chunk := p.limit - len(out.Items) + 1 // +1 to learn whether more follow
+			if !p.selector.Empty() && chunk < 256 {
+				chunk = 256
+			}
+			kvs, rev, err := a.store.Range(r.Context(), start, sp.end, chunk)
 			if err != nil {
 				return nil, err
 			}
-			if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
-				out.Items = append(out.Items, *o)
+			if out.Metadata.Revision == 0 {
+				out.Metadata.Revision = rev
 			}
-			if scanned >= scanBudget && i < len(kvs)-1 {
-				out.Metadata.Continue = encodeContinue(lastRel)
-				return out, nil
+			for i, kv := range kvs {
+				if len(out.Items) == p.limit {
+					// kv exists beyond a full page: more follow.
+					out.Metadata.Continue = encodeContinue(lastRel)
+					return out, nil
+				}
+				lastRel = strings.TrimPrefix(string(kv.Key), prefix)
+				scanned++
+				o, err := objectFromKV(kv)
+				if err != nil {
+					return nil, err
+				}
+				if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+					out.Items = append(out.Items, *o)
+				}
+				if scanned >= scanBudget && i < len(kvs)-1 {
+					out.Metadata.Continue = encodeContinue(lastRel)
+					return out, nil
+				}
 			}
+			if len(kvs) < chunk {
+				break // reached the end of this span
+			}
+			start = append([]byte(prefix+lastRel), 0)
 		}
-		if len(kvs) < chunk {
-			return out, nil // reached the end of the collection
-		}
-		start = append([]byte(prefix+lastRel), 0)
 	}
+	if out.Metadata.Revision == 0 { // no span was read
+		rev, _, err := a.store.Revision(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		out.Metadata.Revision = rev
+	}
+	return out, nil
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix.

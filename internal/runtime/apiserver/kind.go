@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/pkg/api"
 )
 
@@ -40,6 +42,66 @@ type KindDef[S, T any] struct {
 	// InitialStatus, if set, gives the status a new object is created with,
 	// so a state known at creation needs no controller round trip.
 	InitialStatus func(spec *S) *T
+	// OnCreate, if set, runs on create after validation and authorization,
+	// before the write. It may change the status, add store operations and
+	// preconditions that commit atomically with the object (e.g. secret
+	// material under keys outside the resource tree), and give a status to
+	// return in this one response only (a secret shown once). The request's
+	// principal is in ctx (PrincipalFrom). Errors go to the client.
+	OnCreate func(ctx context.Context, c *Creation[S, T]) error
+	// OnDelete, if set, runs before a delete with the object as stored and
+	// may add store operations committed atomically with the delete (e.g.
+	// removing the secret material OnCreate wrote).
+	OnDelete func(ctx context.Context, d *Deletion[S, T]) error
+	// AfterWrite, if set, runs after every successful write of this kind
+	// (create, update, status, delete) with the revision of the write,
+	// before the response is sent: e.g. to wait until a cache reflects it,
+	// so the writer reads its own writes.
+	AfterWrite func(ctx context.Context, revision int64)
+}
+
+// Creation is what an OnCreate hook sees and may change.
+type Creation[S, T any] struct {
+	// Project, Name and UID identify the object being created.
+	Project, Name, UID string
+	// Spec is the validated, defaulted spec (read-only).
+	Spec *S
+	// Status is the status the object will be stored with (InitialStatus's
+	// if set, else the zero value).
+	Status *T
+	// Ops are extra store operations committed with the object.
+	Ops []storage.Op
+	// Require are conditions the write needs; if one fails, nothing is
+	// written and the create fails with that condition's Err.
+	Require []Precondition
+	// ResponseStatus, when set, replaces Status in the create response
+	// only; it is never stored.
+	ResponseStatus *T
+}
+
+// Precondition is a store comparison a write depends on, with the error to
+// report when it does not hold.
+type Precondition struct {
+	Compare storage.Compare
+	Err     error
+}
+
+// Deletion is what an OnDelete hook sees and may add to.
+type Deletion[S, T any] struct {
+	// Object is the object as stored, about to be deleted.
+	Object *api.Object
+	// Spec and Status are its decoded spec and status (zero if absent).
+	Spec   *S
+	Status *T
+	// Ops are extra store operations committed with the delete.
+	Ops []storage.Op
+}
+
+// createHookResult is the type-erased outcome of an OnCreate hook.
+type createHookResult struct {
+	status, response json.RawMessage
+	ops              []storage.Op
+	require          []Precondition
 }
 
 // wireObject is the typed form of a request body for kind S/T.
@@ -66,8 +128,18 @@ type kind struct {
 	decodeStatus func(body []byte) (api.ObjectMeta, json.RawMessage, error)
 	// validateUpdate compares stored and new spec JSON.
 	validateUpdate func(old, new json.RawMessage) error
-	objType        reflect.Type
+	// onCreate runs the OnCreate hook (nil without one).
+	onCreate func(ctx context.Context, project, name, uid string, spec, status json.RawMessage) (createHookResult, error)
+	// onDelete runs the OnDelete hook (nil without one).
+	onDelete func(ctx context.Context, o *api.Object) ([]storage.Op, error)
+	// afterWrite runs the AfterWrite hook (nil without one).
+	afterWrite func(ctx context.Context, revision int64)
+	objType    reflect.Type
 }
+
+// isProjects reports whether k is the Project kind, whose objects are the
+// projects themselves (addKind reserves the collection for it).
+func (k *kind) isProjects() bool { return k.info.Collection == "projects" }
 
 // Register adds kind def to the API. It must be called before the API serves.
 func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
@@ -88,7 +160,7 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		info: api.KindInfo{Kind: def.Kind, Collection: def.Collection, Singular: def.Singular,
 			ShortNames: def.ShortNames, Scope: def.Scope, Component: component, Columns: def.Columns},
 		maxBody: maxBody,
-		prefix:  "/r/" + def.Collection + "/",
+		prefix:  CollectionPrefix(def.Collection),
 		objType: reflect.TypeFor[wireObject[S, T]](),
 	}
 	k.decode = func(body []byte) (api.ObjectMeta, json.RawMessage, error) {
@@ -163,6 +235,61 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		}
 		return asFieldError("spec", def.ValidateUpdate(&oldS, &newS))
 	}
+	if def.OnCreate != nil {
+		k.onCreate = func(ctx context.Context, project, name, uid string, specRaw, statusRaw json.RawMessage) (createHookResult, error) {
+			var spec S
+			if err := json.Unmarshal(specRaw, &spec); err != nil {
+				return createHookResult{}, fmt.Errorf("apiserver: decoding %s spec: %w", def.Kind, err)
+			}
+			st := new(T)
+			if len(statusRaw) > 0 {
+				if err := json.Unmarshal(statusRaw, st); err != nil {
+					return createHookResult{}, fmt.Errorf("apiserver: decoding %s status: %w", def.Kind, err)
+				}
+			}
+			c := &Creation[S, T]{Project: project, Name: name, UID: uid, Spec: &spec, Status: st}
+			if err := def.OnCreate(ctx, c); err != nil {
+				return createHookResult{}, err
+			}
+			res := createHookResult{ops: c.Ops, require: c.Require}
+			var err error
+			if res.status, err = json.Marshal(c.Status); err != nil {
+				return createHookResult{}, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
+			}
+			if len(statusRaw) == 0 {
+				if zero, _ := json.Marshal(new(T)); sameJSON(zero, res.status) {
+					res.status = nil
+				}
+			}
+			res.response = res.status
+			if c.ResponseStatus != nil {
+				if res.response, err = json.Marshal(c.ResponseStatus); err != nil {
+					return createHookResult{}, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
+				}
+			}
+			return res, nil
+		}
+	}
+	if def.OnDelete != nil {
+		k.onDelete = func(ctx context.Context, o *api.Object) ([]storage.Op, error) {
+			d := &Deletion[S, T]{Object: o, Spec: new(S), Status: new(T)}
+			if len(o.Spec) > 0 {
+				if err := json.Unmarshal(o.Spec, d.Spec); err != nil {
+					return nil, fmt.Errorf("apiserver: decoding stored %s spec: %w", def.Kind, err)
+				}
+			}
+			if len(o.Status) > 0 {
+				if err := json.Unmarshal(o.Status, d.Status); err != nil {
+					return nil, fmt.Errorf("apiserver: decoding stored %s status: %w", def.Kind, err)
+				}
+			}
+			if err := def.OnDelete(ctx, d); err != nil {
+				return nil, err
+			}
+			return d.Ops, nil
+		}
+	}
+	k.afterWrite = def.AfterWrite
 	return a.addKind(k)
 }
 

@@ -44,7 +44,9 @@ func (a *API) OpenAPI() map[string]any {
 		}
 		one := func(code, desc string) map[string]any {
 			return map[string]any{code: map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": ref}}},
-				"400": errResp("invalid request"), "401": errResp("not authenticated"), "404": errResp("not found"), "409": errResp("conflict")}
+				"400": errResp("invalid request"), "401": errResp("not authenticated"),
+				"403": errResp("not allowed (the project is visible to the caller)"),
+				"404": errResp("not found, or in a project the caller cannot see"), "409": errResp("conflict")}
 		}
 		body := map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref}}}
 		coll, item := "/v1/"+k.info.Collection, "/v1/"+k.info.Collection+"/{name}"
@@ -65,7 +67,8 @@ func (a *API) OpenAPI() map[string]any {
 							"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/" + listName}},
 							NDJSONContentType:  map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Event"}},
 						}},
-					"400": errResp("invalid query"), "410": errResp("revision compacted")}},
+					"400": errResp("invalid query"), "401": errResp("not authenticated"), "403": errResp("not allowed"),
+					"404": errResp("a project the caller cannot see"), "410": errResp("revision compacted")}},
 			"post": map[string]any{"operationId": "create" + name, "tags": []string{k.info.Component}, "parameters": params, "requestBody": body, "responses": one("201", "created")},
 		}
 		itemParams := append(append([]any{}, params...), pathParam("name"))

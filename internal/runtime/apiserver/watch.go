@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -23,8 +24,34 @@ const watchWriteTimeout = 30 * time.Second
 // since, it first sends every current item as ADDED, then changes after
 // that snapshot; with since=N it sends every change after revision N, or
 // fails with 410 revision_compacted when that history is gone.
-func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listParams) {
+//
+// A restricted watch (the list of projects, or a cross-project watch, by a
+// principal without cluster-wide permission) shows only objects of projects
+// the principal may watch, decided per event, so granted and revoked access
+// takes effect on an open stream. Every stream ends when the credential
+// that opened it expires, so a resumed stream is authenticated afresh.
+func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listParams, restricted bool) {
 	ctx := r.Context()
+	visible := func(o *api.Object) bool {
+		if !p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+			return false
+		}
+		if !restricted {
+			return true
+		}
+		at := t.attrs("watch")
+		at.Project, at.Name = o.Metadata.Project, ""
+		if t.k.isProjects() {
+			at.Project = o.Metadata.Name
+		}
+		return a.decide(ctx, at) == Allow
+	}
+	var expired <-chan time.Time
+	if pr, ok := PrincipalFrom(ctx); ok && !pr.ExpiresAt.IsZero() {
+		tm := time.NewTimer(time.Until(pr.ExpiresAt))
+		defer tm.Stop()
+		expired = tm.C
+	}
 	prefix := t.listPrefix()
 	var initial []api.Object
 	from := p.since + 1
@@ -40,13 +67,13 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 				a.fail(w, r, err)
 				return
 			}
-			if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+			if visible(o) {
 				initial = append(initial, *o)
 			}
 		}
 		from = rev + 1
 	}
-	watcher, err := a.store.Watch(ctx, []byte(prefix), from)
+	watcher, err := WatchFrom(ctx, a.store, []byte(prefix), from)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -86,6 +113,8 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 			return
 		case <-a.streams.Done():
 			return
+		case <-expired:
+			return // the client resumes with a fresh credential
 		case <-bookmark.C:
 			if !send(api.Event{Type: api.EventBookmark, Revision: complete}) {
 				return
@@ -109,7 +138,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 				return
 			}
 			complete = max(complete, out.Revision-1)
-			if !p.selector.Matches(labels.Set(out.Object.Metadata.Labels)) {
+			if !visible(out.Object) {
 				continue
 			}
 			if !send(out) {
@@ -133,4 +162,24 @@ func eventFor(ev storage.Event) (api.Event, error) {
 		typ = api.EventAdded
 	}
 	return api.Event{Type: typ, Revision: ev.KV.ModRevision, Object: o}, nil
+}
+
+// WatchFrom starts a store watch at from, a revision just returned by a
+// read of the same store. A store may make a commit readable a moment
+// before it counts it as current (pebblestore publishes the revision after
+// the batch commit), so a watch from that read's revision+1 can fail with
+// ErrFutureRev; WatchFrom retries that case for up to a second.
+func WatchFrom(ctx context.Context, st storage.Store, prefix []byte, from int64) (storage.Watcher, error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		w, err := st.Watch(ctx, prefix, from)
+		if !errors.Is(err, storage.ErrFutureRev) || time.Now().After(deadline) {
+			return w, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,6 +38,8 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Storage tunes the embedded store.
 	Storage Storage `yaml:"storage"`
+	// IAM configures identity, tokens and secrets at rest.
+	IAM IAM `yaml:"iam"`
 	// ShutdownGrace is how long each component may take to stop.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 }
@@ -68,6 +71,35 @@ type Storage struct {
 	CompactInterval time.Duration `yaml:"compactInterval"`
 }
 
+// IAM configures identity and access.
+type IAM struct {
+	// Issuer is the iss claim of access tokens and the base URL of OIDC
+	// discovery (/.well-known/openid-configuration); clients must reach the
+	// API under it. Default: http:// and the API's bound address. Set it
+	// when clients reach the API by another name (a load balancer,
+	// apigateway), identically on every iam node.
+	Issuer string `yaml:"issuer"`
+	// EncryptionKeyFile holds the 32-byte key (64 hex digits, mode 0600)
+	// that seals access key secrets and token signing keys in the store. It
+	// is created if missing and refused if others can read it. Every iam
+	// node of a cluster needs the same file.
+	// Default: <dataDir>/iam-encryption-key.
+	EncryptionKeyFile string `yaml:"encryptionKeyFile"`
+	// AccessTokenLifetime is how long an access token is valid (default
+	// 15m, 10s to 1h). It bounds how long a revoked credential can still be
+	// used on a node that has not yet seen the revocation.
+	AccessTokenLifetime time.Duration `yaml:"accessTokenLifetime"`
+	// RefreshTokenLifetime is how long an unused refresh token stays valid
+	// (default 720h); every refresh starts it again.
+	RefreshTokenLifetime time.Duration `yaml:"refreshTokenLifetime"`
+	// SigningKeyRotation is how long a signing key signs before a new one
+	// replaces it (default 24h, at least accessTokenLifetime).
+	SigningKeyRotation time.Duration `yaml:"signingKeyRotation"`
+	// AuditRetention is how long audit records are kept (default 2160h,
+	// i.e. 90 days; at least 1h).
+	AuditRetention time.Duration `yaml:"auditRetention"`
+}
+
 // KnownRoles are the components a node can run, in no particular order.
 var knownRoles = []string{"iam"}
 
@@ -81,10 +113,12 @@ func Default() Config {
 		host = "node"
 	}
 	return Config{
-		Node:          strings.ToLower(host),
-		API:           API{Listen: "127.0.0.1:7700"},
-		Log:           Log{Level: "info", Format: "text"},
-		Storage:       Storage{RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
+		Node:    strings.ToLower(host),
+		API:     API{Listen: "127.0.0.1:7700"},
+		Log:     Log{Level: "info", Format: "text"},
+		Storage: Storage{RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
+		IAM: IAM{AccessTokenLifetime: 15 * time.Minute, RefreshTokenLifetime: 720 * time.Hour,
+			SigningKeyRotation: 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour},
 		ShutdownGrace: 15 * time.Second,
 	}
 }
@@ -256,6 +290,28 @@ func (c *Config) Validate() error {
 	}
 	if c.API.TokenFile == "" && c.DataDir != "" {
 		c.API.TokenFile = filepath.Join(c.DataDir, "admin-token")
+	}
+	if c.IAM.EncryptionKeyFile == "" && c.DataDir != "" {
+		c.IAM.EncryptionKeyFile = filepath.Join(c.DataDir, "iam-encryption-key")
+	}
+	if c.IAM.Issuer != "" {
+		u, err := url.Parse(c.IAM.Issuer)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+			strings.HasSuffix(c.IAM.Issuer, "/") {
+			bad("iam.issuer", "%q is not an http(s) URL without query or trailing slash (e.g. https://cloud.example.com)", c.IAM.Issuer)
+		}
+	}
+	if l := c.IAM.AccessTokenLifetime; l < 10*time.Second || l > time.Hour {
+		bad("iam.accessTokenLifetime", "%s must be between 10s and 1h", l)
+	}
+	if l := c.IAM.RefreshTokenLifetime; l < c.IAM.AccessTokenLifetime || l > 8760*time.Hour {
+		bad("iam.refreshTokenLifetime", "%s must be between accessTokenLifetime and 8760h", l)
+	}
+	if c.IAM.SigningKeyRotation < c.IAM.AccessTokenLifetime {
+		bad("iam.signingKeyRotation", "%s must be at least accessTokenLifetime (%s)", c.IAM.SigningKeyRotation, c.IAM.AccessTokenLifetime)
+	}
+	if c.IAM.AuditRetention < time.Hour {
+		bad("iam.auditRetention", "%s is too short (at least 1h)", c.IAM.AuditRetention)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

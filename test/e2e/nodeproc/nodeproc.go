@@ -393,6 +393,9 @@ type Node struct {
 	URL string
 	// Token is the admin bearer token from DataDir/admin-token.
 	Token string
+	// AdminPassword is the first admin user's password, which the node
+	// prints once when it creates that user ("" on later starts).
+	AdminPassword string
 	// Opts are the options it was started with.
 	Opts NodeOptions
 }
@@ -494,6 +497,11 @@ func (n *Node) readEndpoint() error {
 		if rest, ok := strings.CutPrefix(sc.Text(), "API:"); ok {
 			n.URL = strings.TrimSpace(rest)
 		}
+		if rest, ok := strings.CutPrefix(sc.Text(), "Admin user:"); ok {
+			if _, pw, ok := strings.Cut(rest, "password "); ok {
+				n.AdminPassword = strings.TrimSpace(pw)
+			}
+		}
 	}
 	if n.URL == "" {
 		return fmt.Errorf("nodeproc: node printed no API: line; stdout:\n%s", n.Stdout().String())
@@ -511,6 +519,10 @@ func (n *Node) readEndpoint() error {
 
 // TokenPath is the admin token file in the node's data directory.
 func (n *Node) TokenPath() string { return filepath.Join(n.Opts.DataDir, "admin-token") }
+
+// KeyPath is iam's at-rest encryption key file in the node's data
+// directory.
+func (n *Node) KeyPath() string { return filepath.Join(n.Opts.DataDir, "iam-encryption-key") }
 
 // Addr is the API's host:port.
 func (n *Node) Addr() string { return strings.TrimPrefix(n.URL, "http://") }

@@ -1,0 +1,679 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
+	"github.com/ultracloud/ultracloud/pkg/client"
+)
+
+func newIAMCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "iam",
+		Short: "Identity and access: users, projects, roles, bindings, service accounts, access keys, audit",
+		Long: `iam manages who may do what. Users log in with passwords; service accounts
+live in a project and authenticate with access keys. Roles (built-in admin,
+member, viewer, or custom lists of component.collection.verb patterns) are
+granted by bindings: in one project (binding), or everywhere (binding --cluster).
+See docs/iam.md.`,
+	}
+	cmd.AddCommand(newIAMUserCmd(cf), newIAMProjectCmd(cf), newIAMRoleCmd(cf), newIAMBindingCmd(cf),
+		newIAMServiceAccountCmd(cf), newIAMAccessKeyCmd(cf), newIAMAuditCmd(cf), newIAMWhoAmICmd(cf), newIAMRotateCmd(cf))
+	return cmd
+}
+
+// iamConn is a connection plus the kind of one iam collection.
+type iamConn struct {
+	c    *client.Client
+	cc   ClientConfig
+	kind api.KindInfo
+}
+
+func (f *clientFlags) iamConn(ctx context.Context, collection string) (*iamConn, error) {
+	c, cc, err := f.client()
+	if err != nil {
+		return nil, err
+	}
+	k, err := findKind(ctx, c, collection)
+	if err != nil {
+		return nil, err
+	}
+	return &iamConn{c: c, cc: cc, kind: k}, nil
+}
+
+// resources returns the collection in the given project (checked for
+// project-scoped kinds unless all).
+func (ic *iamConn) resources(all bool) (*client.Resources, error) {
+	return resourcesFor(ic.c, ic.kind, ic.cc.Project, all)
+}
+
+// printCreated reports a created object as a line, JSON or YAML.
+func printCreated(w io.Writer, f outputFormat, k api.KindInfo, o *api.Object) error {
+	if f != "table" {
+		return printData(w, f, o)
+	}
+	name := o.Metadata.Name
+	if o.Metadata.Project != "" {
+		name += " in project " + o.Metadata.Project
+	}
+	_, err := fmt.Fprintf(w, "%s/%s created\n", k.Singular, name)
+	return err
+}
+
+// createObject creates a resource with the given spec in collection.
+func (f *clientFlags) createObject(cmd *cobra.Command, collection, name, out string, spec any) (*api.Object, *iamConn, outputFormat, error) {
+	of, err := parseOutput(out)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ic, err := f.iamConn(cmd.Context(), collection)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	rs, err := ic.resources(false)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	o, err := rs.Create(cmd.Context(), &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: b})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%s/%s: %w", ic.kind.Singular, name, err)
+	}
+	return o, ic, of, nil
+}
+
+// listCmd lists one iam collection.
+func listCmd(cf *clientFlags, collection, what string) *cobra.Command {
+	var out string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List " + what,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := parseOutput(out)
+			if err != nil {
+				return err
+			}
+			ic, err := cf.iamConn(cmd.Context(), collection)
+			if err != nil {
+				return err
+			}
+			rs, err := ic.resources(all)
+			if err != nil {
+				return err
+			}
+			items, rev, err := rs.ListAll(cmd.Context(), client.ListOptions{})
+			if err != nil {
+				return err
+			}
+			return printObjects(cmd.OutOrStdout(), f, ic.kind, items, rev, all && ic.kind.Scope == api.ScopeProject)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	cmd.Flags().BoolVarP(&all, "all-projects", "A", false, "list across every project you may see (project-scoped kinds)")
+	return cmd
+}
+
+// deleteCmd deletes named objects of one iam collection.
+func deleteCmd(cf *clientFlags, collection string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME...",
+		Short: "Delete by name",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ic, err := cf.iamConn(cmd.Context(), collection)
+			if err != nil {
+				return err
+			}
+			rs, err := ic.resources(false)
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				if _, err := rs.Delete(cmd.Context(), name, 0); err != nil {
+					return fmt.Errorf("%s/%s: %w", ic.kind.Singular, name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", ic.kind.Singular, name)
+			}
+			return nil
+		},
+	}
+}
+
+func newIAMUserCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Aliases: []string{"users"}, Short: "Users: people who log in with a password"}
+	var display, email, out string
+	var pwStdin, generate bool
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a user, optionally with a password",
+		Example: `  ultracloud iam user create alice --email alice@example.com --generate-password
+  echo "$PW" | ultracloud iam user create ci --password-stdin`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pwStdin && generate {
+				return errors.New("give --password-stdin or --generate-password, not both")
+			}
+			var password string
+			var err error
+			switch {
+			case pwStdin:
+				if password, err = readSecretStdin(cmd.InOrStdin()); err != nil {
+					return err
+				}
+			case generate:
+				password = rand.Text()
+			}
+			o, ic, f, err := cf.createObject(cmd, iamv1.UserCollection, args[0], out, iamv1.UserSpec{DisplayName: display, Email: email})
+			if err != nil {
+				return err
+			}
+			if password != "" {
+				if o, err = ic.c.SetPassword(cmd.Context(), args[0], password, ""); err != nil {
+					return fmt.Errorf("user %s was created, but setting its password failed: %w", args[0], err)
+				}
+			}
+			if err := printCreated(cmd.OutOrStdout(), f, ic.kind, o); err != nil {
+				return err
+			}
+			if generate {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Password for %s: %s (shown only now)\n", args[0], password)
+			}
+			return nil
+		},
+	}
+	create.Flags().StringVar(&display, "display-name", "", "name for people")
+	create.Flags().StringVar(&email, "email", "", "email address")
+	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from stdin")
+	create.Flags().BoolVar(&generate, "generate-password", false, "generate a random password and print it once (on stderr)")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+
+	var spStdin, current bool
+	setPw := &cobra.Command{
+		Use:   "set-password NAME",
+		Short: "Set a user's password (your own with --current); ends the user's sessions",
+		Long: `set-password sets NAME's password. Administrators (iam.users.setpassword
+cluster-wide) need nothing else; users changing their own password pass
+--current and give the current password first. With --password-stdin the
+password (after the current one, with --current) is read line by line from
+stdin; otherwise it is prompted for. Every refresh token of the user stops
+working; access tokens expire within their lifetime.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var cur, pw string
+			if spStdin {
+				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 2*maxSecretInput))
+				if err != nil {
+					return err
+				}
+				lines := strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")
+				if current {
+					if len(lines) < 2 {
+						return errors.New("--current with --password-stdin needs two lines: current password, new password")
+					}
+					cur, lines = lines[0], lines[1:]
+				}
+				pw = lines[0]
+			} else {
+				var err error
+				if current {
+					if cur, err = promptPassword(cf.env, "Current password: "); err != nil {
+						return err
+					}
+				}
+				if pw, err = promptPassword(cf.env, "New password: "); err != nil {
+					return err
+				}
+				again, err := promptPassword(cf.env, "Repeat new password: ")
+				if err != nil {
+					return err
+				}
+				if again != pw {
+					return errors.New("the passwords differ")
+				}
+			}
+			c, _, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.SetPassword(cmd.Context(), args[0], pw, cur); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Password of user %s changed.\n", args[0])
+			return nil
+		},
+	}
+	setPw.Flags().BoolVar(&spStdin, "password-stdin", false, "read the password(s) from stdin, one per line")
+	setPw.Flags().BoolVar(&current, "current", false, "change your own password, giving the current one")
+
+	enable := func(use string, disabled bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " NAME",
+			Short: strings.ToUpper(use[:1]) + use[1:] + " a user (disabled users cannot log in and their tokens stop working)",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, _, err := cf.client()
+				if err != nil {
+					return err
+				}
+				rs := c.Resources(iamv1.UserCollection, "")
+				for attempt := 0; ; attempt++ {
+					o, err := rs.Get(cmd.Context(), args[0])
+					if err != nil {
+						return err
+					}
+					var spec iamv1.UserSpec
+					if err := json.Unmarshal(o.Spec, &spec); err != nil {
+						return err
+					}
+					spec.Disabled = disabled
+					if o.Spec, err = json.Marshal(spec); err != nil {
+						return err
+					}
+					_, err = rs.Update(cmd.Context(), o)
+					if client.IsConflict(err) && attempt < 5 {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "user/%s %sd\n", args[0], use)
+					return nil
+				}
+			},
+		}
+	}
+	cmd.AddCommand(create, listCmd(cf, iamv1.UserCollection, "users"), deleteCmd(cf, iamv1.UserCollection), setPw,
+		enable("disable", true), enable("enable", false))
+	return cmd
+}
+
+func newIAMProjectCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "project", Aliases: []string{"projects"}, Short: "Projects: the tenant boundary"}
+	var display, desc, out string
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a project",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, ic, f, err := cf.createObject(cmd, iamv1.ProjectCollection, args[0], out, iamv1.ProjectSpec{DisplayName: display, Description: desc})
+			if err != nil {
+				return err
+			}
+			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+		},
+	}
+	create.Flags().StringVar(&display, "display-name", "", "name for people")
+	create.Flags().StringVar(&desc, "description", "", "what the project is for")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	cmd.AddCommand(create, listCmd(cf, iamv1.ProjectCollection, "the projects you may see"), deleteCmd(cf, iamv1.ProjectCollection))
+	return cmd
+}
+
+func newIAMRoleCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "role", Aliases: []string{"roles"}, Short: "Custom roles: lists of component.collection.verb patterns"}
+	var perms []string
+	var desc, out string
+	create := &cobra.Command{
+		Use:   "create NAME --permission PATTERN...",
+		Short: "Create a custom role",
+		Long: `A permission is component.collection.verb (e.g. iam.projects.get); each part is a
+name or *. A pattern starting with ! removes what it matches; the last pattern
+matching a permission decides. Verbs: get, list, watch, create, update,
+updatestatus, delete (and setpassword for users). Built-in roles: admin (*.*.*),
+member (everything but managing iam), viewer (get, list, watch).`,
+		Example: `  ultracloud iam role create auditor --permission iam.audit.list --permission '*.*.get'
+  ultracloud iam role create no-deletes --permission '*.*.*' --permission '!*.*.delete'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(perms) == 0 {
+				return errors.New("give at least one --permission")
+			}
+			o, ic, f, err := cf.createObject(cmd, iamv1.RoleCollection, args[0], out, iamv1.RoleSpec{Description: desc, Permissions: perms})
+			if err != nil {
+				return err
+			}
+			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+		},
+	}
+	create.Flags().StringArrayVar(&perms, "permission", nil, "permission pattern (repeat)")
+	create.Flags().StringVar(&desc, "description", "", "what the role is for")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	cmd.AddCommand(create, listCmd(cf, iamv1.RoleCollection, "custom roles"), deleteCmd(cf, iamv1.RoleCollection))
+	return cmd
+}
+
+func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "binding", Aliases: []string{"bindings", "rolebinding"},
+		Short: "Role bindings: grant a role to a user or service account in a project (or --cluster)"}
+	coll := func(cluster bool) string {
+		if cluster {
+			return iamv1.ClusterRoleBindingCollection
+		}
+		return iamv1.RoleBindingCollection
+	}
+	var role, user, sa, out string
+	var cluster bool
+	create := &cobra.Command{
+		Use:   "create NAME --role ROLE (--user USER | --serviceaccount [PROJECT/]NAME) [-p PROJECT | --cluster]",
+		Short: "Grant a role",
+		Example: `  ultracloud iam binding create alice-dev --role member --user alice -p dev
+  ultracloud iam binding create ops-admin --role admin --user ops --cluster
+  ultracloud iam binding create ci-deploy --role member --serviceaccount ci -p dev`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if role == "" || (user == "") == (sa == "") {
+				return errors.New("give --role and exactly one of --user and --serviceaccount")
+			}
+			principal := iamv1.UserPrincipal(user)
+			if sa != "" {
+				proj, name, ok := strings.Cut(sa, "/")
+				if !ok {
+					c, err := cf.resolved()
+					if err != nil {
+						return err
+					}
+					if cluster || c.Project == "" {
+						return errors.New("--serviceaccount needs PROJECT/NAME (or -p PROJECT for an account in the binding's project)")
+					}
+					proj, name = c.Project, sa
+				}
+				principal = iamv1.ServiceAccountPrincipal(proj, name)
+			}
+			o, ic, f, err := cf.createObject(cmd, coll(cluster), args[0], out, iamv1.RoleBindingSpec{Role: role, Principal: principal})
+			if err != nil {
+				return err
+			}
+			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+		},
+	}
+	create.Flags().StringVar(&role, "role", "", "role to grant (admin, member, viewer or a custom role)")
+	create.Flags().StringVar(&user, "user", "", "user to grant it to")
+	create.Flags().StringVar(&sa, "serviceaccount", "", "service account to grant it to: NAME (in -p PROJECT) or PROJECT/NAME")
+	create.Flags().BoolVar(&cluster, "cluster", false, "grant everywhere (all projects and cluster-level resources)")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+
+	var lcluster, lall bool
+	var lout string
+	list := &cobra.Command{
+		Use:   "list [-p PROJECT | -A | --cluster]",
+		Short: "List bindings of a project, of every project you may see (-A), or cluster-wide ones",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := parseOutput(lout)
+			if err != nil {
+				return err
+			}
+			ic, err := cf.iamConn(cmd.Context(), coll(lcluster))
+			if err != nil {
+				return err
+			}
+			rs, err := ic.resources(lall)
+			if err != nil {
+				return err
+			}
+			items, rev, err := rs.ListAll(cmd.Context(), client.ListOptions{})
+			if err != nil {
+				return err
+			}
+			return printObjects(cmd.OutOrStdout(), f, ic.kind, items, rev, lall && !lcluster)
+		},
+	}
+	list.Flags().BoolVar(&lcluster, "cluster", false, "list cluster-wide bindings")
+	list.Flags().BoolVarP(&lall, "all-projects", "A", false, "list bindings of every project you may see")
+	list.Flags().StringVarP(&lout, "output", "o", "table", "output format: table, json or yaml")
+
+	var dcluster bool
+	del := &cobra.Command{
+		Use:   "delete NAME... [-p PROJECT | --cluster]",
+		Short: "Revoke bindings",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return deleteCmd(cf, coll(dcluster)).RunE(cmd, args)
+		},
+	}
+	del.Flags().BoolVar(&dcluster, "cluster", false, "delete cluster-wide bindings")
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func newIAMServiceAccountCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "serviceaccount", Aliases: []string{"serviceaccounts", "sa"},
+		Short: "Service accounts: non-human principals of a project, authenticated by access keys"}
+	var display, desc, out string
+	create := &cobra.Command{
+		Use:   "create NAME -p PROJECT",
+		Short: "Create a service account",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, ic, f, err := cf.createObject(cmd, iamv1.ServiceAccountCollection, args[0], out, iamv1.ServiceAccountSpec{DisplayName: display, Description: desc})
+			if err != nil {
+				return err
+			}
+			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+		},
+	}
+	create.Flags().StringVar(&display, "display-name", "", "name for people")
+	create.Flags().StringVar(&desc, "description", "", "what the account is for")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	cmd.AddCommand(create, listCmd(cf, iamv1.ServiceAccountCollection, "service accounts"), deleteCmd(cf, iamv1.ServiceAccountCollection))
+	return cmd
+}
+
+func newIAMAccessKeyCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "accesskey", Aliases: []string{"accesskeys", "ak"},
+		Short: "Access keys: S3-style key ID and secret for a service account or user"}
+	var sa, user, desc, out string
+	create := &cobra.Command{
+		Use:   "create NAME -p PROJECT (--serviceaccount NAME | --user NAME)",
+		Short: "Create an access key; its secret is shown only in this output",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (sa == "") == (user == "") {
+				return errors.New("give exactly one of --serviceaccount and --user")
+			}
+			o, ic, f, err := cf.createObject(cmd, iamv1.AccessKeyCollection, args[0], out, iamv1.AccessKeySpec{ServiceAccount: sa, User: user, Description: desc})
+			if err != nil {
+				return err
+			}
+			if f != "table" {
+				return printData(cmd.OutOrStdout(), f, o)
+			}
+			var st iamv1.AccessKeyStatus
+			if err := json.Unmarshal(o.Status, &st); err != nil {
+				return fmt.Errorf("reading the new key: %w", err)
+			}
+			w := cmd.OutOrStdout()
+			if err := printCreated(w, f, ic.kind, o); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "Access key ID:     %s\nSecret access key: %s\n", st.AccessKeyID, st.SecretAccessKey)
+			fmt.Fprintln(w, "The secret is shown only now and cannot be retrieved later; store it safely.")
+			return nil
+		},
+	}
+	create.Flags().StringVar(&sa, "serviceaccount", "", "service account (in the key's project) the key acts as")
+	create.Flags().StringVar(&user, "user", "", "user the key acts as (yourself, unless you administer users)")
+	create.Flags().StringVar(&desc, "description", "", "what the key is for")
+	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	cmd.AddCommand(create, listCmd(cf, iamv1.AccessKeyCollection, "access keys (never their secrets)"), deleteCmd(cf, iamv1.AccessKeyCollection))
+	return cmd
+}
+
+// parseSince accepts a duration back from now ("1h") or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (30m, 24h) nor an RFC 3339 time (2026-01-02T15:04:05Z)", s)
+	}
+	return t, nil
+}
+
+func newIAMAuditCmd(cf *clientFlags) *cobra.Command {
+	var since, until, principal, out string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "audit [--since 1h] [--principal user:alice] [-p PROJECT]",
+		Short: "Show the audit log of mutating requests, oldest first",
+		Long: `audit shows who changed what, when, and with what result: every create,
+update, delete, status write, login, token exchange and password change.
+Reading all of it needs iam.audit.list cluster-wide; with -p PROJECT,
+iam.audit.list in that project suffices.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := parseOutput(out)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			opts := client.AuditOptions{Principal: principal, Project: cf.project}
+			if opts.Since, err = parseSince(since, now); err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			if opts.Until, err = parseSince(until, now); err != nil {
+				return fmt.Errorf("--until: %w", err)
+			}
+			c, _, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var items []iamv1.AuditRecord
+			for len(items) < limit {
+				opts.Limit = min(limit-len(items), iamv1.AuditMaxLimit)
+				page, err := c.Audit(cmd.Context(), opts)
+				if err != nil {
+					return err
+				}
+				items = append(items, page.Items...)
+				if page.Continue == "" {
+					break
+				}
+				opts.Continue = page.Continue
+			}
+			w := cmd.OutOrStdout()
+			if f != "table" {
+				return printData(w, f, iamv1.AuditList{Items: items})
+			}
+			if len(items) == 0 {
+				fmt.Fprintln(w, "No audit records found.")
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tPRINCIPAL\tVERB\tRESOURCE\tCODE\tSOURCE")
+			for _, r := range items {
+				res := r.Collection
+				if r.Project != "" {
+					res = r.Project + "/" + res
+				}
+				if r.Name != "" {
+					res += "/" + r.Name
+				}
+				if res == "" {
+					res = r.Path
+				}
+				p := r.Principal
+				if p == "" {
+					p = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Time.Local().Format("2006-01-02 15:04:05"), p, r.Verb, res, r.Code, r.SourceIP)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "", "only records after this: a duration back from now (1h) or an RFC 3339 time")
+	cmd.Flags().StringVar(&until, "until", "", "only records before this (same forms as --since)")
+	cmd.Flags().StringVar(&principal, "principal", "", "only this principal, e.g. user:alice or serviceaccount:dev/ci")
+	cmd.Flags().IntVar(&limit, "limit", 200, "at most this many records")
+	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func newIAMWhoAmICmd(cf *clientFlags) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "whoami",
+		Short: "Show who you are and which roles you hold",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := parseOutput(out)
+			if err != nil {
+				return err
+			}
+			c, _, err := cf.client()
+			if err != nil {
+				return err
+			}
+			me, err := c.WhoAmI(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f != "table" {
+				return printData(w, f, me)
+			}
+			fmt.Fprintf(w, "Principal:     %s\n", me.Principal)
+			if me.Superuser {
+				fmt.Fprintln(w, "Superuser:     yes (break-glass token: authorization is bypassed)")
+			}
+			if !me.ExpiresAt.IsZero() {
+				fmt.Fprintf(w, "Token expires: %s\n", me.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
+			}
+			if len(me.ClusterRoles) > 0 {
+				fmt.Fprintf(w, "Cluster roles: %s\n", strings.Join(me.ClusterRoles, ", "))
+			}
+			projects := make([]string, 0, len(me.ProjectRoles))
+			for p := range me.ProjectRoles {
+				projects = append(projects, p)
+			}
+			sort.Strings(projects)
+			for _, p := range projects {
+				fmt.Fprintf(w, "Project %s: %s\n", p, strings.Join(me.ProjectRoles[p], ", "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func newIAMRotateCmd(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate-signing-key",
+		Short: "Sign new tokens with a new key now (tokens signed by the old key stay valid until they expire)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := cf.client()
+			if err != nil {
+				return err
+			}
+			kid, err := c.RotateSigningKey(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "New signing key %s is active.\n", kid)
+			return nil
+		},
+	}
+}
