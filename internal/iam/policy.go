@@ -220,7 +220,7 @@ func (p *Policy) follow(ctx context.Context, coll string, rev int64) {
 }
 
 func (p *Policy) watch(ctx context.Context, coll, prefix string, rev int64) error {
-	w, err := apiserver.WatchFrom(ctx, p.store, []byte(prefix), rev+1)
+	w, err := p.store.Watch(ctx, []byte(prefix), rev+1)
 	if err != nil {
 		return err
 	}

@@ -286,7 +286,7 @@ func (m *KeyManager) Follow(ctx context.Context) error {
 }
 
 func (m *KeyManager) follow(ctx context.Context, rev int64) error {
-	w, err := apiserver.WatchFrom(ctx, m.store, []byte(signingPrefix), rev+1)
+	w, err := m.store.Watch(ctx, []byte(signingPrefix), rev+1)
 	if err != nil {
 		return err
 	}

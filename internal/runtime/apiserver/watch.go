@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -73,7 +72,7 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 		}
 		from = rev + 1
 	}
-	watcher, err := WatchFrom(ctx, a.store, []byte(prefix), from)
+	watcher, err := a.store.Watch(ctx, []byte(prefix), from)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -162,24 +161,4 @@ func eventFor(ev storage.Event) (api.Event, error) {
 		typ = api.EventAdded
 	}
 	return api.Event{Type: typ, Revision: ev.KV.ModRevision, Object: o}, nil
-}
-
-// WatchFrom starts a store watch at from, a revision just returned by a
-// read of the same store. A store may make a commit readable a moment
-// before it counts it as current (pebblestore publishes the revision after
-// the batch commit), so a watch from that read's revision+1 can fail with
-// ErrFutureRev; WatchFrom retries that case for up to a second.
-func WatchFrom(ctx context.Context, st storage.Store, prefix []byte, from int64) (storage.Watcher, error) {
-	deadline := time.Now().Add(time.Second)
-	for {
-		w, err := st.Watch(ctx, prefix, from)
-		if !errors.Is(err, storage.ErrFutureRev) || time.Now().After(deadline) {
-			return w, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
 }

@@ -157,7 +157,9 @@ type Store interface {
 	// Watch streams every change to keys under prefix with revision >=
 	// fromRevision (0 means "changes after now"). It fails at once with
 	// ErrCompacted if fromRevision is at or below the compacted revision, and
-	// with ErrFutureRev if it is beyond the current revision + 1.
+	// with ErrFutureRev if it is beyond the current revision + 1. A revision
+	// any read or write has returned is never "in the future": watching from
+	// it + 1 right after that call must succeed.
 	Watch(ctx context.Context, prefix []byte, fromRevision int64) (Watcher, error)
 	// Revision returns the current revision and the compacted revision (the
 	// highest revision whose history has been discarded; 0 if none).

@@ -43,6 +43,14 @@ func (s *Store) Watch(ctx context.Context, prefix []byte, fromRevision int64) (s
 	defer s.dbMu.RUnlock()
 
 	cur, compacted := s.current.Load(), s.compacted.Load()
+	if fromRevision > cur+1 {
+		// A commit is readable (by Get, Range) a moment before the writer
+		// publishes its revision; a caller that read revision R may watch
+		// from R+1 in that gap. The durable meta record is the authority.
+		if durable, err := getMeta(s.db, metaCurrentKey); err == nil && durable > cur {
+			cur = durable
+		}
+	}
 	switch {
 	case fromRevision == 0:
 		fromRevision = cur + 1

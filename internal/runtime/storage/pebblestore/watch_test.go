@@ -282,3 +282,35 @@ func TestWatchEnds(t *testing.T) {
 	}
 	wstore.Close()
 }
+
+// TestWatchFromJustReadRevision: a revision returned by Range may be watched
+// from at once, even while the writer has not yet published it.
+func TestWatchFromJustReadRevision(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			_, _ = storage.Put(ctx, s, []byte(fmt.Sprintf("k%d", i%50)), []byte("v"))
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		_, rev, err := s.Range(ctx, []byte("k"), nil, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := s.Watch(ctx, []byte("k"), rev+1)
+		if err != nil {
+			t.Fatalf("watch from %d right after reading it: %v", rev+1, err)
+		}
+		w.Close()
+	}
+	cancel()
+	<-done
+}
