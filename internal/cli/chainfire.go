@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/ultracloud/ultracloud/internal/chainfire"
 )
@@ -43,7 +44,8 @@ func (f *chainfireFlags) connect() (*clientv3.Client, error) {
 	if eps == "" {
 		eps = "http://127.0.0.1:2379"
 	}
-	cfg := clientv3.Config{Endpoints: strings.Split(eps, ","), DialTimeout: f.timeout}
+	// The etcd client logs JSON through zap; the CLI reports errors itself.
+	cfg := clientv3.Config{Endpoints: strings.Split(eps, ","), DialTimeout: f.timeout, Logger: zap.NewNop()}
 	if f.caFile != "" || f.certFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if f.caFile != "" {

@@ -106,7 +106,7 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 			fmt.Fprintln(tw, "COMPONENT\tSTATE\tENDPOINTS\tERROR")
 			for _, cs := range st.Components {
 				var eps []string
-				for _, k := range []string{"api", "metrics", "openapi"} {
+				for _, k := range []string{"api", "metrics", "openapi", "etcd"} {
 					if v, ok := cs.Endpoints[k]; ok {
 						eps = append(eps, k+"="+v)
 					}

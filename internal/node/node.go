@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ultracloud/ultracloud/internal/chainfire"
 	"github.com/ultracloud/ultracloud/internal/iam"
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/compactor"
@@ -126,6 +127,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	a = apiserver.New(store, opts)
 
 	units := []component.Unit{{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}}
+	if slices.Contains(roles, "chainfire") {
+		cf, err := chainfire.New(n.cfg.Chainfire, n.log)
+		if err != nil {
+			return err
+		}
+		reg.MustRegister(cf.Collector())
+		// chainfire needs nothing else; nothing depends on it yet either,
+		// so it stops last of the components, after every client of it.
+		units = append([]component.Unit{{Component: cf}}, units...)
+	}
 	var serving []string
 	if n.iam != nil {
 		if err := n.iam.Register(a); err != nil {
@@ -260,6 +271,9 @@ func (n *Node) status(g *component.Group, url string) api.NodeStatus {
 		}
 		if s.Name == "http" {
 			cs.Endpoints = map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}
+		}
+		if s.Name == "chainfire" {
+			cs.Endpoints = map[string]string{"etcd": n.cfg.Chainfire.ClientURL}
 		}
 		st.Components = append(st.Components, cs)
 	}

@@ -258,7 +258,15 @@ type nodeConfig struct {
 	Roles         []string      `yaml:"roles,omitempty,flow"`
 	API           nodeConfigAPI `yaml:"api"`
 	Log           nodeConfigLog `yaml:"log"`
+	Chainfire     nodeConfigCF  `yaml:"chainfire"`
 	ShutdownGrace string        `yaml:"shutdownGrace"`
+}
+
+// nodeConfigCF keeps each host's chainfire member on the host's own
+// loopback (one member per host until cluster tests configure more), where
+// plaintext is allowed.
+type nodeConfigCF struct {
+	AllowPlaintext bool `yaml:"allowPlaintext"`
 }
 
 type nodeConfigAPI struct {
@@ -278,6 +286,7 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		Roles:         h.roles,
 		API:           nodeConfigAPI{Listen: netip.AddrPortFrom(h.addrs[0], uint16(p.apiPort)).String()},
 		Log:           nodeConfigLog{Level: p.logLevel, Format: "text"},
+		Chainfire:     nodeConfigCF{AllowPlaintext: true},
 		ShutdownGrace: p.shutdownGrace.String(),
 	}
 	var b strings.Builder

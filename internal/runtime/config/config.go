@@ -22,6 +22,8 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire"
 )
 
 // Config is a node's configuration (node.yaml).
@@ -40,6 +42,9 @@ type Config struct {
 	Storage Storage `yaml:"storage"`
 	// IAM configures identity, tokens and secrets at rest.
 	IAM IAM `yaml:"iam"`
+	// Chainfire configures this node's chainfire member (role chainfire).
+	// name defaults to node, dataDir to <dataDir>/chainfire.
+	Chainfire chainfire.Config `yaml:"chainfire"`
 	// ShutdownGrace is how long each component may take to stop.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 }
@@ -101,7 +106,7 @@ type IAM struct {
 }
 
 // KnownRoles are the components a node can run, in no particular order.
-var knownRoles = []string{"iam"}
+var knownRoles = []string{"chainfire", "iam"}
 
 // KnownRoles returns the role names Validate accepts.
 func KnownRoles() []string { return slices.Clone(knownRoles) }
@@ -119,6 +124,7 @@ func Default() Config {
 		Storage: Storage{RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
 		IAM: IAM{AccessTokenLifetime: 15 * time.Minute, RefreshTokenLifetime: 720 * time.Hour,
 			SigningKeyRotation: 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour},
+		Chainfire:     chainfire.Default(),
 		ShutdownGrace: 15 * time.Second,
 	}
 }
@@ -290,6 +296,17 @@ func (c *Config) Validate() error {
 	}
 	if c.API.TokenFile == "" && c.DataDir != "" {
 		c.API.TokenFile = filepath.Join(c.DataDir, "admin-token")
+	}
+	if slices.Contains(c.RolesOrAll(), "chainfire") {
+		if c.Chainfire.Name == "" {
+			c.Chainfire.Name = c.Node
+		}
+		if c.Chainfire.DataDir == "" && c.DataDir != "" {
+			c.Chainfire.DataDir = filepath.Join(c.DataDir, "chainfire")
+		}
+		if err := c.Chainfire.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: chainfire section: %w", err))
+		}
 	}
 	if c.IAM.EncryptionKeyFile == "" && c.DataDir != "" {
 		c.IAM.EncryptionKeyFile = filepath.Join(c.DataDir, "iam-encryption-key")

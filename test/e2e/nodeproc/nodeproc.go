@@ -426,7 +426,19 @@ func (b *Binary) StartNode(ctx context.Context, o NodeOptions) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		args := []string{"up", "--data-dir", o.DataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		// chainfire's two listeners get free ports too, so nodes of tests
+		// running in parallel never collide on etcd's default 2379/2380.
+		cport, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		pport, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"up", "--data-dir", o.DataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"--chainfire-client-url", fmt.Sprintf("http://127.0.0.1:%d", cport),
+			"--chainfire-peer-url", fmt.Sprintf("http://127.0.0.1:%d", pport)}
 		if o.LogLevel != "" {
 			args = append(args, "--log-level", o.LogLevel)
 		}
