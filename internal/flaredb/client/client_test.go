@@ -1,0 +1,163 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+)
+
+// member is a scripted flaredb member: answer is called for every request.
+type member struct {
+	srv   *httptest.Server
+	calls atomic.Int64
+}
+
+func newMember(t *testing.T, answer func(n int64, path string, body []byte) (int, []byte)) *member {
+	t.Helper()
+	m := &member{}
+	m.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := m.calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(wire.HeaderCluster) != "c1" {
+			w.WriteHeader(403)
+			w.Write((&wire.Error{Code: wire.CodeWrongCluster, Message: "wrong cluster"}).Encode())
+			return
+		}
+		status, out := answer(n, r.URL.Path, body)
+		w.WriteHeader(status)
+		w.Write(out)
+	}))
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	m.srv.Config.Protocols = &p
+	m.srv.Start()
+	t.Cleanup(m.srv.Close)
+	return m
+}
+
+func (m *member) addr() string { return strings.TrimPrefix(m.srv.URL, "http://") }
+
+func newClient(t *testing.T, cluster string, eps ...string) *Client {
+	t.Helper()
+	c, err := New(Config{Endpoints: eps, ClusterID: cluster, RequestTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ok(rev int64) (int, []byte) {
+	return 200, (&wire.TxnResponse{Result: wire.TxnResult{Succeeded: true, Revision: rev}}).Encode()
+}
+
+func fail(code wire.Code, leader string) (int, []byte) {
+	return wire.HTTPStatus(code), (&wire.Error{Code: code, Message: "scripted", Leader: leader}).Encode()
+}
+
+var put = wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: []byte("k"), Value: []byte("v")}}}
+
+func TestWriteFollowsLeaderHint(t *testing.T) {
+	leader := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(7) })
+	follower := newMember(t, func(int64, string, []byte) (int, []byte) { return fail(wire.CodeNotLeader, leader.addr()) })
+	c := newClient(t, "c1", follower.addr())
+	res, err := c.Txn(context.Background(), "", put)
+	if err != nil || res.Revision != 7 {
+		t.Fatalf("txn = %+v %v", res, err)
+	}
+	if c.Leader() != leader.addr() {
+		t.Fatalf("leader = %q", c.Leader())
+	}
+	// Next writes go straight to the leader.
+	if _, err := c.Txn(context.Background(), "", put); err != nil {
+		t.Fatal(err)
+	}
+	if follower.calls.Load() != 1 || leader.calls.Load() != 2 {
+		t.Fatalf("calls: follower %d leader %d", follower.calls.Load(), leader.calls.Load())
+	}
+}
+
+func TestWriteWithUnknownOutcomeIsNotRetried(t *testing.T) {
+	m := newMember(t, func(int64, string, []byte) (int, []byte) { return fail(wire.CodeUnknownOutcome, "") })
+	other := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(1) })
+	c := newClient(t, "c1", m.addr(), other.addr())
+	if _, err := c.Txn(context.Background(), "", put); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("err = %v", err)
+	}
+	if m.calls.Load() != 1 || other.calls.Load() != 0 {
+		t.Fatalf("retried: %d/%d", m.calls.Load(), other.calls.Load())
+	}
+}
+
+func TestWriteSkipsUnreachableMember(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // connection refused: nothing was sent
+	m := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(3) })
+	c := newClient(t, "c1", dead, m.addr())
+	if res, err := c.Txn(context.Background(), "", put); err != nil || res.Revision != 3 {
+		t.Fatalf("txn = %+v %v", res, err)
+	}
+}
+
+func TestReadsRetryUntilAvailable(t *testing.T) {
+	m := newMember(t, func(n int64, path string, body []byte) (int, []byte) {
+		if n <= 2 {
+			return fail(wire.CodeUnavailable, "")
+		}
+		return 200, (&wire.GetResponse{Found: true, KV: wire.KV{Key: []byte("k"), Value: []byte("v"), CreateRevision: 1, ModRevision: 1}, Revision: 1}).Encode()
+	})
+	c := newClient(t, "c1", m.addr())
+	kv, found, _, err := c.Get(context.Background(), "", []byte("k"), ReadOptions{})
+	if err != nil || !found || string(kv.Value) != "v" {
+		t.Fatalf("get = %+v %v %v", kv, found, err)
+	}
+	if m.calls.Load() < 3 {
+		t.Fatalf("calls = %d", m.calls.Load())
+	}
+}
+
+func TestWrongClusterFailsFast(t *testing.T) {
+	m := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(1) })
+	c := newClient(t, "other", m.addr())
+	start := time.Now()
+	if _, _, _, err := c.Get(context.Background(), "", []byte("k"), ReadOptions{}); !errors.Is(err, ErrWrongCluster) {
+		t.Fatalf("err = %v", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("wrong cluster was retried")
+	}
+}
+
+func TestClientValidatesBeforeSending(t *testing.T) {
+	m := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(1) })
+	c := newClient(t, "c1", m.addr())
+	if _, err := c.Txn(context.Background(), "", wire.Txn{Then: []wire.Op{{Type: wire.OpPut}}}); err == nil {
+		t.Fatal("empty key accepted")
+	}
+	if _, err := c.Txn(context.Background(), "Bad", put); !errors.Is(err, wire.ErrBadNamespace) {
+		t.Fatalf("bad namespace: %v", err)
+	}
+	if m.calls.Load() != 0 {
+		t.Fatalf("invalid requests reached the member %d times", m.calls.Load())
+	}
+	if _, err := New(Config{ClusterID: "c1"}); err == nil {
+		t.Fatal("client without endpoints")
+	}
+	c.Close()
+	if _, err := c.Txn(context.Background(), "", put); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

@@ -1,0 +1,204 @@
+package flaredb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ultracloud/ultracloud/internal/flaredb/fsm"
+	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+)
+
+// Group commit. Writers hand transactions to one proposer goroutine, which
+// packs everything waiting into one CmdTxns log entry (up to MaxBatchTxns
+// and maxEntryBytes) and hands it to Raft without waiting for it to commit.
+// Raft (BatchApplyCh) then appends all entries that queued up meanwhile with
+// one fsync and replicates them in one AppendEntries round; the FSM applies
+// them in one Pebble batch. At most maxInflightEntries entries are
+// outstanding: when Raft is busy, writers accumulate in the proposer's queue
+// and the next entry carries all of them, so batches grow with load.
+
+const (
+	maxEntryBytes      = 4 << 20
+	maxInflightEntries = 32
+)
+
+type proposal struct {
+	ctx  context.Context
+	txn  wire.Txn // raw keys
+	size int
+	done chan proposalResult // buffered 1
+}
+
+type proposalResult struct {
+	res wire.TxnResult
+	err error
+}
+
+type inflightBatch struct {
+	future raft.ApplyFuture
+	props  []*proposal
+}
+
+// propose runs one write transaction (raw keys) through Raft. It returns a
+// *wire.Error whose code tells whether the write may have been applied.
+func (n *node) propose(ctx context.Context, txn wire.Txn, size int) (wire.TxnResult, error) {
+	if n.raft.State() != raft.Leader {
+		return wire.TxnResult{}, n.notLeader()
+	}
+	p := &proposal{ctx: ctx, txn: txn, size: size, done: make(chan proposalResult, 1)}
+	select {
+	case n.proposeCh <- p:
+	case <-ctx.Done():
+		return wire.TxnResult{}, fmt.Errorf("flaredb: waiting to propose: %w", ctx.Err())
+	case <-n.propCtx.Done():
+		return wire.TxnResult{}, wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+	}
+	r := <-p.done
+	return r.res, r.err
+}
+
+func (n *node) runProposer() {
+	defer close(n.propDone)
+	defer close(n.inflight)
+	batch := make([]*proposal, 0, n.cfg.MaxBatchTxns)
+	for {
+		select {
+		case <-n.propCtx.Done():
+			return
+		case p := <-n.proposeCh:
+			batch = append(batch[:0], p)
+		}
+		size := batch[0].size
+	collect:
+		for len(batch) < n.cfg.MaxBatchTxns && size < maxEntryBytes {
+			select {
+			case p := <-n.proposeCh:
+				batch = append(batch, p)
+				size += p.size
+			default:
+				break collect
+			}
+		}
+		n.submit(batch)
+		clear(batch)
+	}
+}
+
+// submit turns a batch into one log entry and queues it for the completer.
+func (n *node) submit(batch []*proposal) {
+	live := make([]*proposal, 0, len(batch))
+	cmd := fsm.Command{Kind: fsm.CmdTxns, Timestamp: n.now(), Txns: make([]wire.Txn, 0, len(batch))}
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.done <- proposalResult{err: fmt.Errorf("flaredb: before proposing: %w", err)}
+			continue
+		}
+		live = append(live, p)
+		cmd.Txns = append(cmd.Txns, p.txn)
+	}
+	if len(live) == 0 {
+		return
+	}
+	if n.raft.State() != raft.Leader {
+		err := n.notLeader()
+		for _, p := range live {
+			p.done <- proposalResult{err: err}
+		}
+		return
+	}
+	f := n.raft.Apply(cmd.Encode(), n.cfg.RequestTimeout)
+	n.stats.proposals.Add(uint64(len(live)))
+	n.stats.entries.Add(1)
+	select {
+	case n.inflight <- &inflightBatch{future: f, props: live}:
+	case <-n.ctx.Done():
+		// Not reachable in order: stop waits for the proposer before
+		// cancelling ctx. Answer rather than strand the writers.
+		for _, p := range live {
+			p.done <- proposalResult{err: wire.Errorf(wire.CodeUnknownOutcome, "member stopped while proposing")}
+		}
+	}
+}
+
+// runCompleter answers writers in log order as their entries are applied.
+func (n *node) runCompleter() {
+	defer close(n.compDone)
+	for b := range n.inflight {
+		err := b.future.Error()
+		var resp any
+		if err == nil {
+			resp = b.future.Response()
+		}
+		var results []wire.TxnResult
+		switch r := resp.(type) {
+		case *fsm.TxnsResult:
+			if len(r.Results) != len(b.props) {
+				err = fmt.Errorf("%w: %d results for %d transactions", wire.ErrInternal, len(r.Results), len(b.props))
+			}
+			results = r.Results
+		case error:
+			err = r
+		case nil:
+			if err == nil {
+				err = fmt.Errorf("%w: no response from the state machine", wire.ErrInternal)
+			}
+		}
+		if err != nil {
+			err = n.applyError(err)
+		}
+		for i, p := range b.props {
+			if err != nil {
+				p.done <- proposalResult{err: err}
+			} else {
+				p.done <- proposalResult{res: results[i]}
+			}
+		}
+	}
+}
+
+// applyError maps a Raft apply failure to a wire error that says whether the
+// write may have been applied.
+func (n *node) applyError(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Never appended to the log.
+		return n.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return wire.Errorf(wire.CodeNoLeader, "raft did not take the proposal in time")
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrAbortedByRestore):
+		return wire.Errorf(wire.CodeUnknownOutcome, "%v", err)
+	}
+	if wire.CodeOf(err) != wire.CodeInternal {
+		return err // deterministic state machine error, e.g. storage.ErrFutureRev
+	}
+	return wire.Errorf(wire.CodeUnknownOutcome, "%v", err)
+}
+
+// applyCommand proposes a non-transaction command (compact, expire,
+// membership) and waits for it. The caller must be the leader.
+func (n *node) applyCommand(cmd fsm.Command) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	// Raft answers every future while it runs (a leader without a quorum
+	// steps down and fails them), and stop waits for this goroutine before
+	// shutting Raft down, so waiting here is bounded.
+	f := n.raft.Apply(cmd.Encode(), n.cfg.RequestTimeout)
+	err := f.Error()
+	if err == nil {
+		if e, ok := f.Response().(error); ok {
+			err = e
+		}
+	}
+	if err != nil {
+		return n.applyError(err)
+	}
+	return nil
+}
