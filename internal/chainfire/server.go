@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -30,6 +31,8 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	zlog *zap.Logger // etcd's logger, routed to log
+	// closing is set when shutdown begins (see slogCore).
+	closing *atomic.Bool
 
 	mu        sync.Mutex
 	etcd      *embed.Etcd // set while the member serves
@@ -46,10 +49,12 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	level, _ := zapLevel(cfg.LogLevel)
 	log := logger.With("component", "chainfire", "member", cfg.Name)
+	closing := new(atomic.Bool)
 	return &Server{
-		cfg:  cfg,
-		log:  log,
-		zlog: newZapLogger(log.With("source", "etcd"), level),
+		cfg:     cfg,
+		log:     log,
+		zlog:    newZapLogger(log.With("source", "etcd"), level, closing),
+		closing: closing,
 	}, nil
 }
 
@@ -168,6 +173,7 @@ func (s *Server) stop(e *embed.Etcd) {
 }
 
 func (s *Server) close(e *embed.Etcd) {
+	s.closing.Store(true)
 	select {
 	case <-e.Server.ReadyNotify():
 	default:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap"
@@ -16,7 +17,8 @@ import (
 func TestZapMessagesReachSlog(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	z := newZapLogger(log, zapcore.WarnLevel).With(zap.String("member", "m1"))
+	closing := new(atomic.Bool)
+	z := newZapLogger(log, zapcore.WarnLevel, closing).With(zap.String("member", "m1"))
 	z.Info("quiet below warn")
 	z.Warn("lost TCP streaming connection", zap.String("remote-peer-id", "abc"), zap.Int("count", 3))
 	z.Error("boom", zap.Error(errors.New("disk full")))
@@ -31,6 +33,14 @@ func TestZapMessagesReachSlog(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("log output lacks %q:\n%s", want, out)
 		}
+	}
+	// While the member closes, etcd's errors about its own closed
+	// listeners become debug records.
+	buf.Reset()
+	closing.Store(true)
+	z.Error("setting up serving failed", zap.Error(errors.New("use of closed network connection")))
+	if out := buf.String(); !strings.Contains(out, `level=DEBUG msg="setting up serving failed"`) {
+		t.Fatalf("error while closing not downgraded:\n%s", out)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -19,11 +20,16 @@ type slogCore struct {
 	log   *slog.Logger
 	level zapcore.Level
 	attrs []slog.Attr
+	// closing, once set, turns etcd's errors into debug records: while the
+	// member shuts down etcd reports its own closed listeners as errors,
+	// which are expected and would alarm operators on every clean stop.
+	closing *atomic.Bool
 }
 
-// newZapLogger returns a zap logger writing to log at level and above.
-func newZapLogger(log *slog.Logger, level zapcore.Level) *zap.Logger {
-	return zap.New(&slogCore{log: log, level: level})
+// newZapLogger returns a zap logger writing to log at level and above; set
+// closing when the member starts shutting down.
+func newZapLogger(log *slog.Logger, level zapcore.Level, closing *atomic.Bool) *zap.Logger {
+	return zap.New(&slogCore{log: log, level: level, closing: closing})
 }
 
 func zapLevel(s string) (zapcore.Level, error) {
@@ -43,7 +49,7 @@ func zapLevel(s string) (zapcore.Level, error) {
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, level: c.level, attrs: append(slices.Clip(c.attrs), fieldsToAttrs(fields)...)}
+	return &slogCore{log: c.log, level: c.level, attrs: append(slices.Clip(c.attrs), fieldsToAttrs(fields)...), closing: c.closing}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -64,6 +70,9 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		level = slog.LevelWarn
 	default:
 		level = slog.LevelError
+	}
+	if level == slog.LevelError && c.closing != nil && c.closing.Load() {
+		level = slog.LevelDebug
 	}
 	ctx := context.Background()
 	if !c.log.Enabled(ctx, level) {
