@@ -20,7 +20,7 @@ type slogCore struct {
 	log   *slog.Logger
 	level zapcore.Level
 	attrs []slog.Attr
-	// closing, once set, turns etcd's errors into debug records: while the
+	// closing, once set, turns etcd's warnings and errors into debug records: while the
 	// member shuts down etcd reports its own closed listeners as errors,
 	// which are expected and would alarm operators on every clean stop.
 	closing *atomic.Bool
@@ -71,7 +71,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	default:
 		level = slog.LevelError
 	}
-	if level == slog.LevelError && c.closing != nil && c.closing.Load() {
+	if level >= slog.LevelWarn && c.closing != nil && c.closing.Load() {
 		level = slog.LevelDebug
 	}
 	ctx := context.Background()
