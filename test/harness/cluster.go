@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire"
 )
 
 // Options say how Create runs a cluster.
@@ -216,6 +219,13 @@ func (c *Cluster) build(ctx context.Context) error {
 	if err := c.applyFaults(ctx); err != nil {
 		return err
 	}
+	if cf := c.plan.chainfire; cf != nil {
+		var err error
+		cf.caFile, cf.caKeyFile, err = chainfire.GenerateCA(filepath.Join(c.workDir, ChainfireCADir), "harness chainfire CA "+c.plan.name)
+		if err != nil {
+			return fmt.Errorf("harness: chainfire CA: %w", err)
+		}
+	}
 	for _, h := range c.hosts {
 		ph := c.plan.hosts[h.index-1]
 		if err := os.MkdirAll(h.dataDir, 0o700); err != nil {
@@ -396,6 +406,34 @@ func (c *Cluster) Namespaces() []string {
 		ns = append(ns, h.ns)
 	}
 	return ns
+}
+
+// Dial opens a connection from the switch namespace, like a machine on the
+// same network: partitions between hosts do not affect it.
+func (c *Cluster) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return c.dialers.dial(ctx, c.switchNS, network, address)
+}
+
+// ChainfireCAFile is the PEM CA certificate of the Spec.Chainfire cluster
+// (clients verify members with it), or "" without Spec.Chainfire.
+func (c *Cluster) ChainfireCAFile() string {
+	if c.plan.chainfire == nil {
+		return ""
+	}
+	return filepath.Join(c.workDir, ChainfireCADir, "ca.crt")
+}
+
+// ChainfireMembers are the hosts of the Spec.Chainfire cluster, in spec
+// order (nil without Spec.Chainfire).
+func (c *Cluster) ChainfireMembers() []*Host {
+	if c.plan.chainfire == nil {
+		return nil
+	}
+	var hs []*Host
+	for _, name := range c.plan.chainfire.members {
+		hs = append(hs, c.byName[name])
+	}
+	return hs
 }
 
 // HTTPClient returns a client whose connections are opened inside the

@@ -24,6 +24,15 @@
 //	P<host>               one per host: lo, eth0 on the underlay at .10+i,
 //	                      eth1.. on extra networks, the ultracloud process
 //
+// Chainfire: by default every host runs a one-member chainfire on its own
+// loopback (plaintext). Spec.Chainfire{Members: [...]} instead makes those
+// hosts one chainfire cluster on their underlay addresses (https, static
+// initial cluster, tls.auto from a CA the harness generates in
+// <workdir>/chainfire-ca); Cluster.ChainfireCAFile, ChainfireMembers and
+// Host.ChainfireEndpoint give clients what they need, and Cluster.Dial or
+// Host.Dial open their connections (e.g. as a grpc.WithContextDialer).
+// test/chainfire uses it.
+//
 // Process-wide state, kept to the minimum the process model forces: Binary
 // caches one build per test process, and clusters started with Start are
 // registered for SIGINT/SIGTERM cleanup (signals are process-wide). Both are

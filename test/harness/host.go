@@ -71,6 +71,21 @@ func (h *Host) APIAddr() netip.AddrPort {
 // reachable only from inside the run's namespaces (see Cluster.HTTPClient).
 func (h *Host) URL() string { return "http://" + h.APIAddr().String() }
 
+// ChainfireURL is the host's chainfire client URL (https on its underlay
+// address) when it is a Spec.Chainfire member, else "".
+func (h *Host) ChainfireURL() string {
+	if h.c.plan.chainfire == nil {
+		return ""
+	}
+	return h.c.plan.chainfireURL(h.name, h.c.plan.chainfire.clientPort)
+}
+
+// ChainfireEndpoint is ChainfireURL without the scheme (host:port), as
+// clientv3 endpoints are given, or "" when the host is not a member.
+func (h *Host) ChainfireEndpoint() string {
+	return strings.TrimPrefix(h.ChainfireURL(), "https://")
+}
+
 // Dir is the host's directory: node.yaml, data/ and server.log.
 func (h *Host) Dir() string { return h.dir }
 

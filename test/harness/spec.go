@@ -38,7 +38,32 @@ type Spec struct {
 	LogLevel string `json:"logLevel,omitempty"`
 	// ShutdownGrace is the nodes' shutdownGrace; default 5s.
 	ShutdownGrace time.Duration `json:"shutdownGrace,omitempty"`
+	// Chainfire, when set, makes the listed hosts one chainfire cluster
+	// over the underlay (https, certificates from a CA the harness creates
+	// in the work dir). Without it every host runs a one-member chainfire
+	// on its own loopback.
+	Chainfire *ChainfireSpec `json:"chainfire,omitempty"`
 }
+
+// ChainfireSpec is an opt-in chainfire cluster across hosts.
+type ChainfireSpec struct {
+	// Members are the hosts forming the cluster with a static initial
+	// cluster; each must run the chainfire role. Other hosts keep their
+	// loopback one-member chainfire.
+	Members []string `json:"members,omitempty"`
+	// ClientPort and PeerPort are the members' ports on their underlay
+	// address; defaults 2379 and 2380.
+	ClientPort int `json:"clientPort,omitempty"`
+	PeerPort   int `json:"peerPort,omitempty"`
+	// HeartbeatInterval and ElectionTimeout are the raft timings; zero
+	// keeps chainfire's defaults (100ms, 1s).
+	HeartbeatInterval time.Duration `json:"heartbeatInterval,omitempty"`
+	ElectionTimeout   time.Duration `json:"electionTimeout,omitempty"`
+}
+
+// ChainfireCADir is the directory under the work dir where the harness
+// keeps the chainfire cluster CA (ca.crt, ca.key).
+const ChainfireCADir = "chainfire-ca"
 
 // HostSpec describes one host.
 type HostSpec struct {
@@ -80,6 +105,18 @@ type plan struct {
 	shutdownGrace time.Duration
 	networks      []planNetwork // [0] is the underlay
 	hosts         []planHost
+	chainfire     *planChainfire // nil: loopback one-member chainfire per host
+}
+
+// planChainfire is a validated ChainfireSpec.
+type planChainfire struct {
+	members           []string // host names, in spec order
+	clientPort        int
+	peerPort          int
+	heartbeatInterval time.Duration
+	electionTimeout   time.Duration
+	// caFile and caKeyFile are set by the cluster before rendering.
+	caFile, caKeyFile string
 }
 
 type planNetwork struct {
@@ -225,7 +262,80 @@ func makePlan(s Spec) (*plan, error) {
 			}
 		}
 	}
+	if s.Chainfire != nil {
+		cf, err := p.planChainfire(*s.Chainfire)
+		if err != nil {
+			return nil, err
+		}
+		p.chainfire = cf
+	}
 	return p, nil
+}
+
+// planChainfire validates the chainfire cluster spec against the hosts.
+func (p *plan) planChainfire(s ChainfireSpec) (*planChainfire, error) {
+	cf := &planChainfire{
+		members:           slices.Clone(s.Members),
+		clientPort:        s.ClientPort,
+		peerPort:          s.PeerPort,
+		heartbeatInterval: s.HeartbeatInterval,
+		electionTimeout:   s.ElectionTimeout,
+	}
+	if cf.clientPort == 0 {
+		cf.clientPort = 2379
+	}
+	if cf.peerPort == 0 {
+		cf.peerPort = 2380
+	}
+	for _, port := range []int{cf.clientPort, cf.peerPort} {
+		if port < 1 || port > 65535 || port == p.apiPort {
+			return nil, specErr("Chainfire ports %d/%d: want 1-65535, distinct from each other and from APIPort %d", cf.clientPort, cf.peerPort, p.apiPort)
+		}
+	}
+	if cf.clientPort == cf.peerPort {
+		return nil, specErr("Chainfire ports %d/%d: want 1-65535, distinct from each other and from APIPort %d", cf.clientPort, cf.peerPort, p.apiPort)
+	}
+	if cf.heartbeatInterval < 0 || cf.electionTimeout < 0 {
+		return nil, specErr("Chainfire timings must not be negative")
+	}
+	if len(cf.members) == 0 {
+		return nil, specErr("Chainfire.Members: list the hosts forming the cluster (e.g. host1, host2, host3)")
+	}
+	seen := map[string]bool{}
+	for i, m := range cf.members {
+		if seen[m] {
+			return nil, specErr("Chainfire.Members[%d] %q listed twice", i, m)
+		}
+		seen[m] = true
+		h, ok := p.host(m)
+		if !ok {
+			return nil, specErr("Chainfire.Members[%d]: no host named %q", i, m)
+		}
+		if len(h.roles) > 0 && !slices.Contains(h.roles, "chainfire") {
+			return nil, specErr("Chainfire.Members[%d] %q does not run the chainfire role (roles %v)", i, m, h.roles)
+		}
+	}
+	return cf, nil
+}
+
+// host returns the planned host called name.
+func (p *plan) host(name string) (planHost, bool) {
+	for _, h := range p.hosts {
+		if h.name == name {
+			return h, true
+		}
+	}
+	return planHost{}, false
+}
+
+// chainfireURL returns the https URL on port of chainfire cluster member
+// host, or "" when host is not a member (or the spec has no cluster).
+func (p *plan) chainfireURL(host string, port int) string {
+	if p.chainfire == nil || !slices.Contains(p.chainfire.members, host) {
+		return ""
+	}
+	h, _ := p.host(host)
+	return "https://" + netip.AddrPortFrom(h.addrs[0], uint16(port)).String()
 }
 
 // hostAddr returns the address of host i (1-based): .10+i of pfx.
@@ -262,11 +372,25 @@ type nodeConfig struct {
 	ShutdownGrace string        `yaml:"shutdownGrace"`
 }
 
-// nodeConfigCF keeps each host's chainfire member on the host's own
-// loopback (one member per host until cluster tests configure more), where
-// plaintext is allowed.
+// nodeConfigCF is the chainfire section. By default it keeps each host's
+// chainfire member on the host's own loopback (one member per host), where
+// plaintext is allowed; with Spec.Chainfire the members listen on their
+// underlay address with tls.auto from the harness's CA.
 type nodeConfigCF struct {
-	AllowPlaintext bool `yaml:"allowPlaintext"`
+	ClientURL         string         `yaml:"clientURL,omitempty"`
+	PeerURL           string         `yaml:"peerURL,omitempty"`
+	InitialCluster    []string       `yaml:"initialCluster,omitempty"`
+	ClusterToken      string         `yaml:"clusterToken,omitempty"`
+	AllowPlaintext    bool           `yaml:"allowPlaintext,omitempty"`
+	TLS               *nodeConfigTLS `yaml:"tls,omitempty"`
+	HeartbeatInterval string         `yaml:"heartbeatInterval,omitempty"`
+	ElectionTimeout   string         `yaml:"electionTimeout,omitempty"`
+}
+
+type nodeConfigTLS struct {
+	Auto          bool   `yaml:"auto"`
+	AutoCAFile    string `yaml:"autoCAFile"`
+	AutoCAKeyFile string `yaml:"autoCAKeyFile"`
 }
 
 type nodeConfigAPI struct {
@@ -286,7 +410,7 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		Roles:         h.roles,
 		API:           nodeConfigAPI{Listen: netip.AddrPortFrom(h.addrs[0], uint16(p.apiPort)).String()},
 		Log:           nodeConfigLog{Level: p.logLevel, Format: "text"},
-		Chainfire:     nodeConfigCF{AllowPlaintext: true},
+		Chainfire:     p.chainfireSection(h),
 		ShutdownGrace: p.shutdownGrace.String(),
 	}
 	var b strings.Builder
@@ -300,4 +424,28 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", h.name, err)
 	}
 	return []byte(b.String()), nil
+}
+
+// chainfireSection is host h's chainfire section.
+func (p *plan) chainfireSection(h planHost) nodeConfigCF {
+	cf := p.chainfire
+	if cf == nil || !slices.Contains(cf.members, h.name) {
+		return nodeConfigCF{AllowPlaintext: true}
+	}
+	sec := nodeConfigCF{
+		ClientURL:    p.chainfireURL(h.name, cf.clientPort),
+		PeerURL:      p.chainfireURL(h.name, cf.peerPort),
+		ClusterToken: "harness-" + p.name,
+		TLS:          &nodeConfigTLS{Auto: true, AutoCAFile: cf.caFile, AutoCAKeyFile: cf.caKeyFile},
+	}
+	for _, m := range cf.members {
+		sec.InitialCluster = append(sec.InitialCluster, m+"="+p.chainfireURL(m, cf.peerPort))
+	}
+	if cf.heartbeatInterval > 0 {
+		sec.HeartbeatInterval = cf.heartbeatInterval.String()
+	}
+	if cf.electionTimeout > 0 {
+		sec.ElectionTimeout = cf.electionTimeout.String()
+	}
+	return sec
 }

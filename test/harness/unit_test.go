@@ -192,3 +192,44 @@ func TestProcStatSelf(t *testing.T) {
 		t.Error("pidAlive does not tell start times apart")
 	}
 }
+
+func TestNodeConfigChainfireGolden(t *testing.T) {
+	p, err := makePlan(Spec{
+		Name:      "demo",
+		Hosts:     4,
+		Chainfire: &ChainfireSpec{Members: []string{"host1", "host2", "host3"}, ElectionTimeout: 2 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.chainfire.caFile, p.chainfire.caKeyFile = "/work/chainfire-ca/ca.crt", "/work/chainfire-ca/ca.key"
+	var out strings.Builder
+	for _, h := range p.hosts {
+		b, err := p.renderNodeConfig(h, "/work/"+h.name+"/data")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString("### " + h.name + "\n")
+		out.Write(b)
+	}
+	golden(t, "node-config-chainfire.golden", out.String())
+}
+
+func TestChainfireSpecErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"no members", Spec{Hosts: 3, Chainfire: &ChainfireSpec{}}, "Chainfire.Members: list"},
+		{"unknown host", Spec{Hosts: 3, Chainfire: &ChainfireSpec{Members: []string{"host1", "host9"}}}, `no host named "host9"`},
+		{"twice", Spec{Hosts: 3, Chainfire: &ChainfireSpec{Members: []string{"host1", "host1"}}}, "listed twice"},
+		{"role", Spec{HostList: []HostSpec{{Name: "a", Roles: []string{"iam"}}}, Chainfire: &ChainfireSpec{Members: []string{"a"}}}, "does not run the chainfire role"},
+		{"ports", Spec{Hosts: 1, Chainfire: &ChainfireSpec{Members: []string{"host1"}, ClientPort: 7700}}, "distinct"},
+	} {
+		_, err := makePlan(tc.spec)
+		if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: makePlan = %v, want ErrInvalidSpec containing %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,303 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
+)
+
+// etcdBinary is Debian's standalone etcd (package etcd-server), the
+// baseline chainfire is compared with (issue 4).
+const etcdBinary = "/usr/bin/etcd"
+
+// Raft and storage settings both clusters run with: chainfire's defaults,
+// given to etcd explicitly.
+const (
+	kvHeartbeat    = 100 * time.Millisecond
+	kvElection     = time.Second
+	kvSnapshots    = 10000
+	kvValueBytes   = 256
+	kvRangeKeys    = 1000
+	kvClientsPerCn = 4 // benchmark clients sharing one gRPC connection
+)
+
+// kvCluster is a running 3-member cluster on loopback.
+type kvCluster struct {
+	name      string
+	endpoints []string
+	stop      []func()
+}
+
+func (k *kvCluster) close() {
+	for _, s := range k.stop {
+		s()
+	}
+}
+
+// freePorts returns n distinct free loopback TCP ports.
+func freePorts(b *testing.B, n int) []int {
+	b.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}
+
+// startChainfire starts three `ultracloud server` processes with only the
+// chainfire role, plaintext on loopback.
+func startChainfire(b *testing.B, dir string) *kvCluster {
+	b.Helper()
+	ports := freePorts(b, 6)
+	k := &kvCluster{name: "chainfire"}
+	b.Cleanup(k.close)
+	var ic []string
+	for i := range 3 {
+		ic = append(ic, fmt.Sprintf("cf%d=http://127.0.0.1:%d", i+1, ports[2*i+1]))
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("cf%d", i+1)
+		root := filepath.Join(dir, name)
+		home, err := nodeproc.NewHome(root)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := fmt.Sprintf(`node: %s
+dataDir: %s
+roles: [chainfire]
+api:
+  listen: 127.0.0.1:0
+log:
+  level: warn
+chainfire:
+  clientURL: http://127.0.0.1:%d
+  peerURL: http://127.0.0.1:%d
+  initialCluster: [%s]
+  clusterToken: bench-chainfire
+  allowPlaintext: true
+  heartbeatInterval: %s
+  electionTimeout: %s
+  snapshotCount: %d
+  autoCompactionRetention: 1h
+`, name, filepath.Join(root, "data"), ports[2*i], ports[2*i+1], strings.Join(ic, ", "), kvHeartbeat, kvElection, kvSnapshots)
+		path := filepath.Join(root, "node.yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		p, err := binary.Start(home, "server", "--config", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		k.stop = append(k.stop, func() {
+			if code, err := p.Stop(10 * time.Second); err != nil {
+				b.Logf("chainfire %s: exit %d: %v\n%s", name, code, err, p.Stderr().String())
+			}
+		})
+		k.endpoints = append(k.endpoints, fmt.Sprintf("127.0.0.1:%d", ports[2*i]))
+	}
+	return k
+}
+
+// startEtcd starts three standalone etcd members with the same settings.
+func startEtcd(b *testing.B, dir string) *kvCluster {
+	b.Helper()
+	if _, err := os.Stat(etcdBinary); err != nil {
+		b.Fatalf("%s not found: install Debian's standalone etcd with `apt-get install -y etcd-server`", etcdBinary)
+	}
+	ports := freePorts(b, 6)
+	k := &kvCluster{name: "etcd"}
+	b.Cleanup(k.close)
+	var ic []string
+	for i := range 3 {
+		ic = append(ic, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[2*i+1]))
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("e%d", i+1)
+		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
+		cmd := exec.Command(etcdBinary,
+			"--name", name,
+			"--data-dir", filepath.Join(dir, name),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(ic, ","),
+			"--initial-cluster-token", "bench-etcd", "--initial-cluster-state", "new",
+			"--heartbeat-interval", strconv.Itoa(int(kvHeartbeat/time.Millisecond)),
+			"--election-timeout", strconv.Itoa(int(kvElection/time.Millisecond)),
+			"--snapshot-count", strconv.Itoa(kvSnapshots),
+			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
+			"--logger", "zap", "--log-level", "warn",
+		)
+		var out nodeproc.SyncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		k.stop = append(k.stop, func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+		k.endpoints = append(k.endpoints, fmt.Sprintf("127.0.0.1:%d", ports[2*i]))
+	}
+	return k
+}
+
+// dial returns n clients of the cluster's members, each with its own
+// connection, once a linearizable read succeeds.
+func (k *kvCluster) dial(b *testing.B, n int) []*clientv3.Client {
+	b.Helper()
+	var cls []*clientv3.Client
+	for range n {
+		cl, err := clientv3.New(clientv3.Config{
+			Endpoints:   k.endpoints,
+			DialTimeout: 5 * time.Second,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			b.Fatalf("%s: %v", k.name, err)
+		}
+		cls = append(cls, cl)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := nodeproc.WaitFor(ctx, 60*time.Second, k.name+" to serve linearizable reads", func() (bool, error) {
+		gctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		_, err := cls[0].Get(gctx, "ready")
+		return err == nil, nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cls
+}
+
+// BenchmarkChainfireVsEtcd starts a 3-member chainfire cluster (three
+// `ultracloud server` processes, role chainfire) and a 3-member Debian
+// etcd-server cluster, both plaintext on loopback with the same raft
+// settings, and drives both with the same clientv3 load in the same run:
+// puts of 256-byte values to fresh keys, and linearizable gets of 1000
+// preloaded keys, with 16 and 64 concurrent clients (4 per gRPC
+// connection, connections spread over the members). b.N operations per
+// sub-benchmark, split across the clients. scripts/bench-chainfire.sh
+// prints the table with the chainfire/etcd ratios.
+func BenchmarkChainfireVsEtcd(b *testing.B) {
+	dir := b.TempDir()
+	clusters := []*kvCluster{startChainfire(b, filepath.Join(dir, "chainfire")), startEtcd(b, filepath.Join(dir, "etcd"))}
+	value := strings.Repeat("v", kvValueBytes)
+	conns := map[string][]*clientv3.Client{}
+	for _, k := range clusters {
+		cls := k.dial(b, 64/kvClientsPerCn)
+		b.Cleanup(func() {
+			for _, cl := range cls {
+				_ = cl.Close()
+			}
+		})
+		conns[k.name] = cls
+		for i := range kvRangeKeys {
+			if _, err := cls[0].Put(context.Background(), fmt.Sprintf("range/%04d", i), value); err != nil {
+				b.Fatalf("%s: preload: %v", k.name, err)
+			}
+		}
+	}
+	var seq atomic.Int64 // fresh put keys across runs
+	for _, op := range []string{"put", "range"} {
+		for _, clients := range []int{16, 64} {
+			// Both systems per case back to back, so drift in machine
+			// load hits both alike; which goes first alternates.
+			slices.Reverse(clusters)
+			for _, k := range clusters {
+				cls := conns[k.name]
+				b.Run(fmt.Sprintf("op=%s/clients=%d/system=%s", op, clients, k.name), func(b *testing.B) {
+					runKV(b, cls, op, clients, value, &seq)
+				})
+			}
+		}
+	}
+}
+
+// runKV runs b.N operations with clients concurrent closed-loop clients and
+// reports throughput and latency percentiles.
+func runKV(b *testing.B, cls []*clientv3.Client, op string, clients int, value string, seq *atomic.Int64) {
+	var next atomic.Int64
+	lats := make([][]time.Duration, clients)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for c := range clients {
+		cl := cls[(c/kvClientsPerCn)%len(cls)]
+		rng := rand.New(rand.NewPCG(uint64(c), 42))
+		wg.Go(func() {
+			mine := make([]time.Duration, 0, b.N/clients+1)
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				var err error
+				if op == "put" {
+					_, err = cl.Put(ctx, fmt.Sprintf("put/%012d", seq.Add(1)), value)
+				} else {
+					_, err = cl.Get(ctx, fmt.Sprintf("range/%04d", rng.IntN(kvRangeKeys)))
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			lats[c] = mine
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d operations failed; first: %v", n, b.N, firstErr.Load())
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds())
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(pct(0.50), "p50-us")
+	b.ReportMetric(pct(0.99), "p99-us")
+	b.ReportMetric(0, "ns/op")
+}
