@@ -19,10 +19,9 @@ cd "$(dirname "$0")/.."
 need_go
 BENCHTIME=${BENCHTIME:-20000x}
 COUNT=${COUNT:-1}
-if [ ! -x /usr/bin/etcd ]; then
-	echo "bench-chainfire: /usr/bin/etcd missing: apt-get install -y etcd-server" >&2
-	exit 1
-fi
+# The peer: Debian's standalone etcd (the package also starts a system
+# etcd on 2379/2380; the benchmark uses other ports).
+apt_need etcd-server
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
