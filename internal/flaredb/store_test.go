@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
-	"github.com/ultracloud/ultracloud/internal/flaredb/storetest"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 )
 

@@ -1,7 +1,7 @@
 // Package storetest is a conformance suite for storage.Store: the
 // semantics every implementation must share (revisions, transactions,
 // limits, watches, compaction, Close), written against the interface so it
-// can run against the embedded store and against flaredb alike.
+// runs against the embedded store (pebblestore) and against flaredb alike.
 //
 // Revisions are store-wide, so the suite compares them relative to the
 // revision at the start of each test: several fresh stores may share one
