@@ -75,8 +75,15 @@ func (f *chainfireFlags) connect() (*clientv3.Client, error) {
 	return c, nil
 }
 
-func (f *chainfireFlags) ctx(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, f.timeout)
+// session connects and returns the client, a context bounded by --timeout,
+// and a function that releases both.
+func (f *chainfireFlags) session(parent context.Context) (*clientv3.Client, context.Context, func(), error) {
+	c, err := f.connect()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(parent, f.timeout)
+	return c, ctx, func() { cancel(); c.Close() }, nil
 }
 
 func newChainfireCmd(env Env) *cobra.Command {
@@ -101,13 +108,11 @@ func newChainfireStatusCmd(f *chainfireFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.connect()
+			c, ctx, done, err := f.session(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := f.ctx(cmd.Context())
-			defer cancel()
+			defer done()
 			members, err := chainfire.MemberList(ctx, c)
 			if err != nil {
 				return err
@@ -172,13 +177,11 @@ func newChainfireMemberCmd(f *chainfireFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.connect()
+			c, ctx, done, err := f.session(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := f.ctx(cmd.Context())
-			defer cancel()
+			defer done()
 			ms, err := chainfire.MemberList(ctx, c)
 			if err != nil {
 				return err
@@ -205,13 +208,11 @@ func newChainfireMemberCmd(f *chainfireFlags) *cobra.Command {
 		Short: "Announce a new member; then start it with the printed initialCluster and initialState: existing",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.connect()
+			c, ctx, done, err := f.session(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := f.ctx(cmd.Context())
-			defer cancel()
+			defer done()
 			m, err := chainfire.MemberAdd(ctx, c, args[0], args[1])
 			if err != nil {
 				return err
@@ -230,13 +231,11 @@ func newChainfireMemberCmd(f *chainfireFlags) *cobra.Command {
 		Short: "Remove a member from the cluster",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.connect()
+			c, ctx, done, err := f.session(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := f.ctx(cmd.Context())
-			defer cancel()
+			defer done()
 			if err := chainfire.MemberRemove(ctx, c, args[0]); err != nil {
 				return err
 			}

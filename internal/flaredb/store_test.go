@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
-	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 )
 
 // TestStoreSemantics runs the storage.Store suite through the client-backed
