@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -257,6 +258,23 @@ func (a *API) checkIdentity(t target, meta api.ObjectMeta) error {
 	return nil
 }
 
+// readCurrent reads t's stored object, failing with 404 when it is missing
+// and with 409 when wantRev != 0 and the stored revision differs.
+func (a *API) readCurrent(ctx context.Context, t target, wantRev int64) (storage.KV, *api.Object, error) {
+	kv, err := a.store.Get(ctx, t.key())
+	if errors.Is(err, storage.ErrNotFound) {
+		return kv, nil, notFound(t.k, t.project, t.name)
+	}
+	if err != nil {
+		return kv, nil, err
+	}
+	if wantRev != 0 && kv.ModRevision != wantRev {
+		return kv, nil, staleRevision(t, wantRev, kv.ModRevision)
+	}
+	o, err := objectFromKV(kv)
+	return kv, o, err
+}
+
 // modify applies change to the stored object under compare-and-swap. With
 // wantRev != 0 the stored revision must equal it; otherwise it retries
 // races a few times.
@@ -264,17 +282,7 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 	ctx := r.Context()
 	key := t.key()
 	for attempt := 0; ; attempt++ {
-		kv, err := a.store.Get(ctx, key)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, notFound(t.k, t.project, t.name)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if wantRev != 0 && kv.ModRevision != wantRev {
-			return nil, staleRevision(t, wantRev, kv.ModRevision)
-		}
-		cur, err := objectFromKV(kv)
+		kv, cur, err := a.readCurrent(ctx, t, wantRev)
 		if err != nil {
 			return nil, err
 		}
@@ -396,17 +404,7 @@ func (a *API) deleteWithHook(r *http.Request, t target, wantRev int64) (*api.Obj
 	ctx := r.Context()
 	key := t.key()
 	for attempt := 0; ; attempt++ {
-		kv, err := a.store.Get(ctx, key)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, notFound(t.k, t.project, t.name)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if wantRev != 0 && kv.ModRevision != wantRev {
-			return nil, staleRevision(t, wantRev, kv.ModRevision)
-		}
-		o, err := objectFromKV(kv)
+		kv, o, err := a.readCurrent(ctx, t, wantRev)
 		if err != nil {
 			return nil, err
 		}
