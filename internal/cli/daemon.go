@@ -27,6 +27,8 @@ var nodeFlagFields = []struct{ flag, field, usage string }{
 	{"shutdown-grace", "shutdownGrace", "how long each component may take to stop"},
 	{"chainfire-client-url", "chainfire.clientURL", "chainfire client URL (etcd v3 API)"},
 	{"chainfire-peer-url", "chainfire.peerURL", "chainfire peer URL"},
+	{"flaredb-raft-address", "flaredb.raftAddress", "flaredb Raft listen address host:port"},
+	{"flaredb-api-address", "flaredb.apiAddress", "flaredb client API listen address host:port"},
 }
 
 func addNodeFlags(fs *pflag.FlagSet) {

@@ -414,6 +414,7 @@ func (n *node) startLoops(join bool) {
 	n.goFunc(n.runCompleter)
 	n.goFunc(n.runReadIndex)
 	n.goFunc(n.runLeadership)
+	n.goFunc(n.runReadvertise)
 	if join {
 		n.goFunc(n.runJoin)
 	}

@@ -34,7 +34,6 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
-	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -81,22 +80,18 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	n.token = token
 
-	storeDir := filepath.Join(n.cfg.DataDir, "store")
-	if err := os.MkdirAll(storeDir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", storeDir, err)
-	}
-	store, err := pebblestore.Open(storeDir, pebblestore.Options{Logger: n.log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := n.openStore(reg)
 	if err != nil {
-		return fmt.Errorf("opening the store in %s: %w", storeDir, err)
+		return err
 	}
 	defer func() {
 		if cerr := store.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
 		}
 	}()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	mux := http.NewServeMux()
 	var group *component.Group
@@ -126,7 +121,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	a = apiserver.New(store, opts)
 
-	units := []component.Unit{{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}}
+	// The unit named "store" (the compactor) stands for the store: what
+	// uses the store depends on it, and it depends on the flaredb member
+	// when this node runs one.
+	units := store.units()
+	storeUnit := component.Unit{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}
+	if store.member != nil {
+		storeUnit.DependsOn = []string{store.member.Name()}
+	}
+	units = append(units, storeUnit)
 	if slices.Contains(roles, "chainfire") {
 		cf, err := chainfire.New(n.cfg.Chainfire, n.log)
 		if err != nil {
@@ -274,6 +277,9 @@ func (n *Node) status(g *component.Group, url string) api.NodeStatus {
 		}
 		if s.Name == "chainfire" {
 			cs.Endpoints = map[string]string{"etcd": n.cfg.Chainfire.ClientURL}
+		}
+		if s.Name == "flaredb" {
+			cs.Endpoints = map[string]string{"api": n.cfg.FlareDB.APIAdvertise, "raft": n.cfg.FlareDB.RaftAdvertise}
 		}
 		st.Components = append(st.Components, cs)
 	}

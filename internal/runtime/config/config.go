@@ -24,6 +24,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 )
 
 // Config is a node's configuration (node.yaml).
@@ -45,6 +46,13 @@ type Config struct {
 	// Chainfire configures this node's chainfire member (role chainfire).
 	// name defaults to node, dataDir to <dataDir>/chainfire.
 	Chainfire chainfire.Config `yaml:"chainfire"`
+	// FlareDB configures this node's flaredb member (role flaredb). id
+	// defaults to node and dataDir to <dataDir>/flaredb. With neither
+	// clusterID, initialVoters nor join set, the member bootstraps a
+	// one-member group of its own with clusterID = node (the single-node
+	// profile). Nodes without the role read clusterID from here to reach
+	// the cluster given by storage.endpoints.
+	FlareDB flaredb.Config `yaml:"flaredb"`
 	// ShutdownGrace is how long each component may take to stop.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 }
@@ -67,8 +75,25 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Storage configures the embedded store.
+// Storage backends.
+const (
+	// BackendFlareDB keeps resources in flaredb: the node's own member when
+	// it runs the flaredb role, else the cluster at storage.endpoints.
+	BackendFlareDB = "flaredb"
+	// BackendLocal keeps resources in a Pebble store private to this node
+	// (<dataDir>/store): no replication; for tests and benchmarks.
+	BackendLocal = "local"
+)
+
+// Storage configures where resources are stored.
 type Storage struct {
+	// Backend is flaredb (default) or local.
+	Backend string `yaml:"backend"`
+	// Endpoints are flaredb API addresses (host:port) for a node that does
+	// not run the flaredb role itself. A node with the role uses its own
+	// member and the members it knows from flaredb.initialVoters and
+	// flaredb.join.
+	Endpoints []string `yaml:"endpoints"`
 	// RetainRevisions is how many revisions of change history are kept for
 	// watches to resume from (default 100000).
 	RetainRevisions int64 `yaml:"retainRevisions"`
@@ -106,7 +131,7 @@ type IAM struct {
 }
 
 // KnownRoles are the components a node can run, in no particular order.
-var knownRoles = []string{"chainfire", "iam"}
+var knownRoles = []string{"chainfire", "flaredb", "iam"}
 
 // KnownRoles returns the role names Validate accepts.
 func KnownRoles() []string { return slices.Clone(knownRoles) }
@@ -121,10 +146,11 @@ func Default() Config {
 		Node:    strings.ToLower(host),
 		API:     API{Listen: "127.0.0.1:7700"},
 		Log:     Log{Level: "info", Format: "text"},
-		Storage: Storage{RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
+		Storage: Storage{Backend: BackendFlareDB, RetainRevisions: 100000, CompactInterval: 5 * time.Minute},
 		IAM: IAM{AccessTokenLifetime: 15 * time.Minute, RefreshTokenLifetime: 720 * time.Hour,
 			SigningKeyRotation: 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour},
 		Chainfire:     chainfire.Default(),
+		FlareDB:       flaredb.DefaultConfig(),
 		ShutdownGrace: 15 * time.Second,
 	}
 }
@@ -151,17 +177,24 @@ const EnvPrefix = "ULTRACLOUD_"
 func EnvName(path string) string {
 	var b strings.Builder
 	b.WriteString(EnvPrefix)
-	for i, r := range path {
+	upper := func(c byte) bool { return c >= 'A' && c <= 'Z' }
+	lower := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+	for i := 0; i < len(path); i++ {
+		c := path[i]
 		switch {
-		case r == '.':
+		case c == '.':
 			b.WriteByte('_')
-		case r >= 'A' && r <= 'Z':
-			if i > 0 && path[i-1] != '.' {
+		case upper(c):
+			// A word starts at an upper-case letter after a lower-case one,
+			// or at the last letter of an acronym that precedes a word:
+			// clusterID -> CLUSTER_ID, apiAddress -> API_ADDRESS,
+			// clientURL -> CLIENT_URL, caFile -> CA_FILE.
+			if i > 0 && (lower(path[i-1]) || upper(path[i-1]) && i+1 < len(path) && lower(path[i+1]) && path[i+1] > '9') {
 				b.WriteByte('_')
 			}
-			b.WriteRune(r)
+			b.WriteByte(c)
 		default:
-			b.WriteString(strings.ToUpper(string(r)))
+			b.WriteString(strings.ToUpper(string(c)))
 		}
 	}
 	return b.String()
@@ -308,6 +341,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("config: chainfire section: %w", err))
 		}
 	}
+	errs = append(errs, c.validateStorage()...)
 	if c.IAM.EncryptionKeyFile == "" && c.DataDir != "" {
 		c.IAM.EncryptionKeyFile = filepath.Join(c.DataDir, "iam-encryption-key")
 	}
@@ -362,4 +396,59 @@ func parseLevel(s string) (string, error) {
 		return s, nil
 	}
 	return "", fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
+// validateStorage checks the storage backend and, when this node runs
+// flaredb or reaches it, the flaredb section, filling the single-node
+// defaults described at Config.FlareDB.
+func (c *Config) validateStorage() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	member := slices.Contains(c.RolesOrAll(), "flaredb")
+	if member {
+		f := &c.FlareDB
+		if f.ID == "" {
+			f.ID = c.Node
+		}
+		if f.DataDir == "" && c.DataDir != "" {
+			f.DataDir = filepath.Join(c.DataDir, "flaredb")
+		}
+		if f.ClusterID == "" && len(f.InitialVoters) == 0 && len(f.Join) == 0 {
+			// The single-node profile: a group of one, named after the node.
+			f.ClusterID = c.Node
+			raft, api := f.RaftAdvertise, f.APIAdvertise
+			if raft == "" {
+				raft = f.RaftAddress
+			}
+			if api == "" {
+				api = f.APIAddress
+			}
+			f.InitialVoters = []flaredb.Peer{{ID: f.ID, RaftAddress: raft, APIAddress: api}}
+		}
+		if err := f.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("config: flaredb section: %w", err))
+		}
+	}
+	switch c.Storage.Backend {
+	case BackendLocal:
+	case BackendFlareDB:
+		if !member {
+			if len(c.Storage.Endpoints) == 0 {
+				bad("storage.endpoints", "this node does not run the flaredb role: list the flaredb API addresses (e.g. [10.0.0.1:7711]), add the flaredb role, or set storage.backend: local")
+			}
+			for i, e := range c.Storage.Endpoints {
+				if _, _, err := net.SplitHostPort(e); err != nil {
+					bad(fmt.Sprintf("storage.endpoints[%d]", i), "%q is not host:port (e.g. 10.0.0.1:7711)", e)
+				}
+			}
+			if c.FlareDB.ClusterID == "" {
+				bad("flaredb.clusterID", "must name the flaredb cluster that storage.endpoints reach")
+			}
+		}
+	default:
+		bad("storage.backend", "%q is not flaredb or local", c.Storage.Backend)
+	}
+	return errs
 }

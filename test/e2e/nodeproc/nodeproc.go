@@ -436,9 +436,20 @@ func (b *Binary) StartNode(ctx context.Context, o NodeOptions) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		// And flaredb's Raft and API listeners (default 7710/7711).
+		fraft, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		fapi, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
 		args := []string{"up", "--data-dir", o.DataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--chainfire-client-url", fmt.Sprintf("http://127.0.0.1:%d", cport),
-			"--chainfire-peer-url", fmt.Sprintf("http://127.0.0.1:%d", pport)}
+			"--chainfire-peer-url", fmt.Sprintf("http://127.0.0.1:%d", pport),
+			"--flaredb-raft-address", fmt.Sprintf("127.0.0.1:%d", fraft),
+			"--flaredb-api-address", fmt.Sprintf("127.0.0.1:%d", fapi)}
 		if o.LogLevel != "" {
 			args = append(args, "--log-level", o.LogLevel)
 		}

@@ -1,0 +1,102 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ultracloud/ultracloud/internal/flaredb"
+	fdbclient "github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/config"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
+)
+
+// resourceNamespace is the flaredb namespace holding every resource of the
+// API (components keep apart by key prefix inside it, as in the local
+// store).
+const resourceNamespace = "resources"
+
+// backingStore is where the node keeps its resources.
+type backingStore struct {
+	storage.Store
+	// member is this node's flaredb member when it runs the role; it is
+	// started before everything that uses the store.
+	member *flaredb.Server
+	close  func() error
+}
+
+// openStore opens the configured backend. For flaredb it builds (but does
+// not start) the local member and a client that reaches it, or the
+// cluster at storage.endpoints; nothing is dialled until the first call.
+func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
+	if n.cfg.Storage.Backend == config.BackendLocal {
+		dir := filepath.Join(n.cfg.DataDir, "store")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", dir, err)
+		}
+		s, err := pebblestore.Open(dir, pebblestore.Options{Logger: n.log})
+		if err != nil {
+			return nil, fmt.Errorf("opening the store in %s: %w", dir, err)
+		}
+		return &backingStore{Store: s, close: s.Close}, nil
+	}
+
+	fc := n.cfg.FlareDB
+	b := &backingStore{}
+	endpoints := n.cfg.Storage.Endpoints
+	if slices.Contains(n.cfg.RolesOrAll(), "flaredb") {
+		m, err := flaredb.New(fc, flaredb.Options{Logger: n.log})
+		if err != nil {
+			return nil, err
+		}
+		reg.MustRegister(m.Collector())
+		b.member = m
+		// The own member first: it answers stale reads and forwards the
+		// rest; the others let the client find the leader if it is down.
+		endpoints = []string{m.Config().APIAdvertise}
+		for _, p := range fc.InitialVoters {
+			endpoints = append(endpoints, p.APIAddress)
+		}
+		endpoints = append(endpoints, fc.Join...)
+		endpoints = uniq(endpoints)
+	}
+	c, err := fdbclient.New(fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	s, err := fdbclient.NewStore(c, resourceNamespace)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	b.Store = s
+	b.close = func() error { return errors.Join(s.Close(), c.Close()) }
+	return b, nil
+}
+
+// Close closes the store (not the member, which stops with the group).
+func (b *backingStore) Close() error { return b.close() }
+
+// units returns the store's own components: the member, if any, first.
+func (b *backingStore) units() []component.Unit {
+	if b.member == nil {
+		return nil
+	}
+	return []component.Unit{{Component: b.member}}
+}
+
+func uniq(s []string) []string {
+	var out []string
+	for _, v := range s {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
