@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -106,7 +108,7 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 			fmt.Fprintln(tw, "COMPONENT\tSTATE\tENDPOINTS\tERROR")
 			for _, cs := range st.Components {
 				var eps []string
-				for _, k := range []string{"api", "metrics", "openapi", "etcd"} {
+				for _, k := range []string{"api", "raft", "metrics", "openapi", "etcd"} {
 					if v, ok := cs.Endpoints[k]; ok {
 						eps = append(eps, k+"="+v)
 					}
@@ -124,6 +126,7 @@ func newStatusCmd(cf *clientFlags) *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
+			printDetails(w, st.Components)
 			if !st.Ready {
 				return &ExitError{Code: 2, Err: errors.New("node is not ready")}
 			}
@@ -531,5 +534,26 @@ func newVersionCmd(env Env) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "ultracloud %s (API v%d)\n", version(), api.Version)
 			return nil
 		},
+	}
+}
+
+// printDetails prints each component's details as one line, keys sorted,
+// after the status table: "chainfire: leader=n1 members=3 revision=42".
+func printDetails(w io.Writer, comps []api.ComponentStatus) {
+	first := true
+	for _, cs := range comps {
+		if len(cs.Details) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		keys := slices.Sorted(maps.Keys(cs.Details))
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + "=" + cs.Details[k]
+		}
+		fmt.Fprintf(w, "%s: %s\n", cs.Name, strings.Join(parts, " "))
 	}
 }

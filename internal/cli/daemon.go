@@ -85,9 +85,10 @@ Stop it with Ctrl-C; it shuts down cleanly.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			def := config.Default()
 			def.DataDir = defaultDataDir(env)
-			// The single-node profile keeps chainfire on loopback, where
+			// The single-node profile keeps chainfire and flaredb on loopback, where
 			// plaintext is allowed; Validate refuses it anywhere else.
 			def.Chainfire.AllowPlaintext = true
+			def.FlareDB.AllowPlaintext = true
 			cfg, err := loadNodeConfig(env, cmd.Flags(), "", def)
 			if err != nil {
 				return err

@@ -82,6 +82,7 @@ func NewRoot(env Env) *cobra.Command {
 		newIAMCmd(cf),
 		newVersionCmd(env),
 		newChainfireCmd(env),
+		newFlaredbCmd(env),
 	)
 	return root
 }

@@ -45,6 +45,7 @@ func (n *node) newHTTPServer() *http.Server {
 	route(wire.PathGet, n.handleGet)
 	route(wire.PathRange, n.handleRange)
 	route(wire.PathTxn, n.handleTxn)
+	route(wire.PathBatch, n.handleBatch)
 	route(wire.PathRevision, n.handleRevision)
 	route(wire.PathCompact, n.handleCompact)
 	route(wire.PathReadIndex, n.handleReadIndex)
@@ -277,6 +278,11 @@ func (n *node) handleGet(ctx context.Context, body []byte) ([]byte, error) {
 	if err := n.consistent(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
+	return n.getLocal(&req)
+}
+
+// getLocal serves a point read from local state.
+func (n *node) getLocal(req *wire.GetRequest) ([]byte, error) {
 	kv, found, rev, err := n.fsm.Get(wire.RawKey(req.Namespace, req.Key), req.Revision)
 	if err != nil {
 		return nil, err
@@ -334,6 +340,128 @@ func (n *node) handleTxn(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	stripResult(req.Namespace, &res)
 	return (&wire.TxnResponse{Result: res}).Encode(), nil
+}
+
+// batchItem is one call of a client batch.
+type batchItem struct {
+	get    *wire.GetRequest
+	ns     string
+	txn    wire.Txn // raw keys
+	write  bool
+	linear bool // needs the batch's read index
+	prop   *proposal
+	resp   []byte // the encoded answer, set once known
+}
+
+// handleBatch serves a client batch (wire.PathBatch): the calls are
+// independent and were concurrent at the client, so their writes are
+// proposed together (one log entry) and one read index serves every
+// linearizable read. A batch with writes is forwarded whole when this
+// member does not lead. Each call's error is answered in its slot.
+func (n *node) handleBatch(ctx context.Context, body []byte) ([]byte, error) {
+	raw, err := wire.DecodeBatch(wire.TagBatchRequest, body)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]batchItem, len(raw))
+	var writes, linear bool
+	for i, b := range raw {
+		it := &items[i]
+		tag, err := wire.PeekTag(b)
+		if err != nil {
+			it.resp = wire.ToError(err).Encode()
+			continue
+		}
+		switch tag {
+		case wire.TagGetRequest:
+			req := new(wire.GetRequest)
+			if err := req.Decode(b); err != nil {
+				it.resp = wire.ToError(err).Encode()
+				continue
+			}
+			it.get, it.linear = req, req.Consistency != wire.Stale
+		case wire.TagTxnRequest:
+			var req wire.TxnRequest
+			if err := req.Decode(b); err != nil {
+				it.resp = wire.ToError(err).Encode()
+				continue
+			}
+			it.ns, it.txn = req.Namespace, rawTxn(req.Namespace, req.Txn)
+			it.write = it.txn.HasWrites()
+			it.linear = !it.write
+			if it.write {
+				it.prop = &proposal{ctx: ctx, txn: it.txn, size: len(b), done: make(chan proposalResult, 1)}
+			}
+		default:
+			it.resp = wire.Errorf(wire.CodeMalformed, "a batch carries get and txn requests, not %s", tag).Encode()
+			continue
+		}
+		writes = writes || it.write
+		linear = linear || it.linear
+	}
+	if writes {
+		if err := n.leaderOnly(); err != nil {
+			return nil, err
+		}
+		var head, tail *proposal
+		for i := range items {
+			if p := items[i].prop; p != nil {
+				if head == nil {
+					head = p
+				} else {
+					tail.next = p
+				}
+				tail = p
+			}
+		}
+		if err := n.handOver(ctx, head); err != nil {
+			enc := wire.ToError(err).Encode()
+			for i := range items {
+				if items[i].prop != nil {
+					items[i].prop, items[i].resp = nil, enc
+				}
+			}
+		}
+	}
+	if linear {
+		if err := n.linearize(ctx); err != nil {
+			enc := wire.ToError(err).Encode()
+			for i := range items {
+				if items[i].linear && items[i].resp == nil {
+					items[i].resp = enc
+				}
+			}
+		}
+	}
+	out := make([][]byte, len(items))
+	for i := range items {
+		it := &items[i]
+		switch {
+		case it.resp != nil:
+		case it.get != nil:
+			it.resp, err = n.getLocal(it.get)
+		case it.prop != nil:
+			r := <-it.prop.done
+			if r.err == nil {
+				stripResult(it.ns, &r.res)
+				it.resp = (&wire.TxnResponse{Result: r.res}).Encode()
+			}
+			err = r.err
+		default: // read-only transaction
+			var res wire.TxnResult
+			res, err = n.fsm.ReadTxn(&it.txn)
+			if err == nil {
+				stripResult(it.ns, &res)
+				it.resp = (&wire.TxnResponse{Result: res}).Encode()
+			}
+		}
+		if err != nil {
+			it.resp = wire.ToError(err).Encode()
+			err = nil
+		}
+		out[i] = it.resp
+	}
+	return wire.EncodeBatch(wire.TagBatchResponse, out), nil
 }
 
 func (n *node) handleRevision(ctx context.Context, body []byte) ([]byte, error) {

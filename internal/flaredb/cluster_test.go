@@ -103,6 +103,8 @@ func fastConfig(c *Config) {
 	c.RequestTimeout = 5 * time.Second
 	c.ExpireInterval = 50 * time.Millisecond
 	c.ShutdownTransferTimeout = 3 * time.Second
+	// Test members listen on loopback; tls_test.go covers TLS.
+	c.AllowPlaintext = true
 }
 
 // newTestCluster prepares n members (not started). Each gets fixed

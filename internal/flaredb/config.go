@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -31,7 +32,8 @@ type Config struct {
 	// RaftAdvertise is the host:port peers dial for Raft (default:
 	// RaftAddress; required when RaftAddress listens on 0.0.0.0).
 	RaftAdvertise string `yaml:"raftAdvertise"`
-	// APIAddress is the host:port of the client API, HTTP/2 without TLS
+	// APIAddress is the host:port of the client API: HTTP/2 over TLS with
+	// client certificates, or HTTP/2 without TLS (h2c) with allowPlaintext
 	// (default 127.0.0.1:7711).
 	APIAddress string `yaml:"apiAddress"`
 	// APIAdvertise is the host:port other members and clients use for the API
@@ -46,6 +48,18 @@ type Config struct {
 	// state and no InitialVoters asks them to add it as a voter, then
 	// catches up (from a snapshot if the log was truncated).
 	Join []string `yaml:"join"`
+
+	// TLS secures Raft, the client API and member-to-member calls with
+	// mutual TLS 1.3: every connection, in either direction, must present a
+	// certificate signed by the cluster CA. Required unless allowPlaintext.
+	TLS TLS `yaml:"tls"`
+	// AllowPlaintext permits running without TLS: Raft and the API then
+	// carry every key and value unencrypted and accept anyone who can
+	// connect. It must be set explicitly, and only a member whose every
+	// address (raftAddress, raftAdvertise, apiAddress, apiAdvertise,
+	// initialVoters, join) is loopback (127.0.0.0/8, ::1, localhost) is
+	// accepted; `ultracloud up` sets it. It has no effect when tls is set.
+	AllowPlaintext bool `yaml:"allowPlaintext"`
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192).
@@ -83,6 +97,42 @@ type Config struct {
 	// ShutdownTransferTimeout bounds the leadership transfer a leader does
 	// when it stops gracefully (default 5s; negative disables the transfer).
 	ShutdownTransferTimeout time.Duration `yaml:"shutdownTransferTimeout"`
+}
+
+// TLS configures a member's certificate. Either set auto, or give caFile,
+// certFile and keyFile. One certificate serves for everything: the Raft
+// listener and the API (as server certificate) and Raft connections,
+// forwarded requests and joins to other members (as client certificate).
+type TLS struct {
+	// Auto makes the member issue its own certificate at every start, for
+	// dev and test clusters: a certificate for its ID, valid for the hosts
+	// of its raft and API addresses plus localhost, signed by the CA in
+	// autoCAFile and autoCAKeyFile. A lone member (one initial voter, no
+	// join) may leave those empty: it then creates a CA once in
+	// dataDir/tls. Every member of a cluster must use the same CA. Keys and
+	// certificates are written to dataDir/tls with mode 0600.
+	Auto bool `yaml:"auto"`
+	// AutoCAFile is the PEM CA certificate tls.auto issues from.
+	AutoCAFile string `yaml:"autoCAFile"`
+	// AutoCAKeyFile is the PEM private key of autoCAFile.
+	AutoCAKeyFile string `yaml:"autoCAKeyFile"`
+	// CAFile is the PEM CA bundle that verifies the other side of every
+	// connection: other members (Raft and member-to-member calls) and
+	// clients of the API. Only certificates it signed are accepted.
+	CAFile string `yaml:"caFile"`
+	// CertFile is this member's PEM certificate. It must be valid for both
+	// server and client authentication and name every address others use
+	// to reach the member (IP or DNS SANs of raftAdvertise and
+	// apiAdvertise).
+	CertFile string `yaml:"certFile"`
+	// KeyFile is CertFile's PEM private key.
+	KeyFile string `yaml:"keyFile"`
+}
+
+// Enabled reports whether any TLS setting is given (Validate then checks
+// that they are complete).
+func (t TLS) Enabled() bool {
+	return t.Auto || t.AutoCAFile != "" || t.AutoCAKeyFile != "" || t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
 }
 
 // Peer is one member of InitialVoters.
@@ -202,6 +252,7 @@ func (c *Config) Validate() error {
 	for i, a := range c.Join {
 		checkAddr(fmt.Sprintf("join[%d]", i), a, false)
 	}
+	c.validateSecurity(bad)
 	if c.SnapshotThreshold < 1 {
 		bad("snapshotThreshold", "must be at least 1 (default 8192)")
 	}
@@ -236,6 +287,119 @@ func (c *Config) Validate() error {
 		bad("expireInterval", "%s is too short (at least 10ms; default 1s)", c.ExpireInterval)
 	}
 	return errors.Join(errs...)
+}
+
+// validateSecurity checks tls, or, without it, that plaintext was asked for
+// and every address is loopback.
+func (c *Config) validateSecurity(bad func(field, format string, args ...any)) {
+	if c.TLS.Enabled() {
+		lone := len(c.InitialVoters) == 1 && len(c.Join) == 0
+		validateTLS(c.TLS, true, lone, bad)
+		return
+	}
+	if !c.AllowPlaintext {
+		bad("tls", "is not set, so Raft and the API would be plaintext and unauthenticated (anyone who reaches the ports could read and write every key): "+
+			"set tls.auto: true with the cluster CA in tls.autoCAFile and tls.autoCAKeyFile, or tls.caFile, tls.certFile and tls.keyFile; "+
+			"only a member on loopback addresses may set allowPlaintext: true instead")
+		return
+	}
+	reported := map[string]bool{} // each address once (advertise defaults repeat it)
+	loopback := func(field, addr string) {
+		if reported[addr] {
+			return
+		}
+		if host, _, err := net.SplitHostPort(addr); err == nil && !isLoopbackHost(host) {
+			reported[addr] = true
+			bad(field, "%q is not a loopback address, and this member runs without TLS (allowPlaintext: true): "+
+				"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (auto: true, or caFile, certFile and keyFile) for other addresses", addr)
+		}
+	}
+	loopback("raftAddress", c.RaftAddress)
+	loopback("raftAdvertise", c.RaftAdvertise)
+	loopback("apiAddress", c.APIAddress)
+	loopback("apiAdvertise", c.APIAdvertise)
+	for i, p := range c.InitialVoters {
+		loopback(fmt.Sprintf("initialVoters[%d].raftAddress", i), p.RaftAddress)
+		loopback(fmt.Sprintf("initialVoters[%d].apiAddress", i), p.APIAddress)
+	}
+	for i, a := range c.Join {
+		loopback(fmt.Sprintf("join[%d]", i), a)
+	}
+}
+
+// validateTLS checks the tls section. member says whether it configures a
+// member (else a client of storage.endpoints); lone, whether the member
+// may create its own CA.
+func validateTLS(t TLS, member, lone bool, bad func(field, format string, args ...any)) {
+	exists := func(field, path string) {
+		if path == "" {
+			return
+		}
+		if _, err := os.Stat(path); err != nil {
+			bad(field, "cannot read %s: %v", path, err)
+		}
+	}
+	if t.Auto {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
+			bad("tls.auto", "issues the certificate itself: remove tls.caFile, tls.certFile and tls.keyFile, or set auto: false")
+		}
+		switch {
+		case (t.AutoCAFile == "") != (t.AutoCAKeyFile == ""):
+			bad("tls.autoCAFile", "autoCAFile and autoCAKeyFile go together: set both to the cluster CA's certificate and key")
+		case t.AutoCAFile == "" && !member:
+			bad("tls.autoCAFile", "must be set with tls.auto on a node without the flaredb role: give the cluster CA's certificate and key (tls.autoCAFile, tls.autoCAKeyFile) to issue a client certificate from, or set tls.caFile, tls.certFile and tls.keyFile")
+		case t.AutoCAFile == "" && !lone:
+			bad("tls.autoCAFile", "must be set on a member of a multi-member cluster: every member issues its certificate from the same CA, so give each the same tls.autoCAFile and tls.autoCAKeyFile (only a lone member, one initial voter and no join, creates its own CA in dataDir/tls)")
+		}
+		exists("tls.autoCAFile", t.AutoCAFile)
+		exists("tls.autoCAKeyFile", t.AutoCAKeyFile)
+		return
+	}
+	if t.AutoCAFile != "" || t.AutoCAKeyFile != "" {
+		bad("tls.autoCAFile", "is used only with tls.auto: true (with caFile, certFile and keyFile, remove autoCAFile and autoCAKeyFile)")
+	}
+	for _, f := range []struct{ field, path string }{{"tls.caFile", t.CAFile}, {"tls.certFile", t.CertFile}, {"tls.keyFile", t.KeyFile}} {
+		if f.path == "" {
+			bad(f.field, "must be set: tls needs caFile (the cluster CA), certFile and keyFile together, or auto: true")
+		}
+		exists(f.field, f.path)
+	}
+}
+
+// ValidateClient checks the tls and allowPlaintext settings of a node that
+// does not run a member but reaches flaredb at endpoints (named by
+// endpointsField in errors, e.g. storage.endpoints): with tls, a client
+// certificate (files, or auto from the cluster CA); without, allowPlaintext
+// and loopback endpoints only.
+func (c *Config) ValidateClient(endpointsField string, endpoints []string) error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: flaredb.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	switch {
+	case c.TLS.Enabled():
+		validateTLS(c.TLS, false, false, bad)
+	case !c.AllowPlaintext:
+		bad("tls", "is not set, so this node would reach flaredb in plaintext without a client certificate: "+
+			"set tls.caFile, tls.certFile and tls.keyFile (a certificate signed by the cluster CA), or tls.auto with the CA in tls.autoCAFile and tls.autoCAKeyFile; "+
+			"only for loopback %s may allowPlaintext: true be set instead", endpointsField)
+	default:
+		for i, e := range endpoints {
+			if host, _, err := net.SplitHostPort(e); err == nil && !isLoopbackHost(host) {
+				errs = append(errs, fmt.Errorf("config: %s[%d]: %q is not a loopback address, and flaredb.allowPlaintext is set without flaredb.tls: "+
+					"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (caFile, certFile and keyFile)", endpointsField, i, e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isWildcard(addr string) bool {

@@ -3,6 +3,8 @@
 // A Server is one member as a component (Run, Ready): Raft
 // (hashicorp/raft) over a cluster-checked TCP transport (raftnet), the state
 // machine on Pebble (fsm), and the client API (HTTP/2, messages in wire).
+// Raft, the API and calls between members use mutual TLS 1.3 from the
+// cluster CA (tls.go); plaintext only with allowPlaintext on loopback.
 // Clients use package client, which also provides a storage.Store.
 //
 // It owns: the member's data directory (raft/wal, raft/snapshots, fsm, and

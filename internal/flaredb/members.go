@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -70,6 +73,11 @@ func (n *node) status() wire.Status {
 	if v, err := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64); err == nil {
 		st.LastSnapshotIndex = v
 	}
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+		st.LastSnapshotSize = metas[0].Size
+		st.LastSnapshotTime = snapshotTime(metas[0].ID)
+	}
+	st.DBSize = dirSize(filepath.Join(n.cfg.DataDir, "fsm"))
 	st.Revision, st.Compacted = n.fsm.Revision()
 	laddr, lid := n.raft.LeaderWithID()
 	if lid != "" {
@@ -84,6 +92,37 @@ func (n *node) status() wire.Status {
 		}
 	}
 	return st
+}
+
+// snapshotTime returns when a snapshot of the file store was taken (unix
+// ms) from its ID, "term-index-unixms", or 0.
+func snapshotTime(id string) int64 {
+	parts := strings.Split(id, "-")
+	if len(parts) != 3 {
+		return 0
+	}
+	ms, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || ms < 0 {
+		return 0
+	}
+	return ms
+}
+
+// dirSize is the total size of the regular files under dir (best effort).
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 // leaderCall runs fn on this member if it leads, else sends the request to

@@ -30,6 +30,9 @@ type proposal struct {
 	txn  wire.Txn // raw keys
 	size int
 	done chan proposalResult // buffered 1
+	// next chains proposals handed over together (the writes of one client
+	// batch), so they go into the same log entry.
+	next *proposal
 }
 
 type proposalResult struct {
@@ -45,39 +48,56 @@ type inflightBatch struct {
 // propose runs one write transaction (raw keys) through Raft. It returns a
 // *wire.Error whose code tells whether the write may have been applied.
 func (n *node) propose(ctx context.Context, txn wire.Txn, size int) (wire.TxnResult, error) {
-	if n.raft.State() != raft.Leader {
-		return wire.TxnResult{}, n.notLeader()
-	}
 	p := &proposal{ctx: ctx, txn: txn, size: size, done: make(chan proposalResult, 1)}
-	select {
-	case n.proposeCh <- p:
-	case <-ctx.Done():
-		return wire.TxnResult{}, fmt.Errorf("flaredb: waiting to propose: %w", ctx.Err())
-	case <-n.propCtx.Done():
-		return wire.TxnResult{}, wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+	if err := n.handOver(ctx, p); err != nil {
+		return wire.TxnResult{}, err
 	}
 	r := <-p.done
 	return r.res, r.err
+}
+
+// handOver gives the proposer p and the proposals chained to it (each with
+// a buffered done channel); once it returns nil, every one of them is
+// answered on its done channel. On an error none was proposed.
+func (n *node) handOver(ctx context.Context, p *proposal) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	select {
+	case n.proposeCh <- p:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flaredb: waiting to propose: %w", ctx.Err())
+	case <-n.propCtx.Done():
+		return wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+	}
 }
 
 func (n *node) runProposer() {
 	defer close(n.propDone)
 	defer close(n.inflight)
 	batch := make([]*proposal, 0, n.cfg.MaxBatchTxns)
+	var size int
 	for {
 		select {
 		case <-n.propCtx.Done():
 			return
 		case p := <-n.proposeCh:
-			batch = append(batch[:0], p)
+			batch = batch[:0]
+			size = 0
+			for ; p != nil; p = p.next {
+				batch = append(batch, p)
+				size += p.size
+			}
 		}
-		size := batch[0].size
 	collect:
 		for len(batch) < n.cfg.MaxBatchTxns && size < maxEntryBytes {
 			select {
 			case p := <-n.proposeCh:
-				batch = append(batch, p)
-				size += p.size
+				for ; p != nil; p = p.next {
+					batch = append(batch, p)
+					size += p.size
+				}
 			default:
 				break collect
 			}

@@ -61,6 +61,9 @@ type Server struct {
 	log  *slog.Logger
 
 	node atomic.Pointer[node]
+	// tls is the member's TLS material (nil without TLS), loaded once.
+	tlsMu sync.Mutex
+	tls   *memberTLS
 	// transfers counts leadership transfers on shutdown (kept across runs).
 	transfers atomic.Uint64
 }
@@ -187,6 +190,10 @@ func (s *Server) start() (_ *node, err error) {
 	if err := checkGuard(cfg.DataDir, cfg.ClusterID, cfg.ID); err != nil {
 		return nil, err
 	}
+	mtls, err := s.loadTLS()
+	if err != nil {
+		return nil, err
+	}
 
 	f, err := fsm.Open(filepath.Join(cfg.DataDir, "fsm"), fsm.Options{Logger: s.log})
 	if err != nil {
@@ -240,7 +247,11 @@ func (s *Server) start() (_ *node, err error) {
 		rln.Close()
 		return nil, fmt.Errorf("flaredb: flaredb.raftAdvertise %q: %w", cfg.RaftAdvertise, err)
 	}
-	layer, err := raftnet.New(rln, adv, cfg.ClusterID, cfg.ID, s.log.With("subsystem", "raftnet"))
+	var rnOpts []raftnet.Option
+	if mtls != nil {
+		rnOpts = append(rnOpts, raftnet.TLS(mtls.server, mtls.client))
+	}
+	layer, err := raftnet.New(rln, adv, cfg.ClusterID, cfg.ID, s.log.With("subsystem", "raftnet"), rnOpts...)
 	if err != nil {
 		rln.Close()
 		return nil, err
@@ -306,10 +317,10 @@ func (s *Server) start() (_ *node, err error) {
 		return nil
 	})
 
-	n := newNode(s, f, wal, closeLog, snaps, layer, trans, r, aln)
+	n := newNode(s, f, wal, closeLog, snaps, layer, trans, r, aln, mtls)
 	n.startLoops(!hasState && !bootstrap)
 	s.log.Info("flaredb member started", "cluster", cfg.ClusterID, "raft", cfg.RaftAdvertise,
-		"api", aln.Addr().String(), "applied_index", f.AppliedIndex(), "restore_on_start", restoreOnStart,
+		"api", aln.Addr().String(), "tls", mtls != nil, "applied_index", f.AppliedIndex(), "restore_on_start", restoreOnStart,
 		"bootstrap", bootstrap, "join", !hasState && !bootstrap)
 	return n, nil
 }
@@ -339,6 +350,8 @@ type node struct {
 	apiLn    net.Listener
 	http     *http.Server
 	peers    *http.Client
+	// tls is the member's TLS material; nil runs plaintext (h2c).
+	tls *memberTLS
 
 	// ctx ends the background loops; streams ends watch streams.
 	ctx           context.Context
@@ -373,7 +386,7 @@ type counters struct {
 }
 
 func newNode(s *Server, f *fsm.FSM, wal *raftwal.WAL, closeLog func() error, snaps *raft.FileSnapshotStore, layer *raftnet.Layer,
-	trans *raft.NetworkTransport, r *raft.Raft, aln net.Listener) *node {
+	trans *raft.NetworkTransport, r *raft.Raft, aln net.Listener, mtls *memberTLS) *node {
 	n := &node{
 		s: s, cfg: s.cfg, log: s.log, fsm: f, wal: wal, closeLog: closeLog, snaps: snaps, layer: layer, trans: trans, raft: r, apiLn: aln,
 		fatal:     make(chan error, 1),
@@ -382,7 +395,12 @@ func newNode(s *Server, f *fsm.FSM, wal *raftwal.WAL, closeLog func() error, sna
 		propDone:  make(chan struct{}),
 		compDone:  make(chan struct{}),
 		readCh:    make(chan *readWaiter),
-		peers:     newPeerClient(s.cfg.RequestTimeout),
+		tls:       mtls,
+	}
+	if mtls != nil {
+		n.peers = newTLSPeerClient(s.cfg.RequestTimeout, mtls.client)
+	} else {
+		n.peers = newPeerClient(s.cfg.RequestTimeout)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.streams, n.cancelStreams = context.WithCancel(context.Background())
@@ -402,8 +420,13 @@ func (n *node) goFunc(fn func()) {
 
 func (n *node) startLoops(join bool) {
 	n.http = n.newHTTPServer()
+	serve := n.http.Serve
+	if n.tls != nil {
+		serveTLS(n.http, n.tls)
+		serve = func(ln net.Listener) error { return n.http.ServeTLS(ln, "", "") }
+	}
 	n.goFunc(func() {
-		if err := n.http.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			select {
 			case n.fatal <- fmt.Errorf("flaredb: api server: %w", err):
 			default:

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/compactor"
@@ -48,6 +49,9 @@ type Node struct {
 	apiAddr string
 	token   string
 	iam     *iam.Component
+	// The replicated stores this node is a member of, for /v1/status.
+	chainfire *chainfire.Server
+	flaredb   *flaredb.Server
 }
 
 // New returns a node for cfg, which must have passed Validate.
@@ -87,6 +91,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	n.flaredb = store.member
 	defer func() {
 		if cerr := store.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
@@ -136,6 +141,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			return err
 		}
 		reg.MustRegister(cf.Collector())
+		n.chainfire = cf
 		// chainfire needs nothing else; nothing depends on it yet either,
 		// so it stops last of the components, after every client of it.
 		units = append([]component.Unit{{Component: cf}}, units...)
@@ -174,7 +180,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			return
 		}
 		addr, _ := srv.Addr(r.Context())
-		apiserver.WriteJSON(w, http.StatusOK, n.status(group, "http://"+addr))
+		apiserver.WriteJSON(w, http.StatusOK, n.status(r.Context(), group, "http://"+addr))
 	}))
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -265,7 +271,7 @@ func readiness(g *component.Group) error {
 	return nil
 }
 
-func (n *Node) status(g *component.Group, url string) api.NodeStatus {
+func (n *Node) status(ctx context.Context, g *component.Group, url string) api.NodeStatus {
 	st := api.NodeStatus{Node: n.cfg.Node, Version: api.Version, Ready: g.Ready()}
 	for _, s := range g.Statuses() {
 		cs := api.ComponentStatus{Name: s.Name, State: string(s.State)}
@@ -277,9 +283,11 @@ func (n *Node) status(g *component.Group, url string) api.NodeStatus {
 		}
 		if s.Name == "chainfire" {
 			cs.Endpoints = map[string]string{"etcd": n.cfg.Chainfire.ClientURL}
+			cs.Details = n.chainfireDetails(ctx)
 		}
 		if s.Name == "flaredb" {
 			cs.Endpoints = map[string]string{"api": n.cfg.FlareDB.APIAdvertise, "raft": n.cfg.FlareDB.RaftAdvertise}
+			cs.Details = n.flaredbDetails()
 		}
 		st.Components = append(st.Components, cs)
 	}

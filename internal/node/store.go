@@ -50,9 +50,15 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 	fc := n.cfg.FlareDB
 	b := &backingStore{}
 	endpoints := n.cfg.Storage.Endpoints
+	var tlsFiles flaredb.TLS
 	if slices.Contains(n.cfg.RolesOrAll(), "flaredb") {
 		m, err := flaredb.New(fc, flaredb.Options{Logger: n.log})
 		if err != nil {
+			return nil, err
+		}
+		// The client presents the member's own certificate (with
+		// tls.auto this issues it now; the member reuses it).
+		if tlsFiles, err = m.MemberTLS(); err != nil {
 			return nil, err
 		}
 		reg.MustRegister(m.Collector())
@@ -65,8 +71,14 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 		}
 		endpoints = append(endpoints, fc.Join...)
 		endpoints = uniq(endpoints)
+	} else {
+		var err error
+		if tlsFiles, err = flaredb.ClientTLSFiles(fc, filepath.Join(n.cfg.DataDir, "flaredb-client", "tls"), n.cfg.Node); err != nil {
+			return nil, err
+		}
 	}
-	c, err := fdbclient.New(fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log})
+	c, err := fdbclient.New(fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log,
+		CAFile: tlsFiles.CAFile, CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile})
 	if err != nil {
 		return nil, err
 	}

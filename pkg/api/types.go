@@ -125,6 +125,9 @@ type ComponentStatus struct {
 	State     string            `json:"state"` // starting, ready, stopping, stopped, failed
 	Error     string            `json:"error,omitempty"`
 	Endpoints map[string]string `json:"endpoints,omitempty"`
+	// Details are a component's own facts for operators, e.g. a replicated
+	// store's leader, member count and revision.
+	Details map[string]string `json:"details,omitempty"`
 }
 
 // NodeStatus is served at /v1/status: the node and its components.

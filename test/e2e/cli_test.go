@@ -80,7 +80,12 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(out, "): ready") || !strings.Contains(out, "COMPONENT") {
 			t.Errorf("status table lacks the ready line or the header:\n%s", out)
 		}
-		for _, comp := range []string{"store", "iam", "http"} {
+		// The replicated stores report who leads: up runs one-member groups.
+		if !strings.Contains(out, "flaredb: ") || !strings.Contains(out, "state=Leader") || !strings.Contains(out, "members=1") ||
+			!strings.Contains(out, "chainfire: ") {
+			t.Errorf("status lacks the flaredb/chainfire detail lines:\n%s", out)
+		}
+		for _, comp := range []string{"flaredb", "store", "iam", "http"} {
 			if !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
 				f := strings.Fields(l)
 				return len(f) >= 2 && f[0] == comp && f[1] == "ready"
@@ -105,7 +110,7 @@ func TestCLI(t *testing.T) {
 				t.Errorf("http endpoints = %v, want api=%s", cs.Endpoints, n.URL)
 			}
 		}
-		for _, want := range []string{"store", "iam", "http"} {
+		for _, want := range []string{"flaredb", "store", "iam", "http"} {
 			if !slices.Contains(names, want) {
 				t.Errorf("status -o json lists components %v, missing %s", names, want)
 			}

@@ -21,6 +21,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,16 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives retry and watch-resume messages; nil discards them.
 	Logger *slog.Logger
+	// TLS, when set, makes the client speak HTTP/2 over TLS: it verifies
+	// the members against TLS.RootCAs and presents TLS.Certificates (the
+	// members require a certificate signed by the cluster CA). Without TLS
+	// and without CAFile the client speaks h2c (plaintext; members accept
+	// it only when they run with allowPlaintext).
+	TLS *tls.Config
+	// CAFile, CertFile and KeyFile are the PEM files to build TLS from
+	// when TLS is nil: the cluster CA, and this client's certificate and
+	// key signed by it.
+	CAFile, CertFile, KeyFile string
 }
 
 // Client talks to a flaredb cluster. It is safe for concurrent use.
@@ -71,6 +82,8 @@ type Client struct {
 	mu        sync.Mutex
 	endpoints []string
 	leader    string
+
+	batches batcher
 
 	closed atomic.Bool
 	// root is cancelled by Close; it ends watches and waits.
@@ -101,10 +114,20 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	tlsCfg, err := clientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
+	if tlsCfg != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	tr := &http.Transport{
 		Protocols:           &protocols,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: cfg.DialTimeout,
 		DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 4,
 		HTTP2: &http.HTTP2Config{
@@ -116,7 +139,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg:       cfg,
-		http:      &http.Client{Transport: tr},
+		http:      &http.Client{Transport: transport(tr)},
 		log:       cfg.Logger.With("component", "flaredb-client"),
 		endpoints: slices.Clone(cfg.Endpoints),
 	}
@@ -377,7 +400,12 @@ func readKind(stale bool) callKind {
 // the store revision the read saw.
 func (c *Client) Get(ctx context.Context, ns string, key []byte, o ReadOptions) (kv wire.KV, found bool, rev int64, err error) {
 	req := wire.GetRequest{Namespace: ns, Key: key, Revision: o.Revision, Consistency: consistency(o.Stale)}
-	out, err := c.call(ctx, wire.PathGet, req.Encode(), readKind(o.Stale))
+	var out []byte
+	if o.Stale {
+		out, err = c.call(ctx, wire.PathGet, req.Encode(), local)
+	} else {
+		out, err = c.callBatched(ctx, wire.PathGet, req.Encode(), read)
+	}
 	if err != nil {
 		return wire.KV{}, false, 0, fmt.Errorf("flaredb: get: %w", err)
 	}
@@ -450,7 +478,13 @@ func (c *Client) Txn(ctx context.Context, ns string, t wire.Txn) (wire.TxnResult
 	if !t.HasWrites() {
 		kind = read
 	}
-	out, err := c.call(ctx, wire.PathTxn, body, kind)
+	var out []byte
+	var err error
+	if txnBatchable(&t) {
+		out, err = c.callBatched(ctx, wire.PathTxn, body, kind)
+	} else {
+		out, err = c.call(ctx, wire.PathTxn, body, kind)
+	}
 	if err != nil {
 		return wire.TxnResult{}, fmt.Errorf("flaredb: txn: %w", err)
 	}
@@ -559,4 +593,212 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("flaredb: snapshot: %w", lastErr)
+}
+
+// Request coalescing. Point reads and transactions that return no values
+// are sent through a per-client batcher: at most maxBatchesInFlight
+// requests of them are outstanding at once; calls arriving meanwhile wait
+// in a queue, and the next request carries all of them (up to
+// wire.MaxBatchItems) as one wire.PathBatch call to the leader, which
+// proposes their writes in one log entry and confirms leadership once for
+// their reads. A lone call goes out as its usual request. Each call keeps
+// its own result and retry rules: a call whose slot (or the whole batch)
+// failed in a way the rules allow retrying is retried on its own through
+// call; a write whose batch was lost in transit fails with
+// ErrUnknownOutcome like a single write.
+
+const (
+	maxBatchesInFlight = 2
+	// maxBatchBytes bounds a batch request; larger calls are not batched.
+	maxBatchBytes = 8 << 20
+	maxBatchable  = 1 << 20
+)
+
+type batcher struct {
+	mu       sync.Mutex
+	queue    []*batchCall
+	inflight int
+}
+
+type batchCall struct {
+	ctx  context.Context
+	path string
+	body []byte
+	kind callKind
+	done chan batchResult // buffered 1
+}
+
+type batchResult struct {
+	out []byte
+	err error
+	// retry: send the call again on its own (nothing was applied, or it
+	// is a read).
+	retry bool
+}
+
+// txnBatchable reports whether t's answer is small enough to share a
+// batch response: no op returns a value.
+func txnBatchable(t *wire.Txn) bool {
+	for _, ops := range [][]wire.Op{t.Then, t.Else} {
+		for _, op := range ops {
+			if op.Type == wire.OpGet {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// callBatched is call for a batchable request.
+func (c *Client) callBatched(ctx context.Context, path string, body []byte, kind callKind) ([]byte, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(body) > maxBatchable || c.Leader() == "" {
+		return c.call(ctx, path, body, kind)
+	}
+	bc := &batchCall{ctx: ctx, path: path, body: body, kind: kind, done: make(chan batchResult, 1)}
+	b := &c.batches
+	b.mu.Lock()
+	if b.inflight < maxBatchesInFlight {
+		b.inflight++
+		b.mu.Unlock()
+		c.sendBatches([]*batchCall{bc})
+	} else {
+		b.queue = append(b.queue, bc)
+		b.mu.Unlock()
+	}
+	select {
+	case r := <-bc.done:
+		if r.retry {
+			return c.call(ctx, path, body, kind)
+		}
+		return r.out, r.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		queued := false
+		if i := slices.Index(b.queue, bc); i >= 0 {
+			b.queue = slices.Delete(b.queue, i, i+1)
+			queued = true
+		}
+		b.mu.Unlock()
+		if queued || kind != write {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %w", wire.ErrUnknownOutcome, ctx.Err())
+	}
+}
+
+// sendBatches sends batch, then keeps sending what queued up meanwhile
+// (in another goroutine, so the caller gets its answer) until the queue is
+// empty. The caller holds one of the in-flight slots.
+func (c *Client) sendBatches(batch []*batchCall) {
+	c.sendBatch(batch)
+	if next := c.nextBatch(); next != nil {
+		go func() {
+			for ; next != nil; next = c.nextBatch() {
+				c.sendBatch(next)
+			}
+		}()
+	}
+}
+
+// nextBatch takes the next batch off the queue, or gives up the in-flight
+// slot if the queue is empty.
+func (c *Client) nextBatch() []*batchCall {
+	b := &c.batches
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.inflight--
+		return nil
+	}
+	n, size := 0, 0
+	for n < len(b.queue) && n < wire.MaxBatchItems && size+len(b.queue[n].body) <= maxBatchBytes {
+		size += len(b.queue[n].body)
+		n++
+	}
+	n = max(n, 1)
+	batch := slices.Clone(b.queue[:n])
+	b.queue = slices.Delete(b.queue, 0, n)
+	return batch
+}
+
+// sendBatch sends one batch and answers every call in it.
+func (c *Client) sendBatch(batch []*batchCall) {
+	if len(batch) == 1 {
+		bc := batch[0]
+		out, err := c.call(bc.ctx, bc.path, bc.body, bc.kind)
+		bc.done <- batchResult{out: out, err: err}
+		return
+	}
+	leader := c.Leader()
+	if leader == "" || c.closed.Load() {
+		for _, bc := range batch {
+			bc.done <- batchResult{retry: true}
+		}
+		return
+	}
+	items := make([][]byte, len(batch))
+	for i, bc := range batch {
+		items[i] = bc.body
+	}
+	ctx, cancel := context.WithTimeout(c.root, c.cfg.RequestTimeout)
+	out, hint, err := c.do(ctx, leader, wire.PathBatch, wire.EncodeBatch(wire.TagBatchRequest, items))
+	cancel()
+	var resps [][]byte
+	if err == nil {
+		resps, err = wire.DecodeBatch(wire.TagBatchResponse, out)
+		if err == nil && len(resps) != len(batch) {
+			err = fmt.Errorf("%d answers to a batch of %d", len(resps), len(batch))
+		}
+		if err != nil {
+			err = fmt.Errorf("batch response from %s: %w", leader, err)
+		}
+	}
+	if err != nil {
+		c.log.Debug("batch failed", "endpoint", leader, "calls", len(batch), "err", err)
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code == wire.CodeNotLeader {
+			c.setLeader(we.Leader)
+		}
+		for _, bc := range batch {
+			bc.done <- c.batchFailure(bc, err)
+		}
+		return
+	}
+	if hint != "" {
+		c.setLeader(hint)
+	}
+	for i, bc := range batch {
+		if tag, terr := wire.PeekTag(resps[i]); terr == nil && tag == wire.TagError {
+			we, derr := wire.DecodeError(resps[i])
+			if derr != nil {
+				bc.done <- c.batchFailure(bc, fmt.Errorf("batch response from %s: %w", leader, derr))
+				continue
+			}
+			bc.done <- c.batchFailure(bc, we)
+			continue
+		}
+		bc.done <- batchResult{out: resps[i]}
+	}
+}
+
+// batchFailure applies call's retry rules to a call whose batch or slot
+// failed with err.
+func (c *Client) batchFailure(bc *batchCall, err error) batchResult {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		if wire.Retryable(we.Code) && (bc.kind != write || wire.NotApplied(we.Code)) {
+			return batchResult{retry: true}
+		}
+		return batchResult{err: err}
+	case isDialError(err), bc.kind != write:
+		return batchResult{retry: true}
+	}
+	return batchResult{err: fmt.Errorf("%w: %v", wire.ErrUnknownOutcome, err)}
 }

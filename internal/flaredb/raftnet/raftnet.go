@@ -7,6 +7,13 @@
 // It owns the listener, the handshake and the goroutines that run it. It must
 // not interpret Raft messages or hold process-wide state.
 //
+// With TLS (Option TLS), every connection is first a TLS 1.3 session in
+// which both sides present certificates signed by the cluster CA (the
+// server requires and verifies the client's; the client verifies the
+// server's and that it names the address dialled); the cluster handshake
+// then runs inside it. A peer without such a certificate never reaches the
+// cluster handshake.
+//
 // Handshake (client first, then server):
 //
 //	client: "FDBR" | version 1 | uvarint len | cluster ID | uvarint len | sender member ID
@@ -15,6 +22,8 @@ package raftnet
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -61,9 +70,23 @@ type Layer struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 
+	// serverTLS and clientTLS are set with Option TLS.
+	serverTLS, clientTLS *tls.Config
+
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections mid-handshake, closed on Close
 	refused uint64
+}
+
+// Option configures a Layer.
+type Option func(*Layer)
+
+// TLS runs every connection over TLS: accepted ones with server (which
+// should require and verify client certificates), dialled ones with client
+// (its ServerName is set to the host of each address dialled). Both must be
+// set.
+func TLS(server, client *tls.Config) Option {
+	return func(l *Layer) { l.serverTLS, l.clientTLS = server, client }
 }
 
 var _ raft.StreamLayer = (*Layer)(nil)
@@ -71,7 +94,7 @@ var _ raft.StreamLayer = (*Layer)(nil)
 // New wraps ln (already listening). advertise is the address peers use to
 // reach this member; nil means ln's address. It starts the goroutine that
 // accepts and handshakes connections; Close stops it and waits.
-func New(ln net.Listener, advertise net.Addr, clusterID, localID string, log *slog.Logger) (*Layer, error) {
+func New(ln net.Listener, advertise net.Addr, clusterID, localID string, log *slog.Logger, opts ...Option) (*Layer, error) {
 	if clusterID == "" {
 		return nil, errors.New("raftnet: empty cluster ID")
 	}
@@ -90,6 +113,12 @@ func New(ln net.Listener, advertise net.Addr, clusterID, localID string, log *sl
 		conns:   make(chan net.Conn, acceptQueue),
 		closed:  make(chan struct{}),
 		pending: make(map[net.Conn]struct{}),
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	if (l.serverTLS == nil) != (l.clientTLS == nil) {
+		return nil, errors.New("raftnet: TLS needs both a server and a client configuration")
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -140,11 +169,14 @@ func (l *Layer) acceptLoop() {
 	}
 }
 
-func (l *Layer) serverHandshake(c net.Conn) {
+func (l *Layer) serverHandshake(raw net.Conn) {
 	defer l.wg.Done()
-	ok := l.checkClient(c)
+	c, ok := l.serverTLSHandshake(raw)
+	if ok {
+		ok = l.checkClient(c)
+	}
 	l.mu.Lock()
-	delete(l.pending, c)
+	delete(l.pending, raw)
 	l.mu.Unlock()
 	if !ok {
 		c.Close()
@@ -155,6 +187,25 @@ func (l *Layer) serverHandshake(c net.Conn) {
 	case <-l.closed:
 		c.Close()
 	}
+}
+
+// serverTLSHandshake runs the TLS handshake on an accepted connection when
+// the layer has TLS; a client without a certificate from the CA is refused
+// here.
+func (l *Layer) serverTLSHandshake(raw net.Conn) (net.Conn, bool) {
+	if l.serverTLS == nil {
+		return raw, true
+	}
+	_ = raw.SetDeadline(time.Now().Add(l.timeout))
+	tc := tls.Server(raw, l.serverTLS)
+	if err := tc.Handshake(); err != nil {
+		l.mu.Lock()
+		l.refused++
+		l.mu.Unlock()
+		l.log.Warn("raft connection refused: TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return tc, false
+	}
+	return tc, true
 }
 
 // checkClient reads the client's hello and answers it.
@@ -277,11 +328,38 @@ func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Con
 	if err != nil {
 		return nil, err
 	}
+	if l.clientTLS != nil {
+		if c, err = l.clientTLSHandshake(c, string(address), timeout); err != nil {
+			return nil, fmt.Errorf("raftnet: dial %s: %w", address, err)
+		}
+	}
 	if err := l.clientHandshake(c, timeout); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("raftnet: dial %s: %w", address, err)
 	}
 	return c, nil
+}
+
+// clientTLSHandshake wraps a dialled connection in TLS, verifying that the
+// server's certificate names the host of address. In TLS 1.3 the server
+// judges our certificate after this returns; a refusal then surfaces as
+// the TLS alert when reading its answer to the cluster handshake.
+func (l *Layer) clientTLSHandshake(raw net.Conn, address string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > l.timeout {
+		timeout = l.timeout
+	}
+	cfg := l.clientTLS.Clone()
+	if host, _, err := net.SplitHostPort(address); err == nil {
+		cfg.ServerName = host
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	return tc, nil
 }
 
 func (l *Layer) clientHandshake(c net.Conn, timeout time.Duration) error {

@@ -66,6 +66,10 @@ func TestHandshake(t *testing.T) {
 	if _, err := stranger.Dial(raftAddr(server), time.Second); !errors.Is(err, ErrWrongCluster) {
 		t.Fatalf("dial from another cluster: %v", err)
 	}
+	// The server counts the refusal after answering it: wait for it.
+	for deadline := time.Now().Add(5 * time.Second); server.Refused() != 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if server.Refused() != 1 {
 		t.Fatalf("refused = %d", server.Refused())
 	}

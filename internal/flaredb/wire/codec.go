@@ -227,3 +227,57 @@ func (d *Decoder) Header(want Tag) {
 func (e *Encoder) header(t Tag) {
 	e.b = append(e.b, Version, byte(t))
 }
+
+// Batches. A client that has several calls waiting sends them as one POST
+// to PathBatch: a BatchRequest is a list of complete encoded GetRequest and
+// TxnRequest messages, answered by a BatchResponse holding, in the same
+// order, each call's encoded response or Error. The items are independent
+// calls that were concurrent at the client, so the member may serve them in
+// any order; it proposes a batch's writes together (one log entry) and
+// confirms leadership once for its linearizable reads. An error of the
+// batch as a whole (not the leader, shutting down, malformed envelope) is
+// answered as a plain Error with the usual HTTP status.
+const (
+	// PathBatch carries a BatchRequest.
+	PathBatch = "/flaredb/v1/batch"
+	// TagBatchRequest and TagBatchResponse are the envelopes' tags.
+	TagBatchRequest  Tag = 30
+	TagBatchResponse Tag = 94
+	// MaxBatchItems bounds the calls in one batch (and so, with values of
+	// at most storage.MaxValueSize, a batch response of point reads).
+	MaxBatchItems = 16
+)
+
+// EncodeBatch encodes a batch envelope of tag t around items.
+func EncodeBatch(t Tag, items [][]byte) []byte {
+	size := 2 + binary.MaxVarintLen64
+	for _, it := range items {
+		size += binary.MaxVarintLen64 + len(it)
+	}
+	e := NewEncoder(make([]byte, 0, size))
+	e.header(t)
+	e.Uvarint(uint64(len(items)))
+	for _, it := range items {
+		e.Blob(it)
+	}
+	return e.Bytes()
+}
+
+// DecodeBatch decodes a batch envelope of tag t: 1 to MaxBatchItems items,
+// each aliasing b.
+func DecodeBatch(t Tag, b []byte) ([][]byte, error) {
+	d := NewDecoder(b)
+	d.Header(t)
+	n := d.Count("batch items", MaxBatchItems, 1, nil)
+	if d.err == nil && n == 0 {
+		d.failf("empty batch")
+	}
+	items := make([][]byte, 0, n)
+	for range n {
+		items = append(items, d.Blob("batch item", MaxFrameBytes, nil))
+	}
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

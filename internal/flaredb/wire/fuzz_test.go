@@ -70,7 +70,7 @@ func seedMessages() []message {
 		&TxnResponse{Result: TxnResult{Succeeded: true, Revision: 10, Results: []OpResult{{KV: kv, Found: true}, {}}}},
 		&RevisionResponse{Current: 10, Compacted: 2},
 		&ReadIndexResponse{Index: 77},
-		&StatusResponse{Status: Status{ID: "m1", ClusterID: "c", State: "Leader", Term: 2, Leader: m, Members: []Member{m, m}}},
+		&StatusResponse{Status: Status{ID: "m1", ClusterID: "c", State: "Leader", Term: 2, Leader: m, Members: []Member{m, m}, DBSize: 4096, LastSnapshotTime: 1700000000000, LastSnapshotSize: 512}},
 		&WatchFrame{Kind: FrameEvents, Revision: 7, Complete: true, Events: []Event{{Type: EventPut, KV: kv}, {Type: EventDelete, KV: kv}}},
 		&WatchFrame{Kind: FrameProgress, Revision: 6},
 		&WatchFrame{Kind: FrameError, Err: &Error{Code: CodeCompacted, Message: "gone"}},

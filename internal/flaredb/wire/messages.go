@@ -448,6 +448,9 @@ func (m *StatusResponse) Encode() []byte {
 	for i := range s.Members {
 		e.member(&s.Members[i])
 	}
+	e.Varint(s.DBSize)
+	e.Varint(s.LastSnapshotTime)
+	e.Varint(s.LastSnapshotSize)
 	return e.Bytes()
 }
 
@@ -471,6 +474,9 @@ func (m *StatusResponse) Decode(b []byte) error {
 	for i := range s.Members {
 		s.Members[i] = d.member()
 	}
+	s.DBSize = d.NonNegative("db size")
+	s.LastSnapshotTime = d.NonNegative("last snapshot time")
+	s.LastSnapshotSize = d.NonNegative("last snapshot size")
 	return d.Finish()
 }
 

@@ -268,6 +268,12 @@ type Status struct {
 	Compacted         int64
 	Leader            Member // empty ID if unknown
 	Members           []Member
+	// DBSize is the state machine's size on disk in bytes; LastSnapshotTime
+	// (unix ms, 0: none) and LastSnapshotSize describe the newest Raft
+	// snapshot.
+	DBSize           int64
+	LastSnapshotTime int64
+	LastSnapshotSize int64
 }
 
 type StatusResponse struct {

@@ -446,6 +446,11 @@ func (c *Config) validateStorage() []error {
 			if c.FlareDB.ClusterID == "" {
 				bad("flaredb.clusterID", "must name the flaredb cluster that storage.endpoints reach")
 			}
+			// As a client: flaredb.tls (a certificate from the cluster CA),
+			// or allowPlaintext with loopback endpoints only.
+			if err := c.FlareDB.ValidateClient("storage.endpoints", c.Storage.Endpoints); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	default:
 		bad("storage.backend", "%q is not flaredb or local", c.Storage.Backend)

@@ -24,7 +24,7 @@ func TestPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"ULTRACLOUD_API_LISTEN": "127.0.0.1:9000", "ULTRACLOUD_ROLES": "iam", "ULTRACLOUD_STORAGE_RETAIN_REVISIONS": "5000",
-		"ULTRACLOUD_STORAGE_ENDPOINTS": "10.0.0.1:7711,10.0.0.2:7711", "ULTRACLOUD_FLAREDB_CLUSTER_ID": "prod"}
+		"ULTRACLOUD_STORAGE_ENDPOINTS": "127.0.0.1:7711,127.0.0.2:7711", "ULTRACLOUD_FLAREDB_CLUSTER_ID": "prod", "ULTRACLOUD_FLAREDB_ALLOW_PLAINTEXT": "true"}
 	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestPrecedence(t *testing.T) {
 	}
 	if c.Node != "n1" || c.API.Listen != "127.0.0.1:9000" || c.Log.Level != "warn" || c.ShutdownGrace != 20*time.Second ||
 		len(c.Roles) != 1 || c.Storage.RetainRevisions != 5000 || c.API.TokenFile != "/tmp/x/admin-token" ||
-		len(c.Storage.Endpoints) != 2 || c.FlareDB.ClusterID != "prod" {
+		len(c.Storage.Endpoints) != 2 || c.FlareDB.ClusterID != "prod" || !c.FlareDB.AllowPlaintext {
 		t.Fatalf("merged config wrong: %+v", c)
 	}
 }
@@ -64,6 +64,15 @@ func TestValidateNamesFields(t *testing.T) {
 			c.Roles, c.FlareDB.ClusterID, c.Storage.Endpoints = []string{"iam"}, "prod", []string{"nohost"}
 		},
 		"flaredb.clusterID": func(c *Config) { c.Roles, c.Storage.Endpoints = []string{"iam"}, []string{"10.0.0.1:7711"} },
+		// A client-only node needs a flaredb client certificate, or
+		// plaintext on loopback only.
+		"flaredb.tls": func(c *Config) {
+			c.Roles, c.FlareDB.ClusterID, c.Storage.Endpoints = []string{"iam"}, "prod", []string{"10.0.0.1:7711"}
+		},
+		"storage.endpoints[1]": func(c *Config) {
+			c.Roles, c.FlareDB.ClusterID, c.FlareDB.AllowPlaintext = []string{"iam"}, "prod", true
+			c.Storage.Endpoints = []string{"127.0.0.1:7711", "10.0.0.1:7711"}
+		},
 	}
 	for field, mutate := range cases {
 		c := Default()
@@ -106,7 +115,7 @@ func TestEnvNames(t *testing.T) {
 // a one-member group named after the node, and keeps resources in it.
 func TestFlareDBSingleNodeDefaults(t *testing.T) {
 	c := Default()
-	c.Node, c.DataDir, c.Chainfire.AllowPlaintext = "n1", "/tmp/d", true
+	c.Node, c.DataDir, c.Chainfire.AllowPlaintext, c.FlareDB.AllowPlaintext = "n1", "/tmp/d", true, true
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +123,12 @@ func TestFlareDBSingleNodeDefaults(t *testing.T) {
 	if f.ID != "n1" || f.ClusterID != "n1" || f.DataDir != "/tmp/d/flaredb" || len(f.InitialVoters) != 1 ||
 		f.InitialVoters[0].RaftAddress != f.RaftAddress || f.InitialVoters[0].APIAddress != f.APIAddress || c.Storage.Backend != BackendFlareDB {
 		t.Fatalf("flaredb defaults wrong: %+v", f)
+	}
+	// Without tls the member must be told plaintext is meant.
+	c = Default()
+	c.Node, c.DataDir, c.Chainfire.AllowPlaintext = "n1", "/tmp/d", true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "config: flaredb.tls:") || !strings.Contains(err.Error(), "allowPlaintext: true") {
+		t.Fatalf("err = %v, want it to ask for flaredb.tls or allowPlaintext", err)
 	}
 	// A cluster ID without voters or join is a cluster member that was not
 	// told its peers: an error, not a silent group of one.
