@@ -81,6 +81,23 @@ type Config struct {
 	// LogLevel is the lowest level of etcd's own messages passed to the
 	// node log: debug, info, warn or error (default warn).
 	LogLevel string `yaml:"logLevel"`
+	// DefragInterval is how often the member checks whether its database
+	// file has enough reclaimable space to defragment (default 10m, each
+	// wait varied by up to 10% so members do not check in step; 0 disables
+	// the policy; otherwise at least 1s). The member defragments only
+	// itself, and only while it holds a cluster-wide lock, so at most one
+	// member of the cluster defragments at a time; a leader first hands
+	// leadership to another member. Compaction (autoCompactionRetention)
+	// is what frees the space defragmentation gives back.
+	DefragInterval time.Duration `yaml:"defragInterval"`
+	// DefragMinFreeBytes is the reclaimable space (database size minus
+	// the part in use) needed before the member defragments (default 64
+	// MiB; 0 or more). Both this and defragMinFreePercent must be reached.
+	DefragMinFreeBytes int64 `yaml:"defragMinFreeBytes"`
+	// DefragMinFreePercent is the reclaimable share of the database size,
+	// in percent, needed before the member defragments: 0 to 100 (default
+	// 50).
+	DefragMinFreePercent int `yaml:"defragMinFreePercent"`
 }
 
 // TLS configures the member's certificates. Either set auto, or give files.
@@ -145,6 +162,9 @@ func Default() Config {
 		SnapshotCount:           10000,
 		StartTimeout:            time.Minute,
 		LogLevel:                "warn",
+		DefragInterval:          10 * time.Minute,
+		DefragMinFreeBytes:      64 << 20,
+		DefragMinFreePercent:    50,
 	}
 }
 
@@ -285,6 +305,15 @@ func (c *Config) Validate() error {
 	}
 	if _, err := zapLevel(c.LogLevel); err != nil {
 		bad("logLevel", "%v", err)
+	}
+	if c.DefragInterval != 0 && c.DefragInterval < time.Second {
+		bad("defragInterval", "%s must be 0 (no automatic defragmentation) or at least 1s (e.g. 10m)", c.DefragInterval)
+	}
+	if c.DefragMinFreeBytes < 0 {
+		bad("defragMinFreeBytes", "%d must not be negative (e.g. 67108864 for 64 MiB)", c.DefragMinFreeBytes)
+	}
+	if c.DefragMinFreePercent < 0 || c.DefragMinFreePercent > 100 {
+		bad("defragMinFreePercent", "%d must be a percentage from 0 to 100 (e.g. 50: defragment once half the file is free)", c.DefragMinFreePercent)
 	}
 	return errors.Join(errs...)
 }

@@ -116,6 +116,11 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		{"snapshot count", func(c *Config) { c.SnapshotCount = 0 }, []string{"snapshotCount:"}},
 		{"start timeout", func(c *Config) { c.StartTimeout = 0 }, []string{"startTimeout:"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{"logLevel:", "debug, info, warn or error"}},
+		{"defrag interval too short", func(c *Config) { c.DefragInterval = 10 * time.Millisecond }, []string{"defragInterval:", "at least 1s"}},
+		{"defrag interval negative", func(c *Config) { c.DefragInterval = -time.Minute }, []string{"defragInterval:", "0 (no automatic defragmentation)"}},
+		{"defrag min free bytes", func(c *Config) { c.DefragMinFreeBytes = -1 }, []string{"defragMinFreeBytes:", "negative"}},
+		{"defrag percent above 100", func(c *Config) { c.DefragMinFreePercent = 150 }, []string{"defragMinFreePercent:", "from 0 to 100"}},
+		{"defrag percent negative", func(c *Config) { c.DefragMinFreePercent = -1 }, []string{"defragMinFreePercent:", "from 0 to 100"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,12 +7,16 @@ import (
 )
 
 // Collector exports the member's Status as chainfire_* gauges, labelled
-// with the member name. While the member is not running only chainfire_up
-// (0) is exported. The process wiring registers it; etcd's own metrics
-// register themselves on the default Prometheus registry.
+// with the member name, and the defragmentation policy's counters
+// (chainfire_defrag_*, counted over the life of the Server). While the
+// member is not running only chainfire_up (0) is exported. The process
+// wiring registers it; etcd's own metrics register themselves on the
+// default Prometheus registry.
 type Collector struct {
 	s                                                                 *Server
 	up, isLeader, hasLeader, members, revision, dbSize, dbInUse, term *prometheus.Desc
+	// The defragmentation policy's counters.
+	defragRuns, defragFailures, defragReclaimed, defragLastDur *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -33,12 +37,18 @@ func (s *Server) Collector() *Collector {
 		dbSize:    d("db_size_bytes", "Size of the database file."),
 		dbInUse:   d("db_size_in_use_bytes", "Part of the database file in use (the rest is reclaimed by defragmentation)."),
 		term:      d("raft_term", "Current raft term."),
+
+		defragRuns:      d("defrag_runs_total", "Defragmentations of this member's database completed by the defragmentation policy."),
+		defragFailures:  d("defrag_failures_total", "Defragmentation attempts that failed (lock, leadership hand-off or the defragmentation itself)."),
+		defragReclaimed: d("defrag_reclaimed_bytes_total", "Bytes of database file given back by the policy's defragmentations."),
+		defragLastDur:   d("defrag_last_duration_seconds", "How long the last completed defragmentation took (0 before the first)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.isLeader, c.hasLeader, c.members, c.revision, c.dbSize, c.dbInUse, c.term} {
+	for _, d := range []*prometheus.Desc{c.up, c.isLeader, c.hasLeader, c.members, c.revision, c.dbSize, c.dbInUse, c.term,
+		c.defragRuns, c.defragFailures, c.defragReclaimed, c.defragLastDur} {
 		ch <- d
 	}
 }
@@ -65,4 +75,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.dbSize, float64(st.DBSizeBytes))
 	g(c.dbInUse, float64(st.DBSizeInUseBytes))
 	g(c.term, float64(st.RaftTerm))
+	ds := c.s.DefragStats()
+	ch <- prometheus.MustNewConstMetric(c.defragRuns, prometheus.CounterValue, float64(ds.Runs))
+	ch <- prometheus.MustNewConstMetric(c.defragFailures, prometheus.CounterValue, float64(ds.Failures))
+	ch <- prometheus.MustNewConstMetric(c.defragReclaimed, prometheus.CounterValue, float64(ds.ReclaimedBytes))
+	g(c.defragLastDur, ds.LastDuration.Seconds())
 }

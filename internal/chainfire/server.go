@@ -37,6 +37,12 @@ type Server struct {
 	mu        sync.Mutex
 	etcd      *embed.Etcd // set while the member serves
 	clientTLS *tls.Config // for in-process clients; nil for http
+
+	// defrag counts the defragmentation policy's work (defrag.go).
+	defrag defragStats
+	// defragHook, if set (by tests, before Run), is called while the
+	// defragmentation lock is held, just before defragmenting.
+	defragHook func(lockCtx context.Context)
 }
 
 var _ component.Component = (*Server)(nil)
@@ -118,19 +124,33 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("member ready", "cluster_id", e.Server.Cluster().ID().String(),
 		"member_id", e.Server.MemberID().String(), "members", len(e.Server.Cluster().Members()))
 
+	// The defragmentation policy runs while the member serves and ends
+	// before it closes.
+	dctx, dcancel := context.WithCancel(ctx)
+	ddone := make(chan struct{})
+	go func() {
+		defer close(ddone)
+		s.defragLoop(dctx, e)
+	}()
+	shutdown := func() {
+		dcancel()
+		<-ddone
+		s.stop(e)
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
-			s.stop(e)
+			shutdown()
 			return nil
 		case err := <-e.Err():
 			if err == nil {
 				continue // a serving goroutine ended without error
 			}
-			s.stop(e)
+			shutdown()
 			return fmt.Errorf("chainfire: member %s failed: %w", s.cfg.Name, err)
 		case <-e.Server.StopNotify():
-			s.stop(e)
+			shutdown()
 			return fmt.Errorf("%w: member %s was stopped by etcd (removed from the cluster, or a fatal storage error logged above)", ErrStopped, s.cfg.Name)
 		}
 	}

@@ -226,6 +226,9 @@ func (c *Cluster) build(ctx context.Context) error {
 			return fmt.Errorf("harness: chainfire CA: %w", err)
 		}
 	}
+	if err := c.prepareFlareDB(); err != nil {
+		return err
+	}
 	for _, h := range c.hosts {
 		ph := c.plan.hosts[h.index-1]
 		if err := os.MkdirAll(h.dataDir, 0o700); err != nil {

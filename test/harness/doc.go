@@ -31,7 +31,10 @@
 // <workdir>/chainfire-ca); Cluster.ChainfireCAFile, ChainfireMembers and
 // Host.ChainfireEndpoint give clients what they need, and Cluster.Dial or
 // Host.Dial open their connections (e.g. as a grpc.WithContextDialer).
-// test/chainfire uses it.
+// ChainfireSpec.Spares are hosts planned with cluster URLs that start on
+// their loopback chainfire and join the running cluster later with
+// Host.ChainfireJoin (after `ultracloud chainfire member add`); see
+// chainfire.go. test/chainfire uses it.
 //
 // Process-wide state, kept to the minimum the process model forces: Binary
 // caches one build per test process, and clusters started with Start are

@@ -43,6 +43,11 @@ type Spec struct {
 	// in the work dir). Without it every host runs a one-member chainfire
 	// on its own loopback.
 	Chainfire *ChainfireSpec `json:"chainfire,omitempty"`
+	// FlareDB, when set, makes the listed hosts one flaredb cluster over
+	// the underlay (see FlareDBSpec); the other hosts store their
+	// resources in it. Without it every host runs a one-member flaredb on
+	// its own loopback.
+	FlareDB *FlareDBSpec `json:"flaredb,omitempty"`
 }
 
 // ChainfireSpec is an opt-in chainfire cluster across hosts.
@@ -59,6 +64,11 @@ type ChainfireSpec struct {
 	// keeps chainfire's defaults (100ms, 1s).
 	HeartbeatInterval time.Duration `json:"heartbeatInterval,omitempty"`
 	ElectionTimeout   time.Duration `json:"electionTimeout,omitempty"`
+	// Spares are hosts that may join the running cluster later
+	// (Host.ChainfireJoin after `ultracloud chainfire member add`). They
+	// get a client and peer URL on the underlay like members but start,
+	// like non-members, with a one-member chainfire on their loopback.
+	Spares []string `json:"spares,omitempty"`
 }
 
 // ChainfireCADir is the directory under the work dir where the harness
@@ -106,11 +116,13 @@ type plan struct {
 	networks      []planNetwork // [0] is the underlay
 	hosts         []planHost
 	chainfire     *planChainfire // nil: loopback one-member chainfire per host
+	flaredb       *planFlareDB   // nil: loopback one-member flaredb per host
 }
 
 // planChainfire is a validated ChainfireSpec.
 type planChainfire struct {
 	members           []string // host names, in spec order
+	spares            []string // hosts that may join later (chainfire.go)
 	clientPort        int
 	peerPort          int
 	heartbeatInterval time.Duration
@@ -269,6 +281,13 @@ func makePlan(s Spec) (*plan, error) {
 		}
 		p.chainfire = cf
 	}
+	if s.FlareDB != nil {
+		fd, err := p.planFlareDB(*s.FlareDB)
+		if err != nil {
+			return nil, err
+		}
+		p.flaredb = fd
+	}
 	return p, nil
 }
 
@@ -276,6 +295,7 @@ func makePlan(s Spec) (*plan, error) {
 func (p *plan) planChainfire(s ChainfireSpec) (*planChainfire, error) {
 	cf := &planChainfire{
 		members:           slices.Clone(s.Members),
+		spares:            slices.Clone(s.Spares),
 		clientPort:        s.ClientPort,
 		peerPort:          s.PeerPort,
 		heartbeatInterval: s.HeartbeatInterval,
@@ -315,6 +335,9 @@ func (p *plan) planChainfire(s ChainfireSpec) (*planChainfire, error) {
 			return nil, specErr("Chainfire.Members[%d] %q does not run the chainfire role (roles %v)", i, m, h.roles)
 		}
 	}
+	if err := p.checkChainfireSpares(cf, seen); err != nil {
+		return nil, err
+	}
 	return cf, nil
 }
 
@@ -329,9 +352,9 @@ func (p *plan) host(name string) (planHost, bool) {
 }
 
 // chainfireURL returns the https URL on port of chainfire cluster member
-// host, or "" when host is not a member (or the spec has no cluster).
+// (or spare) host, or "" when host is neither (or the spec has no cluster).
 func (p *plan) chainfireURL(host string, port int) string {
-	if p.chainfire == nil || !slices.Contains(p.chainfire.members, host) {
+	if p.chainfire == nil || !slices.Contains(p.chainfire.members, host) && !slices.Contains(p.chainfire.spares, host) {
 		return ""
 	}
 	h, _ := p.host(host)
@@ -370,6 +393,12 @@ type nodeConfig struct {
 	Log           nodeConfigLog `yaml:"log"`
 	Chainfire     nodeConfigCF  `yaml:"chainfire"`
 	ShutdownGrace string        `yaml:"shutdownGrace"`
+
+	// Storage, FlareDB and IAM are written only with Spec.FlareDB
+	// (flaredb.go).
+	Storage *nodeConfigStorage `yaml:"storage,omitempty"`
+	FlareDB *nodeConfigFDB     `yaml:"flaredb,omitempty"`
+	IAM     *nodeConfigIAM     `yaml:"iam,omitempty"`
 }
 
 // nodeConfigCF is the chainfire section. By default it keeps each host's
@@ -380,6 +409,7 @@ type nodeConfigCF struct {
 	ClientURL         string         `yaml:"clientURL,omitempty"`
 	PeerURL           string         `yaml:"peerURL,omitempty"`
 	InitialCluster    []string       `yaml:"initialCluster,omitempty"`
+	InitialState      string         `yaml:"initialState,omitempty"`
 	ClusterToken      string         `yaml:"clusterToken,omitempty"`
 	AllowPlaintext    bool           `yaml:"allowPlaintext,omitempty"`
 	TLS               *nodeConfigTLS `yaml:"tls,omitempty"`
@@ -411,6 +441,9 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		API:           nodeConfigAPI{Listen: netip.AddrPortFrom(h.addrs[0], uint16(p.apiPort)).String()},
 		Log:           nodeConfigLog{Level: p.logLevel, Format: "text"},
 		Chainfire:     p.chainfireSection(h),
+		Storage:       p.storageSection(h),
+		FlareDB:       p.flaredbSection(h),
+		IAM:           p.iamSection(),
 		ShutdownGrace: p.shutdownGrace.String(),
 	}
 	var b strings.Builder
@@ -435,7 +468,7 @@ func (p *plan) chainfireSection(h planHost) nodeConfigCF {
 	sec := nodeConfigCF{
 		ClientURL:    p.chainfireURL(h.name, cf.clientPort),
 		PeerURL:      p.chainfireURL(h.name, cf.peerPort),
-		ClusterToken: "harness-" + p.name,
+		ClusterToken: p.chainfireToken(),
 		TLS:          &nodeConfigTLS{Auto: true, AutoCAFile: cf.caFile, AutoCAKeyFile: cf.caKeyFile},
 	}
 	for _, m := range cf.members {
