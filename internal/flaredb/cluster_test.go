@@ -25,8 +25,6 @@ type testCluster struct {
 	clusterID string
 	tweak     func(*Config)
 	members   []*testMember
-	// walSegment, if set, is the raft-wal segment size.
-	walSegment int
 }
 
 type testMember struct {
@@ -176,8 +174,6 @@ func (c *testCluster) startWith(i int, cfg Config) {
 		Logger:       testLogger(c.t, m.id),
 		RaftListener: freeListener(c.t, m.raftAddr),
 		APIListener:  freeListener(c.t, m.apiAddr),
-
-		walSegmentSize: c.walSegment,
 	})
 	if err != nil {
 		c.t.Fatalf("New %s: %v", m.id, err)

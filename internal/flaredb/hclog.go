@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// hclogAdapter sends hashicorp/raft's and raft-wal's logs to slog. Their
+// hclogAdapter sends hashicorp/raft's logs to slog. Their
 // messages are constant strings with key/value arguments, which map onto slog
 // records directly. Raft's Debug chatter is logged at slog Debug.
 type hclogAdapter struct {

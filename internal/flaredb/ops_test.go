@@ -138,7 +138,6 @@ func TestNewMemberCatchesUpFromSnapshot(t *testing.T) {
 		cfg.TrailingLogs = 8
 		cfg.SnapshotInterval = 50 * time.Millisecond
 	})
-	c.walSegment = 2 << 10 // so truncation drops whole segments
 	initial := c.voters()[:3]
 	for i := range 3 {
 		c.startWith(i, c.config(i, initial, nil))

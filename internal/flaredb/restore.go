@@ -132,7 +132,7 @@ func RestoreSnapshot(ctx context.Context, o RestoreOptions) (res RestoreResult, 
 	if err := os.Chmod(staging, 0o700); err != nil {
 		return res, fmt.Errorf("flaredb: restore: %w", err)
 	}
-	for _, d := range []string{filepath.Join(staging, "raft", "wal"), filepath.Join(staging, "raft", "snapshots")} {
+	for _, d := range []string{filepath.Join(staging, "raft", "snapshots")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return res, fmt.Errorf("flaredb: restore: creating %s: %w", d, err)
 		}

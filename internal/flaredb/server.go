@@ -16,10 +16,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/fsm"
+	"github.com/ultracloud/ultracloud/internal/flaredb/raftlog"
 	"github.com/ultracloud/ultracloud/internal/flaredb/raftnet"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
@@ -46,10 +45,6 @@ type Options struct {
 	APIListener  net.Listener
 	// Now is the clock for TTL timestamps; nil means time.Now.
 	Now func() time.Time
-
-	// walSegmentSize overrides raft-wal's segment size (tests: small
-	// segments make log truncation visible with little data).
-	walSegmentSize int
 }
 
 // Server is one flaredb member as a component: Raft, the state machine and
@@ -182,7 +177,10 @@ func (s *Server) start() (_ *node, err error) {
 		}
 	}()
 
-	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "raft", "wal"), filepath.Join(cfg.DataDir, "raft", "snapshots")} {
+	if err := refuseRaftWAL(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "raft", "snapshots")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("flaredb: creating %s: %w", d, err)
 		}
@@ -201,20 +199,11 @@ func (s *Server) start() (_ *node, err error) {
 	}
 	cleanup = append(cleanup, f.Close)
 
-	// raft-wal's Close leaves its metadata database open (and locked), so
-	// the server owns it and closes it after the log.
-	meta := &metadb.BoltMetaDB{}
-	walDir, walLog := filepath.Join(cfg.DataDir, "raft", "wal"), newHCLog(s.log, "raft-wal")
-	var wal *raftwal.WAL
-	if s.opts.walSegmentSize > 0 {
-		wal, err = raftwal.Open(walDir, raftwal.WithMetaStore(meta), raftwal.WithLogger(walLog), raftwal.WithSegmentSize(s.opts.walSegmentSize))
-	} else {
-		wal, err = raftwal.Open(walDir, raftwal.WithMetaStore(meta), raftwal.WithLogger(walLog))
-	}
+	logs, err := raftlog.Open(filepath.Join(cfg.DataDir, "raft", "log"), s.log)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("flaredb: opening the raft log: %w", err), meta.Close())
+		return nil, fmt.Errorf("flaredb: opening the raft log: %w", err)
 	}
-	closeLog := func() error { return errors.Join(wal.Close(), meta.Close()) }
+	closeLog := logs.Close
 	cleanup = append(cleanup, closeLog)
 
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft", "snapshots"), cfg.SnapshotRetain, newHCLog(s.log, "raft-snapshots"))
@@ -282,11 +271,17 @@ func (s *Server) start() (_ *node, err error) {
 		return nil, fmt.Errorf("flaredb: raft config: %w", err)
 	}
 
-	hasState, err := raft.HasExistingState(wal, wal, snaps)
+	hasState, err := raft.HasExistingState(logs, logs, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("flaredb: checking raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, f, wal, wal, snaps, trans)
+	// The log cache keeps the newest entries in memory, so replicating them
+	// to followers does not read them back from the log store.
+	cache, err := raft.NewLogCache(logCacheEntries, logs)
+	if err != nil {
+		return nil, fmt.Errorf("flaredb: raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, f, cache, logs, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("flaredb: starting raft: %w", err)
 	}
@@ -317,7 +312,7 @@ func (s *Server) start() (_ *node, err error) {
 		return nil
 	})
 
-	n := newNode(s, f, wal, closeLog, snaps, layer, trans, r, aln, mtls)
+	n := newNode(s, f, logs, closeLog, snaps, layer, trans, r, aln, mtls)
 	n.startLoops(!hasState && !bootstrap)
 	s.log.Info("flaredb member started", "cluster", cfg.ClusterID, "raft", cfg.RaftAdvertise,
 		"api", aln.Addr().String(), "tls", mtls != nil, "applied_index", f.AppliedIndex(), "restore_on_start", restoreOnStart,
@@ -336,11 +331,11 @@ func selfIn(peers []Peer, id string) bool {
 
 // node is a running member. It exists from a successful start until stop.
 type node struct {
-	s   *Server
-	cfg Config
-	log *slog.Logger
-	fsm *fsm.FSM
-	wal *raftwal.WAL
+	s    *Server
+	cfg  Config
+	log  *slog.Logger
+	fsm  *fsm.FSM
+	logs *raftlog.Store
 	// closeLog closes the log and its metadata database.
 	closeLog func() error
 	snaps    *raft.FileSnapshotStore
@@ -385,10 +380,10 @@ type counters struct {
 	proposals, entries, forwarded, readRounds, readWaiters, expired atomic.Uint64
 }
 
-func newNode(s *Server, f *fsm.FSM, wal *raftwal.WAL, closeLog func() error, snaps *raft.FileSnapshotStore, layer *raftnet.Layer,
+func newNode(s *Server, f *fsm.FSM, logs *raftlog.Store, closeLog func() error, snaps *raft.FileSnapshotStore, layer *raftnet.Layer,
 	trans *raft.NetworkTransport, r *raft.Raft, aln net.Listener, mtls *memberTLS) *node {
 	n := &node{
-		s: s, cfg: s.cfg, log: s.log, fsm: f, wal: wal, closeLog: closeLog, snaps: snaps, layer: layer, trans: trans, raft: r, apiLn: aln,
+		s: s, cfg: s.cfg, log: s.log, fsm: f, logs: logs, closeLog: closeLog, snaps: snaps, layer: layer, trans: trans, raft: r, apiLn: aln,
 		fatal:     make(chan error, 1),
 		proposeCh: make(chan *proposal),
 		inflight:  make(chan *inflightBatch, maxInflightEntries),
@@ -574,4 +569,21 @@ func (n *node) notLeader() *wire.Error {
 		return wire.Errorf(wire.CodeNoLeader, "member %q knows no leader", n.cfg.ID)
 	}
 	return &wire.Error{Code: wire.CodeNotLeader, Message: fmt.Sprintf("%s: member %q is not the leader; %q is", wire.ErrNotLeader, n.cfg.ID, id), Leader: api}
+}
+
+// refuseRaftWAL stops a member whose data directory still has the Raft log
+// of earlier versions (raft-wal, in raft/wal): it is not read any more (see
+// package raftlog for why), and starting without it would lose the log.
+func refuseRaftWAL(dataDir string) error {
+	old := filepath.Join(dataDir, "raft", "wal")
+	entries, err := os.ReadDir(old)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(entries) == 0) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("flaredb: reading %s: %w", old, err)
+	}
+	return fmt.Errorf("%w: %s holds a Raft log in the raft-wal format of an earlier version, which this version does not read: "+
+		"take a snapshot from a running member (ultracloud flaredb snapshot save) and rebuild this member with "+
+		"`ultracloud flaredb snapshot restore`, or remove it from the cluster and let it rejoin with an empty flaredb.dataDir", ErrDataDirMismatch, old)
 }

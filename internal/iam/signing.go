@@ -99,6 +99,29 @@ func (m *KeyManager) Load(ctx context.Context) error {
 }
 
 func (m *KeyManager) loadLocked(ctx context.Context) error {
+	// Another node may rotate between our two reads. Reading the active
+	// pointer before the keys means the keys we see are at least as new as
+	// the pointer, and an active key is never deleted while it may still be
+	// the pointer's target; the retry covers anything stranger.
+	var err error
+	for range 3 {
+		if err = m.loadOnce(ctx); !errors.Is(err, errActiveKeyMissing) {
+			return err
+		}
+	}
+	return err
+}
+
+// errActiveKeyMissing: the active pointer names a key the range did not
+// return.
+var errActiveKeyMissing = errors.New("iam: the active signing key is missing")
+
+func (m *KeyManager) loadOnce(ctx context.Context) error {
+	active, err := m.store.Get(ctx, []byte(signingActiveKey))
+	hasActive := err == nil
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("iam: loading the active signing key: %w", err)
+	}
 	kvs, _, err := m.store.Range(ctx, []byte(signingKeyPrefix), prefixEnd(signingKeyPrefix), 0)
 	if err != nil {
 		return fmt.Errorf("iam: loading signing keys: %w", err)
@@ -121,17 +144,12 @@ func (m *KeyManager) loadLocked(ctx context.Context) error {
 		recs[rec.Kid] = rec
 		st.public[rec.Kid] = publishedKey{pub: ec, created: rec.CreatedAt, retired: rec.RetiredAt}
 	}
-	kv, err := m.store.Get(ctx, []byte(signingActiveKey))
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("iam: loading the active signing key: %w", err)
-	default:
-		st.activeRev = kv.ModRevision
-		kid := string(kv.Value)
+	if hasActive {
+		st.activeRev = active.ModRevision
+		kid := string(active.Value)
 		rec, ok := recs[kid]
 		if !ok {
-			return fmt.Errorf("iam: the active signing key %s is missing", kid)
+			return fmt.Errorf("%w: %s", errActiveKeyMissing, kid)
 		}
 		der, err := m.sealer.Open(signingKeyPrefix+kid, rec.Private)
 		if err != nil {

@@ -36,6 +36,10 @@ import (
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
+// contentType is the Content-Type header's value, shared read-only by every
+// request.
+var contentType = []string{wire.ContentType}
+
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("flaredb: client closed")
 
@@ -84,6 +88,9 @@ type Client struct {
 	leader    string
 
 	batches batcher
+	// clusterHdr is the cluster header's value, shared read-only by every
+	// request.
+	clusterHdr []string
 
 	closed atomic.Bool
 	// root is cancelled by Close; it ends watches and waits.
@@ -143,6 +150,7 @@ func New(cfg Config) (*Client, error) {
 		log:       cfg.Logger.With("component", "flaredb-client"),
 		endpoints: slices.Clone(cfg.Endpoints),
 	}
+	c.clusterHdr = []string{cfg.ClusterID}
 	c.root, c.rootCancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -318,7 +326,7 @@ func (c *Client) do(ctx context.Context, ep, path string, body []byte) (out []by
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	out, err = io.ReadAll(io.LimitReader(resp.Body, wire.MaxFrameBytes+1))
+	out, err = readBody(resp)
 	if err != nil {
 		return nil, "", err
 	}
@@ -328,13 +336,28 @@ func (c *Client) do(ctx context.Context, ep, path string, body []byte) (out []by
 	return out, resp.Header.Get(wire.HeaderLeader), nil
 }
 
+// readBody reads a response body of at most wire.MaxFrameBytes (one
+// allocation when the member sent its length, as it does for every
+// answer but a stream).
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= wire.MaxFrameBytes {
+		out := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, out); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, wire.MaxFrameBytes+1))
+}
+
 func (c *Client) post(ctx context.Context, ep, path string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ep+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", wire.ContentType)
-	req.Header.Set(wire.HeaderCluster, c.cfg.ClusterID)
+	// Canonical names, set directly: no per-request canonicalization.
+	req.Header["Content-Type"] = contentType
+	req.Header[wire.HeaderCluster] = c.clusterHdr
 	return c.http.Do(req)
 }
 
@@ -596,19 +619,27 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) error {
 }
 
 // Request coalescing. Point reads and transactions that return no values
-// are sent through a per-client batcher: at most maxBatchesInFlight
-// requests of them are outstanding at once; calls arriving meanwhile wait
-// in a queue, and the next request carries all of them (up to
-// wire.MaxBatchItems) as one wire.PathBatch call to the leader, which
-// proposes their writes in one log entry and confirms leadership once for
-// their reads. A lone call goes out as its usual request. Each call keeps
-// its own result and retry rules: a call whose slot (or the whole batch)
-// failed in a way the rules allow retrying is retried on its own through
-// call; a write whose batch was lost in transit fails with
-// ErrUnknownOutcome like a single write.
+// go through a per-client batcher: while maxBatchesInFlight requests of
+// them are outstanding, further calls wait in a queue, and the next request
+// carries everything queued (up to wire.MaxBatchItems calls) as one
+// wire.PathBatch call to the leader, which proposes their writes in one log
+// entry and confirms leadership once for their reads. A full batch goes out
+// at once whatever is in flight, so a busy client is not limited to one
+// request at a time; a lone call goes out as its usual request. This trades
+// a little latency (a call may wait for the request before it) for far
+// less work per call in the client and the member: most of a call's cost
+// is the HTTP/2 request and its syscalls, not the data. Each call keeps its
+// own result and retry rules: a call whose slot (or whole batch) failed in
+// a way the rules allow retrying is retried on its own through call; a
+// write whose batch was lost in transit fails with ErrUnknownOutcome like
+// a single write; a call still queued when its context ends was never
+// sent.
 
 const (
-	maxBatchesInFlight = 2
+	maxBatchesInFlight = 1
+	// sendAtQueued: a batch goes out regardless of maxBatchesInFlight once
+	// this many calls wait.
+	sendAtQueued = 3
 	// maxBatchBytes bounds a batch request; larger calls are not batched.
 	maxBatchBytes = 8 << 20
 	maxBatchable  = 1 << 20
@@ -663,11 +694,18 @@ func (c *Client) callBatched(ctx context.Context, path string, body []byte, kind
 	bc := &batchCall{ctx: ctx, path: path, body: body, kind: kind, done: make(chan batchResult, 1)}
 	b := &c.batches
 	b.mu.Lock()
-	if b.inflight < maxBatchesInFlight {
+	switch {
+	case b.inflight < maxBatchesInFlight:
 		b.inflight++
 		b.mu.Unlock()
 		c.sendBatches([]*batchCall{bc})
-	} else {
+	case len(b.queue)+1 >= sendAtQueued:
+		// Enough calls wait to make a batch worth sending now.
+		batch := append(b.takeQueued(), bc)
+		b.inflight++
+		b.mu.Unlock()
+		c.sendBatches(batch)
+	default:
 		b.queue = append(b.queue, bc)
 		b.mu.Unlock()
 	}
@@ -716,12 +754,18 @@ func (c *Client) nextBatch() []*batchCall {
 		b.inflight--
 		return nil
 	}
+	return b.takeQueued()
+}
+
+// takeQueued takes the next batch off the queue (at most
+// wire.MaxBatchItems calls and maxBatchBytes). b.mu must be held.
+func (b *batcher) takeQueued() []*batchCall {
 	n, size := 0, 0
-	for n < len(b.queue) && n < wire.MaxBatchItems && size+len(b.queue[n].body) <= maxBatchBytes {
+	for n < len(b.queue) && n < wire.MaxBatchItems-1 && size+len(b.queue[n].body) <= maxBatchBytes-maxBatchable {
 		size += len(b.queue[n].body)
 		n++
 	}
-	n = max(n, 1)
+	n = min(max(n, 1), len(b.queue))
 	batch := slices.Clone(b.queue[:n])
 	b.queue = slices.Delete(b.queue, 0, n)
 	return batch

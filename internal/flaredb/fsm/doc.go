@@ -21,7 +21,7 @@
 //
 // Durability and recovery: the entries of one ApplyBatch and the new applied
 // index are written in one Pebble batch without fsync. The Raft log (fsynced
-// by raft-wal before any entry is acknowledged) is the durable record. After
+// by the log store before any entry is acknowledged) is the durable record. After
 // a crash Pebble holds a prefix of what was applied, and its applied index
 // says exactly which prefix (state and index move in one batch). The server
 // starts Raft with NoSnapshotRestoreOnStart, so Raft replays the log from

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/runtime/pebblelog"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 )
 
@@ -88,7 +89,7 @@ func Open(dir string, opts Options) (*FSM, error) {
 		CacheSize:          cacheSize,
 		MemTableSize:       memTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             pebbleLogger{l: logger.With("subsystem", "pebble")},
+		Logger:             pebblelog.New(logger, "flaredb fsm"),
 	}
 	// Every write reads the key's previous state first, and most writes of
 	// a metadata store create keys: bloom filters let those negative
@@ -242,21 +243,4 @@ func (f *FSM) Close() error {
 	}
 	f.log.Info("fsm closed", "applied_index", f.applied.Load(), "revision", f.current.Load())
 	return nil
-}
-
-// pebbleLogger adapts slog to Pebble's logger (see pebblestore).
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	if p.l.Enabled(context.Background(), slog.LevelInfo) {
-		p.l.Info(fmt.Sprintf(format, args...))
-	}
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Error(fmt.Sprintf(format, args...)) }
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "fatal", true)
-	panic("flaredb: pebble fatal error: " + msg)
 }

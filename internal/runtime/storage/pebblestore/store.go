@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/pebblelog"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 )
 
@@ -125,7 +126,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		CacheSize:          cacheSize,
 		MemTableSize:       memTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             pebbleLogger{l: logger.With("subsystem", "pebble")},
+		Logger:             pebblelog.New(logger, "pebblestore"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
@@ -426,25 +427,4 @@ func (s *Store) Close() error {
 	}
 	s.log.Info("store closed", "revision", s.current.Load())
 	return nil
-}
-
-// pebbleLogger adapts slog to Pebble's logger. Pebble calls Fatalf only for
-// unrecoverable internal errors; like Pebble's default logger it does not
-// return (it panics after logging, so the stack is visible).
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	if p.l.Enabled(context.Background(), slog.LevelInfo) {
-		p.l.Info(fmt.Sprintf(format, args...))
-	}
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "fatal", true)
-	panic("pebblestore: pebble fatal error: " + msg)
 }

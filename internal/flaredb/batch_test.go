@@ -1,0 +1,81 @@
+package flaredb
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+)
+
+// TestBatchedCallsThroughOneClient drives one client from many goroutines,
+// so its calls are coalesced into batches (wire.PathBatch), against a
+// cluster whose leader changes halfway: every acknowledged write must be
+// read back by the goroutine that made it (read-your-writes through
+// linearizable reads), and the final state must hold every acknowledged
+// write.
+func TestBatchedCallsThroughOneClient(t *testing.T) {
+	c := newTestCluster(t, 3, fastConfig)
+	c.startAll()
+	leader := c.waitLeader()
+	follower := (leader + 1) % 3
+	// Start at a follower: the first write learns the leader from it.
+	cl := c.client(follower, leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const writers, rounds = 24, 40
+	acked := make([][][]byte, writers)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				key := fmt.Appendf(nil, "batch/%02d/%03d", w, i)
+				val := fmt.Appendf(nil, "v%d-%d", w, i)
+				_, err := cl.Txn(ctx, "", wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: key, Value: val}}})
+				if err != nil {
+					// Leadership moves during the test: a write may fail
+					// with an error that says so, but must not be lost if
+					// it was acknowledged.
+					continue
+				}
+				acked[w] = append(acked[w], key)
+				kv, found, _, err := cl.Get(ctx, "", key, client.ReadOptions{})
+				if err != nil {
+					continue
+				}
+				if !found || !bytes.Equal(kv.Value, val) {
+					errs <- fmt.Errorf("writer %d: read of its acknowledged write %s = %q found=%v", w, key, kv.Value, found)
+					return
+				}
+			}
+		})
+	}
+	// Move leadership while the writers run.
+	time.Sleep(200 * time.Millisecond)
+	if err := c.members[leader].srv.TransferLeadership(ctx, ""); err != nil {
+		t.Logf("transfer: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	n := 0
+	for w := range writers {
+		for _, key := range acked[w] {
+			n++
+			if _, found, _, err := cl.Get(ctx, "", key, client.ReadOptions{}); err != nil || !found {
+				t.Errorf("acknowledged write %s: found=%v err=%v", key, found, err)
+			}
+		}
+	}
+	if n < writers*rounds/2 {
+		t.Errorf("only %d of %d writes acknowledged", n, writers*rounds)
+	}
+}
