@@ -47,6 +47,13 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 		return &backingStore{Store: s, close: s.Close}, nil
 	}
 
+	// A data directory that held resources in the local store before
+	// flaredb became the default: say where they are instead of starting
+	// silently without them.
+	if old := filepath.Join(n.cfg.DataDir, "store"); dirHasFiles(old) {
+		n.log.Warn("this data directory has resources in the local store, which the flaredb backend does not read; "+
+			"set storage.backend: local to keep using them", "dir", old)
+	}
 	fc := n.cfg.FlareDB
 	b := &backingStore{}
 	endpoints := n.cfg.Storage.Endpoints
@@ -111,4 +118,9 @@ func uniq(s []string) []string {
 		}
 	}
 	return out
+}
+
+func dirHasFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	return err == nil && len(entries) > 0
 }
