@@ -37,22 +37,29 @@ var errForward = errors.New("forward to leader")
 
 type handler func(ctx context.Context, body []byte) ([]byte, error)
 
+// handlers are the request/answer calls of the API by path: served over
+// HTTP (newHTTPServer) and in-process (Server.Call).
+func (n *node) handlers() map[string]handler {
+	return map[string]handler{
+		wire.PathGet:            n.handleGet,
+		wire.PathRange:          n.handleRange,
+		wire.PathTxn:            n.handleTxn,
+		wire.PathBatch:          n.handleBatch,
+		wire.PathRevision:       n.handleRevision,
+		wire.PathCompact:        n.handleCompact,
+		wire.PathReadIndex:      n.handleReadIndex,
+		wire.PathStatus:         n.handleStatus,
+		wire.PathMemberAdd:      n.handleMemberAdd,
+		wire.PathMemberRemove:   n.handleMemberRemove,
+		wire.PathTransferLeader: n.handleTransfer,
+	}
+}
+
 func (n *node) newHTTPServer() *http.Server {
 	mux := http.NewServeMux()
-	route := func(path string, h handler) {
+	for path, h := range n.handlers() {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) { n.serve(w, r, h) })
 	}
-	route(wire.PathGet, n.handleGet)
-	route(wire.PathRange, n.handleRange)
-	route(wire.PathTxn, n.handleTxn)
-	route(wire.PathBatch, n.handleBatch)
-	route(wire.PathRevision, n.handleRevision)
-	route(wire.PathCompact, n.handleCompact)
-	route(wire.PathReadIndex, n.handleReadIndex)
-	route(wire.PathStatus, n.handleStatus)
-	route(wire.PathMemberAdd, n.handleMemberAdd)
-	route(wire.PathMemberRemove, n.handleMemberRemove)
-	route(wire.PathTransferLeader, n.handleTransfer)
 	mux.HandleFunc("POST "+wire.PathWatch, n.handleWatch)
 	mux.HandleFunc("POST "+wire.PathSnapshot, n.handleSnapshot)
 

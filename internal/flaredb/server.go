@@ -343,6 +343,8 @@ type node struct {
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	apiLn    net.Listener
+	// callable are the API calls Server.Call serves in-process.
+	callable map[string]handler
 	http     *http.Server
 	peers    *http.Client
 	// tls is the member's TLS material; nil runs plaintext (h2c).
@@ -401,6 +403,7 @@ func newNode(s *Server, f *fsm.FSM, logs *raftlog.Store, closeLog func() error, 
 	n.streams, n.cancelStreams = context.WithCancel(context.Background())
 	n.propCtx, n.propCancel = context.WithCancel(context.Background())
 	n.lead.init()
+	n.callable = n.handlers()
 	return n
 }
 

@@ -1,10 +1,13 @@
 package flaredb
 
 import (
+	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 )
@@ -31,5 +34,62 @@ func TestStoreSemantics(t *testing.T) {
 				},
 			})
 		})
+	}
+}
+
+// TestStoreSemanticsInProcess runs the suite through a client that calls
+// member 0 in-process (Server.Call, as the node wiring does) and the other
+// members over HTTP: whether member 0 leads or follows, every semantic
+// holds (writes it cannot serve go to the leader named in its answer).
+func TestStoreSemanticsInProcess(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprintf("members=%d", n), func(t *testing.T) {
+			c := newTestCluster(t, n, nil)
+			c.startAll()
+			var eps []string
+			for _, m := range c.members {
+				eps = append(eps, m.apiAddr)
+			}
+			local := c.members[0]
+			cl, err := client.New(client.Config{Endpoints: eps, ClusterID: c.clusterID, RequestTimeout: 20 * time.Second,
+				Local: local.srv.Call, LocalEndpoint: local.apiAddr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			seq := 0
+			storetest.Run(t, storetest.Harness{
+				Quick: n == 3,
+				New: func(t *testing.T) storage.Store {
+					seq++
+					s, err := client.NewStore(cl, fmt.Sprintf("local-%d", seq))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return s
+				},
+			})
+		})
+	}
+}
+
+// Server.Call refuses what the HTTP API refuses, with the same codes.
+func TestCallErrors(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.startAll()
+	srv := c.members[0].srv
+	ctx := t.Context()
+	if _, err := srv.Call(ctx, "/nope", nil); !errors.Is(err, wire.ErrMalformed) {
+		t.Fatalf("unknown path: %v", err)
+	}
+	if _, err := srv.Call(ctx, wire.PathTxn, []byte{wire.Version, 0xff, 0x01}); !errors.Is(err, wire.ErrMalformed) {
+		t.Fatalf("garbage body: %v", err)
+	}
+	if _, err := srv.Call(ctx, wire.PathTxn, make([]byte, wire.MaxRequestBytes+1)); !errors.Is(err, wire.ErrRequestTooLarge) {
+		t.Fatalf("oversize body: %v", err)
+	}
+	c.stop(0)
+	if _, err := srv.Call(ctx, wire.PathRevision, nil); !errors.Is(err, wire.ErrShuttingDown) {
+		t.Fatalf("stopped member: %v", err)
 	}
 }

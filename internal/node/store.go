@@ -84,8 +84,14 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 			return nil, err
 		}
 	}
-	c, err := fdbclient.New(fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log,
-		CAFile: tlsFiles.CAFile, CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile})
+	cc := fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log,
+		CAFile: tlsFiles.CAFile, CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile}
+	if b.member != nil {
+		// Calls to the own member skip HTTP: the leader (always, with one
+		// member) serves the node's writes and reads in-process.
+		cc.Local, cc.LocalEndpoint = b.member.Call, b.member.Config().APIAdvertise
+	}
+	c, err := fdbclient.New(cc)
 	if err != nil {
 		return nil, err
 	}

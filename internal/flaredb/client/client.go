@@ -75,7 +75,16 @@ type Config struct {
 	// when TLS is nil: the cluster CA, and this client's certificate and
 	// key signed by it.
 	CAFile, CertFile, KeyFile string
+	// Local, when set, serves calls to the endpoint LocalEndpoint
+	// in-process instead of over HTTP: the node wiring passes its own
+	// member's Server.Call. Watches and snapshots still use HTTP.
+	Local         LocalFunc
+	LocalEndpoint string
 }
+
+// LocalFunc serves one encoded API call in-process (flaredb.Server.Call):
+// the encoded answer, or an error that wire.ToError maps to its code.
+type LocalFunc func(ctx context.Context, path string, body []byte) ([]byte, error)
 
 // Client talks to a flaredb cluster. It is safe for concurrent use.
 type Client struct {
@@ -321,6 +330,13 @@ func isDialError(err error) bool {
 // do sends one request to one member. A member's error comes back as a
 // *wire.Error; leaderHint is the leader named by a forwarding member.
 func (c *Client) do(ctx context.Context, ep, path string, body []byte) (out []byte, leaderHint string, err error) {
+	if c.cfg.Local != nil && ep == c.cfg.LocalEndpoint {
+		out, err := c.cfg.Local(ctx, path, body)
+		if err != nil {
+			return nil, "", wire.ToError(err)
+		}
+		return out, "", nil
+	}
 	resp, err := c.post(ctx, ep, path, body)
 	if err != nil {
 		return nil, "", err
