@@ -21,13 +21,16 @@ import (
 // accumulate in the proposer's queue and the next entry carries all of
 // them, so batches grow with load. The limit is small on purpose: most of
 // Raft's cost is per entry (encoding, the log write, AppendEntries, the
-// futures), and with 32 outstanding entries 64 concurrent writers got
-// about 1.6 transactions per entry and a third of the throughput of 4 (11
-// per entry); BenchmarkPropose measures it.
+// state machine batch, the futures), paid on every member. With 32
+// outstanding entries 64 concurrent writers got about 1.6 transactions per
+// entry and a third of the raw throughput of 2-8 (BenchmarkPropose); in
+// 3-process runs through the API, 2 used the least server CPU per write at
+// 16 and 64 clients (1 loses pipelining). The differences end to end are
+// within the noise of a shared 2-core machine; see docs/benchmarks.md.
 
 const (
 	maxEntryBytes      = 4 << 20
-	maxInflightEntries = 4
+	maxInflightEntries = 2
 	// logCacheEntries is how many of the newest log entries the server
 	// keeps in memory for replication (raft.NewLogCache).
 	logCacheEntries = 128

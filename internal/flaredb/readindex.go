@@ -3,6 +3,7 @@ package flaredb
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"github.com/hashicorp/raft"
 
@@ -80,6 +81,10 @@ func (n *node) runReadIndex() {
 		case w := <-n.readCh:
 			batch = append(batch[:0], w)
 		}
+		// Let handlers that are already runnable queue their reads into
+		// this round rather than the next (more reads per quorum round; a
+		// yield, not a timer, so an idle member adds no delay).
+		runtime.Gosched()
 	drain:
 		for {
 			select {

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
+)
+
+// Shared by the key-value benchmarks against etcd (chainfire_test.go,
+// flaredb_test.go): the etcd peer cluster and its settings.
+
+// etcdBinary is Debian's standalone etcd (package etcd-server), the
+// baseline chainfire is compared with (issue 4).
+const etcdBinary = "/usr/bin/etcd"
+
+// Raft and storage settings both clusters run with: chainfire's defaults,
+// given to etcd explicitly.
+const (
+	kvHeartbeat    = 100 * time.Millisecond
+	kvElection     = time.Second
+	kvSnapshots    = 10000
+	kvValueBytes   = 256
+	kvRangeKeys    = 1000
+	kvClientsPerCn = 4 // benchmark clients sharing one gRPC connection
+)
+
+// kvCluster is a running 3-member cluster on loopback.
+type kvCluster struct {
+	name      string
+	endpoints []string
+	pids      []int // the member processes, for their CPU time
+	stop      []func()
+}
+
+// cpu is the user+system CPU time the members used so far.
+func (k *kvCluster) cpu() time.Duration {
+	var sum time.Duration
+	for _, pid := range k.pids {
+		if d, err := processCPU(pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
+func (k *kvCluster) close() {
+	for _, s := range k.stop {
+		s()
+	}
+}
+
+// freePorts returns n distinct free loopback TCP ports.
+func freePorts(b *testing.B, n int) []int {
+	b.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}
+
+// startEtcd starts three standalone etcd members with the same settings.
+func startEtcd(b *testing.B, dir string) *kvCluster {
+	b.Helper()
+	if _, err := os.Stat(etcdBinary); err != nil {
+		b.Fatalf("%s not found: install Debian's standalone etcd with `apt-get install -y etcd-server`", etcdBinary)
+	}
+	ports := freePorts(b, 6)
+	k := &kvCluster{name: "etcd"}
+	b.Cleanup(k.close)
+	var ic []string
+	for i := range 3 {
+		ic = append(ic, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[2*i+1]))
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("e%d", i+1)
+		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
+		cmd := exec.Command(etcdBinary,
+			"--name", name,
+			"--data-dir", filepath.Join(dir, name),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(ic, ","),
+			"--initial-cluster-token", "bench-etcd", "--initial-cluster-state", "new",
+			"--heartbeat-interval", strconv.Itoa(int(kvHeartbeat/time.Millisecond)),
+			"--election-timeout", strconv.Itoa(int(kvElection/time.Millisecond)),
+			"--snapshot-count", strconv.Itoa(kvSnapshots),
+			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
+			"--logger", "zap", "--log-level", "warn",
+		)
+		var out nodeproc.SyncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		k.pids = append(k.pids, cmd.Process.Pid)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		k.stop = append(k.stop, func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+		k.endpoints = append(k.endpoints, fmt.Sprintf("127.0.0.1:%d", ports[2*i]))
+	}
+	return k
+}
