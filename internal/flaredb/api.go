@@ -176,7 +176,7 @@ func (n *node) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+r.URL.Path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme+"://"+api+r.URL.Path, bytes.NewReader(body))
 	if err != nil {
 		n.writeError(w, wire.Errorf(wire.CodeInternal, "forward: %v", err))
 		return
@@ -234,7 +234,7 @@ func (n *node) callPeer(ctx context.Context, addr, path string, body []byte) ([]
 // callMember is callPeer with the forwarded mark optional: a request that
 // may be forwarded to the leader (a join) goes out unmarked.
 func (n *node) callMember(ctx context.Context, addr, path string, body []byte, forwarded bool) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme+"://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -343,6 +343,8 @@ type node struct {
 	trans    *raft.NetworkTransport
 	raft     *raft.Raft
 	apiLn    net.Listener
+	// scheme is how other members' APIs are reached: https with TLS.
+	scheme string
 	// callable are the API calls Server.Call serves in-process.
 	callable map[string]handler
 	http     *http.Server
@@ -395,9 +397,9 @@ func newNode(s *Server, f *fsm.FSM, logs *raftlog.Store, closeLog func() error, 
 		tls:       mtls,
 	}
 	if mtls != nil {
-		n.peers = newTLSPeerClient(s.cfg.RequestTimeout, mtls.client)
+		n.peers, n.scheme = newTLSPeerClient(s.cfg.RequestTimeout, mtls.client), "https"
 	} else {
-		n.peers = newPeerClient(s.cfg.RequestTimeout)
+		n.peers, n.scheme = newPeerClient(s.cfg.RequestTimeout), "http"
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.streams, n.cancelStreams = context.WithCancel(context.Background())

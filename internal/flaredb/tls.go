@@ -108,40 +108,19 @@ func ClientTLSFiles(cfg Config, dir, name string) (TLS, error) {
 
 // newTLSPeerClient is newPeerClient over TLS: HTTP/2 with ALPN, presenting
 // the member certificate and verifying the other member against the CA and
-// its address. The forwarding code builds http:// URLs; the transport
-// sends them as https (see httpsOnly).
+// its address. Callers build https:// URLs (node.scheme).
 func newTLSPeerClient(timeout time.Duration, cfg *tls.Config) *http.Client {
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
-	return &http.Client{Transport: httpsOnly{&http.Transport{
+	return &http.Client{Transport: &http.Transport{
 		Protocols:           &protocols,
 		TLSClientConfig:     cfg.Clone(),
 		DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: timeout,
 		MaxIdleConnsPerHost: 4,
 		HTTP2:               &http.HTTP2Config{MaxReadFrameSize: 1 << 20},
-	}}}
+	}}
 }
-
-// httpsOnly sends every request over TLS: an http:// URL is sent as
-// https://, so callers that build URLs need not know whether the cluster
-// runs TLS; nothing is ever sent in plaintext.
-type httpsOnly struct{ t *http.Transport }
-
-func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" {
-		r := *req
-		u := *req.URL
-		u.Scheme = "https"
-		r.URL = &u
-		req = &r
-	}
-	return h.t.RoundTrip(req)
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
-// transport.
-func (h httpsOnly) CloseIdleConnections() { h.t.CloseIdleConnections() }
 
 // serveTLS makes the API server speak HTTP/2 (and HTTP/1.1) over TLS only,
 // requiring a client certificate from the cluster CA, instead of the h2c

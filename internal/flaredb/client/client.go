@@ -90,7 +90,9 @@ type LocalFunc func(ctx context.Context, path string, body []byte) ([]byte, erro
 type Client struct {
 	cfg  Config
 	http *http.Client
-	log  *slog.Logger
+	// scheme is "https" with TLS, else "http" (h2c).
+	scheme string
+	log    *slog.Logger
 
 	mu        sync.Mutex
 	endpoints []string
@@ -155,9 +157,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg:       cfg,
-		http:      &http.Client{Transport: transport(tr)},
+		http:      &http.Client{Transport: tr},
+		scheme:    "http",
 		log:       cfg.Logger.With("component", "flaredb-client"),
 		endpoints: slices.Clone(cfg.Endpoints),
+	}
+	if tlsCfg != nil {
+		c.scheme = "https"
 	}
 	c.clusterHdr = []string{cfg.ClusterID}
 	c.root, c.rootCancel = context.WithCancel(context.Background())
@@ -367,7 +373,7 @@ func readBody(resp *http.Response) ([]byte, error) {
 }
 
 func (c *Client) post(ctx context.Context, ep, path string, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ep+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+"://"+ep+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package client
 import (
 	"crypto/tls"
 	"fmt"
-	"net/http"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
@@ -29,30 +28,3 @@ func clientTLS(cfg Config) (*tls.Config, error) {
 	}
 	return c, nil
 }
-
-// transport wraps tr so that, with TLS, every request goes out as https:
-// calls build http:// URLs whatever the transport, and nothing may leave
-// in plaintext once TLS is configured.
-func transport(tr *http.Transport) http.RoundTripper {
-	if tr.TLSClientConfig == nil {
-		return tr
-	}
-	return httpsOnly{tr}
-}
-
-type httpsOnly struct{ t *http.Transport }
-
-func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" {
-		r := *req
-		u := *req.URL
-		u.Scheme = "https"
-		r.URL = &u
-		req = &r
-	}
-	return h.t.RoundTrip(req)
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
-// transport.
-func (h httpsOnly) CloseIdleConnections() { h.t.CloseIdleConnections() }
