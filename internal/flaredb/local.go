@@ -3,6 +3,7 @@ package flaredb
 import (
 	"context"
 	"errors"
+	"io"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
@@ -39,4 +40,46 @@ func (s *Server) Call(ctx context.Context, path string, body []byte) ([]byte, er
 		return nil, wire.ToError(err)
 	}
 	return out, nil
+}
+
+// Watch opens a watch stream in-process: body is an encoded
+// wire.WatchRequest and the reader yields the same frames the HTTP API
+// streams (start frame first). The stream ends when ctx ends, the reader
+// is closed, or the member stops. Errors before the stream starts are
+// *wire.Error, as in Call.
+func (s *Server) Watch(ctx context.Context, body []byte) (io.ReadCloser, error) {
+	n := s.node.Load()
+	if n == nil || n.stopping.Load() {
+		return nil, wire.Errorf(wire.CodeShuttingDown, "member %q is not running", s.cfg.ID)
+	}
+	body = append([]byte(nil), body...)
+	req, from, err := n.startWatch(ctx, body)
+	if err != nil {
+		return nil, wire.ToError(err)
+	}
+	pr, pw := io.Pipe()
+	// The stream ends with the caller's context, with Close, or when the
+	// member ends its streams; closing the pipe then also frees a write
+	// blocked on a reader that stopped reading.
+	ctx, cancel := context.WithCancel(ctx)
+	stopOnStreams := context.AfterFunc(n.streams, cancel)
+	context.AfterFunc(ctx, func() { pw.CloseWithError(io.ErrClosedPipe) })
+	n.goFunc(func() {
+		defer stopOnStreams()
+		defer cancel()
+		n.runWatch(ctx, &watchStream{w: pw}, &req, from)
+		pw.CloseWithError(io.ErrUnexpectedEOF) // a stream never ends cleanly
+	})
+	return &localStream{PipeReader: pr, cancel: cancel}, nil
+}
+
+// localStream ends the server side when the reader is closed.
+type localStream struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (l *localStream) Close() error {
+	l.cancel()
+	return l.PipeReader.Close()
 }

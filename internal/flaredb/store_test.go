@@ -3,6 +3,7 @@ package flaredb
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func TestStoreSemanticsInProcess(t *testing.T) {
 			}
 			local := c.members[0]
 			cl, err := client.New(client.Config{Endpoints: eps, ClusterID: c.clusterID, RequestTimeout: 20 * time.Second,
-				Local: local.srv.Call, LocalEndpoint: local.apiAddr})
+				Local: local.srv.Call, LocalWatch: local.srv.Watch, LocalEndpoint: local.apiAddr})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,5 +92,36 @@ func TestCallErrors(t *testing.T) {
 	c.stop(0)
 	if _, err := srv.Call(ctx, wire.PathRevision, nil); !errors.Is(err, wire.ErrShuttingDown) {
 		t.Fatalf("stopped member: %v", err)
+	}
+}
+
+// An in-process watch whose reader stopped reading must not hold the
+// member up: it stops promptly, and a closed stream ends its sender.
+func TestInProcessWatchEnds(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.startAll()
+	srv := c.members[0].srv
+	req := (&wire.WatchRequest{Prefix: []byte("w")}).Encode()
+	closed, err := srv.Watch(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	stalled, err := srv.Watch(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	cl := c.client()
+	for i := range 300 {
+		mustWrite(t, cl, fmt.Sprintf("w%03d", i), strings.Repeat("v", 1000))
+	}
+	start := time.Now()
+	c.stop(0)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("stopping took %s with a stalled in-process watch", d)
+	}
+	if _, err := srv.Watch(t.Context(), req); !errors.Is(err, wire.ErrShuttingDown) {
+		t.Fatalf("watch on a stopped member: %v", err)
 	}
 }

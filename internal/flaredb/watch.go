@@ -3,6 +3,7 @@ package flaredb
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -29,18 +30,29 @@ func (n *node) handleWatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req wire.WatchRequest
-	if err := req.Decode(body); err != nil {
+	req, from, err := n.startWatch(r.Context(), body)
+	if err != nil {
 		n.writeError(w, err)
 		return
 	}
-	ctx := r.Context()
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", wire.ContentType)
+	w.WriteHeader(http.StatusOK)
+	n.runWatch(r.Context(), &watchStream{w: w, flusher: flusher}, &req, from)
+}
+
+// startWatch decodes a watch request and settles where it starts, after a
+// read index so the start is judged against the cluster.
+func (n *node) startWatch(ctx context.Context, body []byte) (wire.WatchRequest, int64, error) {
+	var req wire.WatchRequest
+	if err := req.Decode(body); err != nil {
+		return req, 0, err
+	}
 	lctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	err := n.linearize(lctx)
 	cancel()
 	if err != nil {
-		n.writeError(w, err)
-		return
+		return req, 0, err
 	}
 	cur, comp := n.fsm.Revision()
 	from := req.FromRevision
@@ -48,16 +60,15 @@ func (n *node) handleWatch(w http.ResponseWriter, r *http.Request) {
 	case from == 0:
 		from = cur + 1
 	case from <= comp:
-		n.writeError(w, fmt.Errorf("flaredb: watch from %d (compacted %d): %w", from, comp, storage.ErrCompacted))
-		return
+		return req, 0, fmt.Errorf("flaredb: watch from %d (compacted %d): %w", from, comp, storage.ErrCompacted)
 	case from > cur+1:
-		n.writeError(w, fmt.Errorf("flaredb: watch from %d (current %d): %w", from, cur, storage.ErrFutureRev))
-		return
+		return req, 0, fmt.Errorf("flaredb: watch from %d (current %d): %w", from, cur, storage.ErrFutureRev)
 	}
-	flusher, _ := w.(http.Flusher)
-	w.Header().Set("Content-Type", wire.ContentType)
-	w.WriteHeader(http.StatusOK)
-	ws := &watchStream{w: w, flusher: flusher}
+	return req, from, nil
+}
+
+// runWatch sends the start frame (the revision before from) and streams.
+func (n *node) runWatch(ctx context.Context, ws *watchStream, req *wire.WatchRequest, from int64) {
 	if !ws.send(&wire.WatchFrame{Kind: wire.FrameProgress, Revision: from - 1}) || !ws.flush() {
 		return
 	}
@@ -65,8 +76,8 @@ func (n *node) handleWatch(w http.ResponseWriter, r *http.Request) {
 }
 
 type watchStream struct {
-	w       http.ResponseWriter
-	flusher http.Flusher
+	w       io.Writer
+	flusher http.Flusher // nil in-process
 	buf     []byte
 }
 

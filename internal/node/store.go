@@ -89,7 +89,7 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 	if b.member != nil {
 		// Calls to the own member skip HTTP: the leader (always, with one
 		// member) serves the node's writes and reads in-process.
-		cc.Local, cc.LocalEndpoint = b.member.Call, b.member.Config().APIAdvertise
+		cc.Local, cc.LocalWatch, cc.LocalEndpoint = b.member.Call, b.member.Watch, b.member.Config().APIAdvertise
 	}
 	c, err := fdbclient.New(cc)
 	if err != nil {

@@ -77,9 +77,12 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// Local, when set, serves calls to the endpoint LocalEndpoint
 	// in-process instead of over HTTP: the node wiring passes its own
-	// member's Server.Call. Watches and snapshots still use HTTP.
+	// member's Server.Call. Snapshots still use HTTP.
 	Local         LocalFunc
 	LocalEndpoint string
+	// LocalWatch, when set, opens watch streams to LocalEndpoint
+	// in-process (flaredb.Server.Watch).
+	LocalWatch func(ctx context.Context, body []byte) (io.ReadCloser, error)
 }
 
 // LocalFunc serves one encoded API call in-process (flaredb.Server.Call):

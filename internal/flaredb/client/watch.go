@@ -19,11 +19,11 @@ const watchChanSize = 256
 
 // watchStream is one open watch response.
 type watchStream struct {
-	resp *http.Response
+	body io.ReadCloser
 	br   *bufio.Reader
 }
 
-func (s *watchStream) close() { s.resp.Body.Close() }
+func (s *watchStream) close() { s.body.Close() }
 
 func (s *watchStream) next() (*wire.WatchFrame, error) {
 	body, err := wire.ReadFrame(s.br, wire.MaxFrameBytes)
@@ -75,16 +75,26 @@ func (c *Client) openWatch(ctx context.Context, ns string, prefix []byte, from i
 }
 
 func (c *Client) tryWatch(ctx context.Context, ep string, body []byte) (*watchStream, int64, error) {
-	resp, err := c.post(ctx, ep, wire.PathWatch, body)
-	if err != nil {
-		return nil, 0, err
+	var stream io.ReadCloser
+	if c.cfg.LocalWatch != nil && ep == c.cfg.LocalEndpoint {
+		rc, err := c.cfg.LocalWatch(ctx, body)
+		if err != nil {
+			return nil, 0, wire.ToError(err)
+		}
+		stream = rc
+	} else {
+		resp, err := c.post(ctx, ep, wire.PathWatch, body)
+		if err != nil {
+			return nil, 0, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			return nil, 0, responseError(ep, resp, out)
+		}
+		stream = resp.Body
 	}
-	if resp.StatusCode != http.StatusOK {
-		out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		return nil, 0, responseError(ep, resp, out)
-	}
-	s := &watchStream{resp: resp, br: bufio.NewReaderSize(resp.Body, 64<<10)}
+	s := &watchStream{body: stream, br: bufio.NewReaderSize(stream, 64<<10)}
 	f, err := s.next()
 	if err != nil {
 		s.close()
