@@ -252,22 +252,10 @@ func evalTxn(r pebble.Reader, t *wire.Txn, rev, now int64) (wire.TxnResult, *txn
 		if err != nil {
 			return wire.TxnResult{}, nil, fmt.Errorf("compare %d: %w", i, err)
 		}
-		var holds bool
-		switch c.Target {
-		case wire.CompareModRevision:
-			if c.Revision == 0 {
-				holds = !found
-			} else {
-				holds = found && v.mod == c.Revision
-			}
-		case wire.CompareValue:
-			holds = found && bytes.Equal(v.value, c.Value)
-		case wire.CompareExists:
-			holds = found
-		case wire.CompareMissing:
-			holds = !found
-		}
-		if !holds {
+		// wire's compare targets number like storage's
+		// (TestCompareTargetsMatchStorage).
+		sc := storage.Compare{Target: storage.CompareTarget(c.Target), Revision: c.Revision, Value: c.Value}
+		if !sc.Holds(found, v.mod, v.value) {
 			ok = false
 			break
 		}

@@ -410,3 +410,15 @@ func BenchmarkApply(b *testing.B) {
 		f.ApplyBatch(ls)
 	}
 }
+
+// evalTxn converts wire compares to storage ones by number.
+func TestCompareTargetsMatchStorage(t *testing.T) {
+	for w, s := range map[wire.CompareTarget]storage.CompareTarget{
+		wire.CompareModRevision: storage.CompareModRevision, wire.CompareValue: storage.CompareValue,
+		wire.CompareExists: storage.CompareExists, wire.CompareMissing: storage.CompareMissing,
+	} {
+		if int(w) != int(s) {
+			t.Errorf("wire target %d is storage target %d", w, s)
+		}
+	}
+}

@@ -11,6 +11,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 )
@@ -66,6 +67,26 @@ type Compare struct {
 	Target   CompareTarget
 	Revision int64
 	Value    []byte
+}
+
+// Holds reports whether c holds for its key in the state given: whether
+// the key exists, its ModRevision and its value. Every Store evaluates
+// compares with it.
+func (c Compare) Holds(found bool, modRevision int64, value []byte) bool {
+	switch c.Target {
+	case CompareModRevision:
+		if c.Revision == 0 {
+			return !found
+		}
+		return found && modRevision == c.Revision
+	case CompareValue:
+		return found && bytes.Equal(value, c.Value)
+	case CompareExists:
+		return found
+	case CompareMissing:
+		return !found
+	}
+	return false
 }
 
 // OpType is the kind of an Op.

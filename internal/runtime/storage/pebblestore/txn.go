@@ -180,22 +180,7 @@ func evalTxn(r pebble.Reader, txn storage.Txn, rev int64) (storage.TxnResult, *t
 		if err != nil {
 			return storage.TxnResult{}, nil, fmt.Errorf("compare %d key %q: %w", i, c.Key, err)
 		}
-		var holds bool
-		switch c.Target {
-		case storage.CompareModRevision:
-			if c.Revision == 0 {
-				holds = !found
-			} else {
-				holds = found && v.mod == c.Revision
-			}
-		case storage.CompareValue:
-			holds = found && bytes.Equal(v.value, c.Value)
-		case storage.CompareExists:
-			holds = found
-		case storage.CompareMissing:
-			holds = !found
-		}
-		if !holds {
+		if !c.Holds(found, v.mod, v.value) {
 			ok = false
 			break
 		}
