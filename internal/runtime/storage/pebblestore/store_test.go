@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 )
 
 func openStore(t testing.TB, dir string, opts Options) *Store {
@@ -30,29 +31,6 @@ func openStore(t testing.TB, dir string, opts Options) *Store {
 		}
 	})
 	return s
-}
-
-func put(k, v string) storage.Op {
-	return storage.Op{Type: storage.OpPut, Key: []byte(k), Value: []byte(v)}
-}
-func get(k string) storage.Op { return storage.Op{Type: storage.OpGet, Key: []byte(k)} }
-
-func mustTxn(t testing.TB, s storage.Store, txn storage.Txn) storage.TxnResult {
-	t.Helper()
-	res, err := s.Txn(context.Background(), txn)
-	if err != nil {
-		t.Fatalf("Txn: %v", err)
-	}
-	return res
-}
-
-func mustPut(t testing.TB, s storage.Store, k, v string) storage.KV {
-	t.Helper()
-	kv, err := storage.Put(context.Background(), s, []byte(k), []byte(v))
-	if err != nil {
-		t.Fatalf("Put %s: %v", k, err)
-	}
-	return kv
 }
 
 func checkRev(t testing.TB, s storage.Store, wantCur, wantCompacted int64) {
@@ -74,7 +52,7 @@ func TestReopenKeepsDataAndRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		mustPut(t, s, fmt.Sprintf("k%02d", i), strconv.Itoa(i))
+		storetest.MustPut(t, s, fmt.Sprintf("k%02d", i), strconv.Itoa(i))
 	}
 	if _, _, err := storage.Delete(ctx, s, []byte("k03")); err != nil {
 		t.Fatal(err)
@@ -96,7 +74,7 @@ func TestReopenKeepsDataAndRevisions(t *testing.T) {
 	if err != nil || string(kv.Value) != "7" || kv.ModRevision != 8 {
 		t.Fatalf("k07 = %+v, %v", kv, err)
 	}
-	if res := mustTxn(t, s, storage.Txn{Then: []storage.Op{put("new", "x")}}); res.Revision != 12 {
+	if res := storetest.MustTxn(t, s, storage.Txn{Then: []storage.Op{storetest.PutOp("new", "x")}}); res.Revision != 12 {
 		t.Fatalf("first txn after reopen at %d", res.Revision)
 	}
 	if _, err := s.Watch(ctx, nil, 4); !errors.Is(err, storage.ErrCompacted) {
@@ -117,7 +95,7 @@ func TestCompact(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, "", Options{})
 	for i := range 10 {
-		mustPut(t, s, "k", strconv.Itoa(i))
+		storetest.MustPut(t, s, "k", strconv.Itoa(i))
 	}
 	if err := s.Compact(ctx, 11); !errors.Is(err, storage.ErrFutureRev) {
 		t.Fatalf("Compact future: %v", err)
@@ -152,7 +130,7 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustPut(t, s, "a", "1")
+	storetest.MustPut(t, s, "a", "1")
 	w, err := s.Watch(ctx, nil, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -201,10 +179,10 @@ func TestClose(t *testing.T) {
 	if _, _, err := s.Range(ctx, nil, nil, 0); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Range: %v", err)
 	}
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{put("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{storetest.PutOp("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Txn: %v", err)
 	}
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{get("a")}}); !errors.Is(err, storage.ErrClosed) {
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{storetest.GetOp("a")}}); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("read-only Txn: %v", err)
 	}
 	if _, err := s.Watch(ctx, nil, 0); !errors.Is(err, storage.ErrClosed) {

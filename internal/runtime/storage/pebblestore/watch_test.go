@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
 )
 
 // collect reads exactly n events from w, failing after a timeout.
@@ -58,7 +59,7 @@ func TestWatchCompactionOvertakes(t *testing.T) {
 	// must come back to the log after we compact it away.
 	const n = watchChanSize + watchChunkEntries + 100
 	for i := range n {
-		mustPut(t, s, "k", strconv.Itoa(i))
+		storetest.MustPut(t, s, "k", strconv.Itoa(i))
 	}
 	time.Sleep(50 * time.Millisecond) // let the watcher block on a full channel
 	if err := s.Compact(ctx, n); err != nil {

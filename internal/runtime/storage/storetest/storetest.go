@@ -71,13 +71,19 @@ func open(t *testing.T, h Harness) storage.Store {
 	return s
 }
 
-func put(k, v string) storage.Op {
+// PutOp, GetOp and DelOp build transaction operations on string keys.
+func PutOp(k, v string) storage.Op {
 	return storage.Op{Type: storage.OpPut, Key: []byte(k), Value: []byte(v)}
 }
-func get(k string) storage.Op { return storage.Op{Type: storage.OpGet, Key: []byte(k)} }
-func del(k string) storage.Op { return storage.Op{Type: storage.OpDelete, Key: []byte(k)} }
 
-func mustTxn(t testing.TB, s storage.Store, txn storage.Txn) storage.TxnResult {
+// GetOp reads k in a transaction.
+func GetOp(k string) storage.Op { return storage.Op{Type: storage.OpGet, Key: []byte(k)} }
+
+// DelOp deletes k in a transaction.
+func DelOp(k string) storage.Op { return storage.Op{Type: storage.OpDelete, Key: []byte(k)} }
+
+// MustTxn runs txn and fails t on an error.
+func MustTxn(t testing.TB, s storage.Store, txn storage.Txn) storage.TxnResult {
 	t.Helper()
 	res, err := s.Txn(context.Background(), txn)
 	if err != nil {
@@ -86,7 +92,8 @@ func mustTxn(t testing.TB, s storage.Store, txn storage.Txn) storage.TxnResult {
 	return res
 }
 
-func mustPut(t testing.TB, s storage.Store, k, v string) storage.KV {
+// MustPut puts k=v and fails t on an error.
+func MustPut(t testing.TB, s storage.Store, k, v string) storage.KV {
 	t.Helper()
 	kv, err := storage.Put(context.Background(), s, []byte(k), []byte(v))
 	if err != nil {
@@ -134,13 +141,13 @@ func testGetPutRange(t *testing.T, h Harness) {
 	if err != nil || len(kvs) != 0 || rev != b {
 		t.Fatalf("empty Range = %v, %d, %v", kvs, rev, err)
 	}
-	a1 := mustPut(t, s, "a", "1")
+	a1 := MustPut(t, s, "a", "1")
 	if a1.CreateRevision != b+1 || a1.ModRevision != b+1 || string(a1.Value) != "1" || string(a1.Key) != "a" {
 		t.Fatalf("put a = %+v", a1)
 	}
-	mustPut(t, s, "b", "2")
-	mustPut(t, s, "c", "")
-	a2 := mustPut(t, s, "a", "11")
+	MustPut(t, s, "b", "2")
+	MustPut(t, s, "c", "")
+	a2 := MustPut(t, s, "a", "11")
 	if a2.CreateRevision != b+1 || a2.ModRevision != b+4 {
 		t.Fatalf("overwrite a = %+v", a2)
 	}
@@ -191,19 +198,19 @@ func testGetPutRange(t *testing.T, h Harness) {
 func testTxnCompareAndSwap(t *testing.T, h Harness) {
 	s := open(t, h)
 	b, _ := revs(t, s)
-	kv := mustPut(t, s, "k", "v1")
-	res := mustTxn(t, s, storage.Txn{
+	kv := MustPut(t, s, "k", "v1")
+	res := MustTxn(t, s, storage.Txn{
 		If:   []storage.Compare{{Key: []byte("k"), Target: storage.CompareModRevision, Revision: kv.ModRevision}},
-		Then: []storage.Op{put("k", "v2")},
-		Else: []storage.Op{get("k")},
+		Then: []storage.Op{PutOp("k", "v2")},
+		Else: []storage.Op{GetOp("k")},
 	})
 	if !res.Succeeded || res.Revision != b+2 || res.Results[0].KV.ModRevision != b+2 || !res.Results[0].Found {
 		t.Fatalf("CAS 1 = %+v", res)
 	}
-	res = mustTxn(t, s, storage.Txn{
+	res = MustTxn(t, s, storage.Txn{
 		If:   []storage.Compare{{Key: []byte("k"), Target: storage.CompareModRevision, Revision: kv.ModRevision}},
-		Then: []storage.Op{put("k", "v3")},
-		Else: []storage.Op{get("k"), get("missing")},
+		Then: []storage.Op{PutOp("k", "v3")},
+		Else: []storage.Op{GetOp("k"), GetOp("missing")},
 	})
 	if res.Succeeded || res.Revision != b+2 || len(res.Results) != 2 {
 		t.Fatalf("CAS 2 = %+v", res)
@@ -228,14 +235,14 @@ func testTxnCompareAndSwap(t *testing.T, h Harness) {
 		{storage.Compare{Key: []byte("x"), Target: storage.CompareModRevision, Revision: 0}, true},
 		{storage.Compare{Key: []byte("k"), Target: storage.CompareModRevision, Revision: 0}, false},
 	} {
-		res := mustTxn(t, s, storage.Txn{If: []storage.Compare{c.cmp}})
+		res := MustTxn(t, s, storage.Txn{If: []storage.Compare{c.cmp}})
 		if res.Succeeded != c.want || res.Revision != b+2 {
 			t.Errorf("compare %d: %+v", i, res)
 		}
 	}
-	res = mustTxn(t, s, storage.Txn{
+	res = MustTxn(t, s, storage.Txn{
 		If:   []storage.Compare{{Key: []byte("k"), Target: storage.CompareExists}, {Key: []byte("k"), Target: storage.CompareMissing}},
-		Then: []storage.Op{put("z", "1")},
+		Then: []storage.Op{PutOp("z", "1")},
 	})
 	if res.Succeeded || res.Revision != b+2 || len(res.Results) != 0 {
 		t.Fatalf("mixed compares = %+v", res)
@@ -268,13 +275,13 @@ func testTxnCreateIfMissing(t *testing.T, h Harness) {
 func testTxnMultiOp(t *testing.T, h Harness) {
 	s := open(t, h)
 	b, _ := revs(t, s)
-	mustPut(t, s, "a", "A")
-	res := mustTxn(t, s, storage.Txn{Then: []storage.Op{
-		put("n", "N"), get("n"),
-		del("a"), get("a"),
-		del("nope"),
-		put("t", "1"), del("t"),
-		put("a", "A2"),
+	MustPut(t, s, "a", "A")
+	res := MustTxn(t, s, storage.Txn{Then: []storage.Op{
+		PutOp("n", "N"), GetOp("n"),
+		DelOp("a"), GetOp("a"),
+		DelOp("nope"),
+		PutOp("t", "1"), DelOp("t"),
+		PutOp("a", "A2"),
 	}})
 	if res.Revision != b+2 || !res.Succeeded {
 		t.Fatalf("res = %+v", res)
@@ -302,7 +309,7 @@ func testTxnMultiOp(t *testing.T, h Harness) {
 	if err != nil || rev != b+2 || kvKeys(kvs) != "a,n" {
 		t.Fatalf("Range = %s @%d, %v", kvKeys(kvs), rev, err)
 	}
-	res = mustTxn(t, s, storage.Txn{Then: []storage.Op{del("nope")}})
+	res = MustTxn(t, s, storage.Txn{Then: []storage.Op{DelOp("nope")}})
 	if res.Revision != b+2 || res.Results[0].Found {
 		t.Fatalf("no-op delete = %+v", res)
 	}
@@ -313,18 +320,18 @@ func testRevisionsAdvanceByOne(t *testing.T, h Harness) {
 	s := open(t, h)
 	b, _ := revs(t, s)
 	for i := int64(1); i <= 20; i++ {
-		res := mustTxn(t, s, storage.Txn{Then: []storage.Op{put("a", "x"), put("b"+strconv.FormatInt(i, 10), "y")}})
+		res := MustTxn(t, s, storage.Txn{Then: []storage.Op{PutOp("a", "x"), PutOp("b"+strconv.FormatInt(i, 10), "y")}})
 		if res.Revision != b+i {
 			t.Fatalf("txn %d at revision %d", i, res.Revision-b)
 		}
-		ro := mustTxn(t, s, storage.Txn{Then: []storage.Op{get("a")}})
+		ro := MustTxn(t, s, storage.Txn{Then: []storage.Op{GetOp("a")}})
 		if ro.Revision != b+i || ro.Results[0].KV.ModRevision != b+i {
 			t.Fatalf("read-only after %d = %+v", i, ro)
 		}
-		ro = mustTxn(t, s, storage.Txn{
+		ro = MustTxn(t, s, storage.Txn{
 			If:   []storage.Compare{{Key: []byte("a"), Target: storage.CompareMissing}},
-			Then: []storage.Op{put("a", "z")},
-			Else: []storage.Op{get("a")},
+			Then: []storage.Op{PutOp("a", "z")},
+			Else: []storage.Op{GetOp("a")},
 		})
 		if ro.Succeeded || ro.Revision != b+i {
 			t.Fatalf("failed CAS after %d = %+v", i, ro)
@@ -341,21 +348,21 @@ func testLimitsRejected(t *testing.T, h Harness) {
 	bigKey := bytes.Repeat([]byte("k"), storage.MaxKeySize+1)
 	many := make([]storage.Op, storage.MaxTxnOps+1)
 	for i := range many {
-		many[i] = put("m"+strconv.Itoa(i), "v")
+		many[i] = PutOp("m"+strconv.Itoa(i), "v")
 	}
 	for name, c := range map[string]struct {
 		txn  storage.Txn
 		want error
 	}{
-		"empty key":        {storage.Txn{Then: []storage.Op{put("ok", "v"), put("", "v")}}, storage.ErrEmptyKey},
-		"empty else key":   {storage.Txn{Else: []storage.Op{del("")}}, storage.ErrEmptyKey},
-		"empty get key":    {storage.Txn{Then: []storage.Op{put("ok", "v"), get("")}}, storage.ErrEmptyKey},
-		"empty compare":    {storage.Txn{If: []storage.Compare{{Target: storage.CompareExists}}, Then: []storage.Op{put("ok", "v")}}, storage.ErrEmptyKey},
-		"key too large":    {storage.Txn{Then: []storage.Op{put("ok", "v"), {Type: storage.OpPut, Key: bigKey}}}, storage.ErrKeyTooLarge},
-		"value too large":  {storage.Txn{Then: []storage.Op{put("ok", "v"), {Type: storage.OpPut, Key: []byte("x"), Value: big}}}, storage.ErrValueTooLarge},
+		"empty key":        {storage.Txn{Then: []storage.Op{PutOp("ok", "v"), PutOp("", "v")}}, storage.ErrEmptyKey},
+		"empty else key":   {storage.Txn{Else: []storage.Op{DelOp("")}}, storage.ErrEmptyKey},
+		"empty get key":    {storage.Txn{Then: []storage.Op{PutOp("ok", "v"), GetOp("")}}, storage.ErrEmptyKey},
+		"empty compare":    {storage.Txn{If: []storage.Compare{{Target: storage.CompareExists}}, Then: []storage.Op{PutOp("ok", "v")}}, storage.ErrEmptyKey},
+		"key too large":    {storage.Txn{Then: []storage.Op{PutOp("ok", "v"), {Type: storage.OpPut, Key: bigKey}}}, storage.ErrKeyTooLarge},
+		"value too large":  {storage.Txn{Then: []storage.Op{PutOp("ok", "v"), {Type: storage.OpPut, Key: []byte("x"), Value: big}}}, storage.ErrValueTooLarge},
 		"too many ops":     {storage.Txn{Then: many}, storage.ErrTooManyOps},
 		"too many else":    {storage.Txn{Else: many}, storage.ErrTooManyOps},
-		"too many compare": {storage.Txn{If: make([]storage.Compare, storage.MaxTxnOps+1), Then: []storage.Op{put("ok", "v")}}, storage.ErrTooManyOps},
+		"too many compare": {storage.Txn{If: make([]storage.Compare, storage.MaxTxnOps+1), Then: []storage.Op{PutOp("ok", "v")}}, storage.ErrTooManyOps},
 	} {
 		if _, err := s.Txn(ctx, c.txn); !errors.Is(err, c.want) {
 			t.Errorf("%s: err = %v, want %v", name, err, c.want)
@@ -376,7 +383,7 @@ func testLimitsRejected(t *testing.T, h Harness) {
 	}
 	ok := many[:storage.MaxTxnOps]
 	ok[0] = storage.Op{Type: storage.OpPut, Key: bytes.Repeat([]byte("k"), storage.MaxKeySize), Value: big[:storage.MaxValueSize]}
-	res := mustTxn(t, s, storage.Txn{Then: ok})
+	res := MustTxn(t, s, storage.Txn{Then: ok})
 	if res.Revision != b+1 || len(res.Results) != storage.MaxTxnOps {
 		t.Fatalf("txn at the limits = rev %d, %d results", res.Revision-b, len(res.Results))
 	}
@@ -387,7 +394,7 @@ func testCanceledContext(t *testing.T, h Harness) {
 	b, _ := revs(t, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{put("a", "1")}}); !errors.Is(err, context.Canceled) {
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{PutOp("a", "1")}}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Txn: %v", err)
 	}
 	if _, err := s.Get(ctx, []byte("a")); !errors.Is(err, context.Canceled) {
@@ -488,7 +495,7 @@ func testCompact(t *testing.T, h Harness) {
 	s := open(t, h)
 	b, _ := revs(t, s)
 	for i := range 10 {
-		mustPut(t, s, "k", strconv.Itoa(i))
+		MustPut(t, s, "k", strconv.Itoa(i))
 	}
 	if err := s.Compact(ctx, b+11); !errors.Is(err, storage.ErrFutureRev) {
 		t.Fatalf("Compact future: %v", err)
@@ -574,7 +581,7 @@ func testWatchOrderingAndPrefix(t *testing.T, h Harness) {
 	ctx := context.Background()
 	s := open(t, h)
 	b, _ := revs(t, s)
-	mustPut(t, s, "a/0", "before")
+	MustPut(t, s, "a/0", "before")
 	wa, err := s.Watch(ctx, []byte("a/"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -585,9 +592,9 @@ func testWatchOrderingAndPrefix(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	defer wall.Close()
-	mustTxn(t, s, storage.Txn{Then: []storage.Op{put("b/1", "x"), put("a/2", "2"), put("a/1", "1")}})
-	mustPut(t, s, "b/2", "y")
-	mustTxn(t, s, storage.Txn{Then: []storage.Op{del("a/0"), put("a/1", "11"), del("b/1")}})
+	MustTxn(t, s, storage.Txn{Then: []storage.Op{PutOp("b/1", "x"), PutOp("a/2", "2"), PutOp("a/1", "1")}})
+	MustPut(t, s, "b/2", "y")
+	MustTxn(t, s, storage.Txn{Then: []storage.Op{DelOp("a/0"), PutOp("a/1", "11"), DelOp("b/1")}})
 	want := []string{"put a/1=1 c2 m2", "put a/2=2 c2 m2", "del a/0=before c1 m4", "put a/1=11 c2 m4"}
 	for i, ev := range collect(t, wa, len(want)) {
 		if got := evString(ev, b); got != want[i] {
@@ -613,7 +620,7 @@ func testWatchResumeAndErrors(t *testing.T, h Harness) {
 	s := open(t, h)
 	b, _ := revs(t, s)
 	for i := 1; i <= 10; i++ {
-		mustPut(t, s, "k"+strconv.Itoa(i), strconv.Itoa(i))
+		MustPut(t, s, "k"+strconv.Itoa(i), strconv.Itoa(i))
 	}
 	w, err := s.Watch(ctx, nil, b+6)
 	if err != nil {
@@ -625,7 +632,7 @@ func testWatchResumeAndErrors(t *testing.T, h Harness) {
 			t.Fatalf("event %d = %s", i, evString(ev, b))
 		}
 	}
-	mustPut(t, s, "k11", "11")
+	MustPut(t, s, "k11", "11")
 	if ev := collect(t, w, 1)[0]; ev.KV.ModRevision != b+11 {
 		t.Fatalf("live event = %s", evString(ev, b))
 	}
@@ -653,7 +660,7 @@ func testWatchResumeAndErrors(t *testing.T, h Harness) {
 	if ev := collect(t, w3, 1)[0]; ev.KV.ModRevision != b+5 {
 		t.Fatalf("first event after compaction = %s", evString(ev, b))
 	}
-	mustPut(t, s, "k12", "12")
+	MustPut(t, s, "k12", "12")
 	if ev := collect(t, w2, 1)[0]; ev.KV.ModRevision != b+12 {
 		t.Fatalf("w2 event = %s", evString(ev, b))
 	}
@@ -723,7 +730,7 @@ func testWatchEnds(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		mustPut(t, s, "k", strconv.Itoa(i))
+		MustPut(t, s, "k", strconv.Itoa(i))
 	}
 	wclose.Close()
 	wclose.Close()
@@ -747,7 +754,7 @@ func testWatchEnds(t *testing.T, h Harness) {
 func testClose(t *testing.T, h Harness) {
 	ctx := context.Background()
 	s := h.New(t)
-	mustPut(t, s, "a", "1")
+	MustPut(t, s, "a", "1")
 	var wg sync.WaitGroup
 	var committed, closed atomic.Int64
 	for i := range 8 {
@@ -780,7 +787,7 @@ func testClose(t *testing.T, h Harness) {
 	if _, _, err := s.Range(ctx, nil, nil, 0); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Range: %v", err)
 	}
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{put("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{PutOp("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Txn: %v", err)
 	}
 	if _, err := s.Watch(ctx, nil, 0); !errors.Is(err, storage.ErrClosed) {
