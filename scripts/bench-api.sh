@@ -21,11 +21,8 @@ trap 'rm -f "$raw"' EXIT
 echo "==> go test ./test/bench -run '^\$' -bench 'BenchmarkCreateGet' -benchtime=$BENCHTIME -count=$COUNT" >&2
 go test ./test/bench -run '^$' -bench 'BenchmarkCreateGet' -benchtime="$BENCHTIME" -count="$COUNT" -timeout 30m | tee "$raw" >&2
 
-cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-fs=$(df -PT "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}' || true)
 echo
-echo "BenchmarkCreateGet, $(date -u +%Y-%m-%d), commit $commit, $(go env GOVERSION), $(nproc) CPUs (${cpu:-unknown CPU}), data on ${fs:-unknown} at ${TMPDIR:-/tmp}, $BENCHTIME pairs per row:"
+echo "BenchmarkCreateGet, $(date -u +%Y-%m-%d), $(bench_commit), $(go env GOVERSION), $(bench_machine), $BENCHTIME pairs per row:"
 echo
 awk '
 BEGIN {

@@ -28,12 +28,9 @@ trap 'rm -f "$raw"' EXIT
 echo "==> go test ./test/bench -run '^\$' -bench 'BenchmarkChainfireVsEtcd' -benchtime=$BENCHTIME -count=$COUNT" >&2
 go test ./test/bench -run '^$' -bench 'BenchmarkChainfireVsEtcd' -benchtime="$BENCHTIME" -count="$COUNT" -timeout 30m | tee "$raw" >&2
 
-cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-fs=$(df -PT "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}' || true)
 etcdv=$(/usr/bin/etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}')
 echo
-echo "BenchmarkChainfireVsEtcd, $(date -u +%Y-%m-%d), commit $commit, $(go env GOVERSION), etcd $etcdv, $(nproc) CPUs (${cpu:-unknown CPU}), data on ${fs:-unknown} at ${TMPDIR:-/tmp}, load average $(cut -d' ' -f1-3 /proc/loadavg) after the run, $BENCHTIME operations per row:"
+echo "BenchmarkChainfireVsEtcd, $(date -u +%Y-%m-%d), $(bench_commit), $(go env GOVERSION), etcd $etcdv, $(bench_machine), load average $(cut -d' ' -f1-3 /proc/loadavg) after the run, $BENCHTIME operations per row:"
 echo
 awk '
 $1 ~ /^BenchmarkChainfireVsEtcd\/op=/ {

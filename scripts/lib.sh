@@ -30,3 +30,20 @@ apt_need() {
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# bench_commit prints "commit <short hash>" (+changes when the tree differs),
+# for the header line of a benchmark script's table.
+bench_commit() {
+	local commit dirty
+	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+changes" || true)
+	echo "commit $commit$dirty"
+}
+
+# bench_machine prints the CPUs and the file system the data lives on.
+bench_machine() {
+	local cpu fs
+	cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)
+	fs=$(df -PT "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}' || true)
+	echo "$(nproc) CPUs (${cpu:-unknown CPU}), data on ${fs:-unknown} at ${TMPDIR:-/tmp}"
+}
