@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
 // Config is one chainfire member's configuration. The field comments are the
@@ -270,7 +272,7 @@ func (c *Config) Validate() error {
 			bad(field, "%s is plaintext http: use https with tls settings, or set allowPlaintext: true (accepted only for loopback addresses)", u)
 			return
 		}
-		if !isLoopback(u.Hostname()) {
+		if !pki.IsLoopbackHost(u.Hostname()) {
 			bad(field, "%s is plaintext http on non-loopback host %s: plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); use https with tls", u, u.Hostname())
 		}
 	}
@@ -419,14 +421,6 @@ func parseMemberURL(raw string, bind bool) (*url.URL, error) {
 	}
 	u.Path = ""
 	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // members returns the initial cluster as name -> peer URL. It assumes

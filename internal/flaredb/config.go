@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
 // Config is one flaredb member's configuration (the flaredb section of
@@ -308,7 +309,7 @@ func (c *Config) validateSecurity(bad func(field, format string, args ...any)) {
 		if reported[addr] {
 			return
 		}
-		if host, _, err := net.SplitHostPort(addr); err == nil && !isLoopbackHost(host) {
+		if host, _, err := net.SplitHostPort(addr); err == nil && !pki.IsLoopbackHost(host) {
 			reported[addr] = true
 			bad(field, "%q is not a loopback address, and this member runs without TLS (allowPlaintext: true): "+
 				"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (auto: true, or caFile, certFile and keyFile) for other addresses", addr)
@@ -385,21 +386,13 @@ func (c *Config) ValidateClient(endpointsField string, endpoints []string) error
 			"only for loopback %s may allowPlaintext: true be set instead", endpointsField)
 	default:
 		for i, e := range endpoints {
-			if host, _, err := net.SplitHostPort(e); err == nil && !isLoopbackHost(host) {
+			if host, _, err := net.SplitHostPort(e); err == nil && !pki.IsLoopbackHost(host) {
 				errs = append(errs, fmt.Errorf("config: %s[%d]: %q is not a loopback address, and flaredb.allowPlaintext is set without flaredb.tls: "+
 					"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (caFile, certFile and keyFile)", endpointsField, i, e))
 			}
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func isLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func isWildcard(addr string) bool {

@@ -351,3 +351,14 @@ func containsString(s []string, v string) bool {
 	}
 	return false
 }
+
+// IsLoopbackHost reports whether host (an IP address or name, no port) is
+// loopback: localhost, 127.0.0.0/8 or ::1. Components allow plaintext only
+// to such hosts.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
