@@ -526,6 +526,13 @@ func namespacesWith(t *testing.T, prefix string) []string {
 // wants to see its own Sweep find the crashed run.
 func TestCrashedRunIsSwept(t *testing.T) {
 	h := runHelper(t)
+	// Other test packages running at the same time sweep in their Start;
+	// hold the sweep lock so that the crashed run is left for ours.
+	lock, err := harness.LockSweeps(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
 	if err := h.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -544,10 +551,11 @@ func TestCrashedRunIsSwept(t *testing.T) {
 	if got := namespacesWith(t, h.prefix); len(got) != 3 {
 		t.Fatalf("after the crash: namespaces %v, want the switch and 2 hosts", got)
 	}
-	rep, err := harness.Sweep(t.Context())
+	rep, err := lock.Sweep(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	lock.Unlock()
 	t.Logf("sweep: %s", rep)
 	if len(rep.Namespaces) < 3 || len(rep.Runs) < 1 {
 		t.Errorf("Sweep removed %s; want the crashed run's state file and 3 namespaces", rep)

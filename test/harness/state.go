@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -218,7 +219,65 @@ func (r SweepReport) Empty() bool { return len(r.Runs)+len(r.Namespaces)+len(r.D
 // Detached clusters (devcluster) have no owner and are left alone; take
 // them down with `devcluster down`. The harness never creates links in the
 // root namespace, so removing its namespaces removes all its links.
+//
+// Sweeps on one machine take turns (see LockSweeps).
 func Sweep(ctx context.Context) (SweepReport, error) {
+	l, err := LockSweeps(ctx)
+	if err != nil {
+		return SweepReport{}, err
+	}
+	defer l.Unlock()
+	return l.Sweep(ctx)
+}
+
+// SweepLock is the machine-wide sweep lock, held. While one process holds
+// it, every other Sweep waits: a test that crashes a run on purpose holds
+// it so that the sweep it checks is its own, not one that a concurrent
+// test process's Start happened to run first.
+type SweepLock struct{ f *os.File }
+
+// sweepLockPath is the flock(2) file behind SweepLock. The kernel drops the
+// lock when its holder dies, so a crashed holder never blocks later sweeps.
+const sweepLockPath = StateDir + "/sweep.lock"
+
+// LockSweeps waits for the sweep lock, polling so that ctx can end the wait.
+func LockSweeps(ctx context.Context) (*SweepLock, error) {
+	if err := os.MkdirAll(StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("harness: sweep lock: %w", err)
+	}
+	f, err := os.OpenFile(sweepLockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("harness: sweep lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return &SweepLock{f: f}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("harness: sweep lock %s: %w", sweepLockPath, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("harness: waiting for the sweep lock %s: %w", sweepLockPath, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Unlock lets other sweeps run again. Unlocking twice is harmless.
+func (l *SweepLock) Unlock() {
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// Sweep runs one sweep (as the package-level Sweep describes) under the
+// held lock.
+func (l *SweepLock) Sweep(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
 	var errs []error
 	// List namespaces before reading state files: a run writes its state
