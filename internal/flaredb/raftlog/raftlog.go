@@ -61,6 +61,9 @@ var (
 	_ raft.StableStore = (*Store)(nil)
 )
 
+// memTableSize is Pebble's write buffer for log entries.
+const memTableSize = 32 << 20
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
@@ -71,9 +74,10 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		Logger:             pebblelog.New(logger, "flaredb raftlog"),
 		// Entries are written once, read back rarely (followers catching
 		// up, the log cache misses) and deleted in ranges: a small cache
-		// is enough.
-		CacheSize:    16 << 20,
-		MemTableSize: 32 << 20,
+		// is enough. Pebble charges the memtables (two at most by
+		// default) to the block cache, so the cache is 16 MiB on top.
+		CacheSize:    2*memTableSize + 16<<20,
+		MemTableSize: memTableSize,
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {

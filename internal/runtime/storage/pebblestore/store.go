@@ -22,11 +22,12 @@ const (
 	// DefaultMaxBatch is the group-commit size used when Options.MaxBatch <= 0.
 	DefaultMaxBatch = 256
 
-	// cacheSize is Pebble's block cache: a metadata store is small and mostly
-	// served from the memtable and OS page cache.
-	cacheSize = 64 << 20
 	// memTableSize bounds the unflushed write buffer.
 	memTableSize = 16 << 20
+	// cacheSize is Pebble's block cache: a metadata store is small and mostly
+	// served from the memtable and OS page cache. Pebble charges the
+	// memtables (two at most by default) to it, so 32 MiB are for blocks.
+	cacheSize = 2*memTableSize + 32<<20
 	// defaultMaxBatchBytes stops the writer from adding more transactions to one
 	// Pebble batch once it holds this much; the rest of the group goes into
 	// the next batch. One transaction alone can exceed it (about
