@@ -15,32 +15,34 @@
 #
 # Needs /usr/bin/etcd: apt-get install -y etcd-server.
 # Environment: BENCHTIME (default 20000x: operations per row, split across
-# the clients), COUNT (default 1). Data directories are under $TMPDIR
+# the clients), ROUNDS (default 2: interleaved rounds; each system goes
+# first in each case in half of them, see runKVCases). Data directories are under $TMPDIR
 # (default /tmp). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_go
 BENCHTIME=${BENCHTIME:-20000x}
-COUNT=${COUNT:-1}
+ROUNDS=${ROUNDS:-2}
 # The peer: Debian's standalone etcd (the package also starts a system
 # etcd on 2379/2380; the benchmark uses other ports).
 apt_need etcd-server
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-echo "==> go test ./test/bench -run '^\$' -bench 'BenchmarkFlareDBVsEtcd' -benchtime=$BENCHTIME -count=$COUNT" >&2
-go test ./test/bench -run '^$' -bench 'BenchmarkFlareDBVsEtcd' -benchtime="$BENCHTIME" -count="$COUNT" -timeout 30m | tee "$raw" >&2
+echo "==> BENCH_ROUNDS=$ROUNDS go test ./test/bench -run '^\$' -bench 'BenchmarkFlareDBVsEtcd' -benchtime=$BENCHTIME" >&2
+BENCH_ROUNDS=$ROUNDS go test ./test/bench -run '^$' -bench 'BenchmarkFlareDBVsEtcd' -benchtime="$BENCHTIME" -timeout 30m | tee "$raw" >&2
 
 etcdv=$(/usr/bin/etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}')
 echo
-echo "BenchmarkFlareDBVsEtcd, $(date -u +%Y-%m-%d), $(bench_commit), $(go env GOVERSION), etcd $etcdv, $(bench_machine), load average $(cut -d' ' -f1-3 /proc/loadavg) after the run, $BENCHTIME operations per row, mean of $COUNT run(s):"
+echo "BenchmarkFlareDBVsEtcd, $(date -u +%Y-%m-%d), $(bench_commit), $(go env GOVERSION), etcd $etcdv, $(bench_machine), load average $(cut -d' ' -f1-3 /proc/loadavg) after the run, $BENCHTIME operations per row, mean of $ROUNDS round(s):"
 echo
 awk '
 $1 ~ /^BenchmarkFlareDBVsEtcd\/op=/ {
 	name = $1
 	sub(/^BenchmarkFlareDBVsEtcd\//, "", name)
 	sub(/-[0-9]+$/, "", name)
+	sub(/#[0-9]+$/, "", name)
 	split(name, parts, "/")
 	op = parts[1]; sub(/^op=/, "", op)
 	cl = parts[2]; sub(/^clients=/, "", cl)

@@ -65,6 +65,7 @@ chainfire:
 		if err != nil {
 			b.Fatal(err)
 		}
+		k.pids = append(k.pids, p.Pid())
 		k.stop = append(k.stop, func() {
 			if code, err := p.Stop(10 * time.Second); err != nil {
 				b.Logf("chainfire %s: exit %d: %v\n%s", name, code, err, p.Stderr().String())
@@ -134,19 +135,13 @@ func BenchmarkChainfireVsEtcd(b *testing.B) {
 		}
 	}
 	var seq atomic.Int64 // fresh put keys across runs
-	for _, op := range []string{"put", "range"} {
-		for _, clients := range []int{16, 64} {
-			// Both systems per case back to back, so drift in machine
-			// load hits both alike; which goes first alternates.
-			slices.Reverse(clusters)
-			for _, k := range clusters {
-				cls := conns[k.name]
-				b.Run(fmt.Sprintf("op=%s/clients=%d/system=%s", op, clients, k.name), func(b *testing.B) {
-					runKV(b, cls, op, clients, value, &seq)
-				})
-			}
+	runKVCases(b, clusters, []string{"put", "range"}, func(b *testing.B, k *kvCluster, op string, clients int) {
+		cpu0 := k.cpu()
+		runKV(b, conns[k.name], op, clients, value, &seq)
+		if cpu := k.cpu() - cpu0; cpu > 0 {
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "server-cpu-us/op")
 		}
-	}
+	})
 }
 
 // runKV runs b.N operations with clients concurrent closed-loop clients and

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,32 +107,23 @@ func BenchmarkFlareDBVsEtcd(b *testing.B) {
 			b.Fatalf("%s: %v", k.name, err)
 		}
 	}
-	for _, op := range []string{"put", "get"} {
-		for _, clients := range []int{16, 64} {
-			// Both systems per case back to back, so drift in machine
-			// load hits both alike; which goes first alternates.
-			slices.Reverse(clusters)
-			for _, k := range clusters {
-				t := targets[k.name]
-				b.Run(fmt.Sprintf("op=%s/clients=%d/system=%s", op, clients, k.name), func(b *testing.B) {
-					cpu0 := k.cpu()
-					r, err := t.Run(ctx, kvdriver.Load{Op: op, Clients: clients, Ops: b.N, Value: value, Keys: kvGetKeys, Seed: uint64(b.N)})
-					b.StopTimer()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if r.Errors > 0 {
-						b.Fatalf("%d of %d operations failed; first: %s", r.Errors, b.N, r.FirstErr)
-					}
-					b.ReportMetric(r.OpsPerS, "ops/s")
-					b.ReportMetric(float64(r.P50.Microseconds()), "p50-us")
-					b.ReportMetric(float64(r.P99.Microseconds()), "p99-us")
-					if cpu := k.cpu() - cpu0; cpu > 0 {
-						b.ReportMetric(float64(cpu.Microseconds())/float64(r.Ops), "server-cpu-us/op")
-					}
-					b.ReportMetric(0, "ns/op")
-				})
-			}
+	runKVCases(b, clusters, []string{"put", "get"}, func(b *testing.B, k *kvCluster, op string, clients int) {
+		t := targets[k.name]
+		cpu0 := k.cpu()
+		r, err := t.Run(ctx, kvdriver.Load{Op: op, Clients: clients, Ops: b.N, Value: value, Keys: kvGetKeys, Seed: uint64(b.N)})
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
+		if r.Errors > 0 {
+			b.Fatalf("%d of %d operations failed; first: %s", r.Errors, b.N, r.FirstErr)
+		}
+		b.ReportMetric(r.OpsPerS, "ops/s")
+		b.ReportMetric(float64(r.P50.Microseconds()), "p50-us")
+		b.ReportMetric(float64(r.P99.Microseconds()), "p99-us")
+		if cpu := k.cpu() - cpu0; cpu > 0 {
+			b.ReportMetric(float64(cpu.Microseconds())/float64(r.Ops), "server-cpu-us/op")
+		}
+		b.ReportMetric(0, "ns/op")
+	})
 }

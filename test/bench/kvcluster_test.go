@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,6 +50,77 @@ func (k *kvCluster) cpu() time.Duration {
 		}
 	}
 	return sum
+}
+
+// runKVCases runs every (op, clients) case on each cluster, in
+// BENCH_ROUNDS interleaved rounds (default 1): a round runs every case once
+// on every cluster before the next round starts, and which cluster goes
+// first alternates from case to case and from round to round, so with an
+// even number of rounds each goes first equally often in every case. Drift
+// in the machine's speed over the run (which on a shared 2-core VM is of
+// the order of the differences measured) then hits both systems alike;
+// `-count` would instead repeat one sub-benchmark back to back on one
+// cluster. Before each run the clusters settle. Sub-benchmarks are named
+// op=OP/clients=N/system=NAME (Go appends #NN to repeats).
+func runKVCases(b *testing.B, clusters []*kvCluster, ops []string, run func(b *testing.B, k *kvCluster, op string, clients int)) {
+	b.Helper()
+	rounds := 1
+	if v := os.Getenv("BENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("BENCH_ROUNDS=%q: want a positive number", v)
+		}
+		rounds = n
+	}
+	for round := range rounds {
+		caseNo := 0
+		for _, op := range ops {
+			for _, clients := range []int{16, 64} {
+				order := slices.Clone(clusters)
+				if (round+caseNo)%2 == 1 {
+					slices.Reverse(order)
+				}
+				caseNo++
+				for _, k := range order {
+					settle(b, clusters)
+					b.Run(fmt.Sprintf("op=%s/clients=%d/system=%s", op, clients, k.name), func(b *testing.B) {
+						run(b, k, op, clients)
+					})
+				}
+			}
+		}
+	}
+}
+
+// settle waits until the clusters are quiet: their members together used
+// under 10% of one CPU over half a second (giving up after 15s). A run then
+// does not pay for background work that the run before left on the
+// cluster it measured (compactions, snapshots, flushes), while the other
+// cluster had been idle for a whole run: with a fixed order that would
+// bias every comparison against whichever system goes second in a row.
+func settle(b *testing.B, clusters []*kvCluster) {
+	b.Helper()
+	const window, quiet = 500 * time.Millisecond, 50 * time.Millisecond
+	total := func() time.Duration {
+		var sum time.Duration
+		for _, k := range clusters {
+			sum += k.cpu()
+		}
+		return sum
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		before := total()
+		time.Sleep(window)
+		used := total() - before
+		if used < quiet {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Logf("clusters not quiet after 15s (%v CPU in the last %v); running anyway", used, window)
+			return
+		}
+	}
 }
 
 func (k *kvCluster) close() {
