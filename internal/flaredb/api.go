@@ -62,6 +62,7 @@ func (n *node) newHTTPServer() *http.Server {
 	}
 	mux.HandleFunc("POST "+wire.PathWatch, n.handleWatch)
 	mux.HandleFunc("POST "+wire.PathSnapshot, n.handleSnapshot)
+	mux.HandleFunc("POST "+wire.PathStream, n.handleStream)
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -79,16 +80,8 @@ func (n *node) newHTTPServer() *http.Server {
 // prelude checks what every request must carry and reads the body. It
 // writes the error and returns ok=false if the request is refused.
 func (n *node) prelude(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if got := r.Header.Get(wire.HeaderCluster); got != n.cfg.ClusterID {
-		n.writeError(w, wire.Errorf(wire.CodeWrongCluster, "request for cluster %q reached member %q of cluster %q", got, n.cfg.ID, n.cfg.ClusterID))
-		return nil, false
-	}
-	if ct := r.Header.Get("Content-Type"); ct != wire.ContentType {
-		n.writeError(w, wire.Errorf(wire.CodeMalformed, "content type %q, want %s", ct, wire.ContentType))
-		return nil, false
-	}
-	if n.stopping.Load() {
-		n.writeError(w, wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID))
+	if err := n.checkRequest(r); err != nil {
+		n.writeError(w, err)
 		return nil, false
 	}
 	body, err := readRequestBody(w, r)
@@ -102,6 +95,21 @@ func (n *node) prelude(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return body, true
+}
+
+// checkRequest checks the headers every request must carry, and that the
+// member is not stopping.
+func (n *node) checkRequest(r *http.Request) *wire.Error {
+	if got := r.Header.Get(wire.HeaderCluster); got != n.cfg.ClusterID {
+		return wire.Errorf(wire.CodeWrongCluster, "request for cluster %q reached member %q of cluster %q", got, n.cfg.ID, n.cfg.ClusterID)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != wire.ContentType {
+		return wire.Errorf(wire.CodeMalformed, "content type %q, want %s", ct, wire.ContentType)
+	}
+	if n.stopping.Load() {
+		return wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+	}
+	return nil
 }
 
 // readRequestBody reads a request body of at most wire.MaxRequestBytes: in

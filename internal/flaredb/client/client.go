@@ -102,6 +102,7 @@ type Client struct {
 	leader    string
 
 	batches batcher
+	streams streams
 	// clusterHdr is the cluster header's value, shared read-only by every
 	// request.
 	clusterHdr []string
@@ -180,6 +181,7 @@ func (c *Client) Close() error {
 		return ErrClosed
 	}
 	c.rootCancel()
+	c.closeStreams()
 	c.watches.Wait()
 	c.http.CloseIdleConnections()
 	return nil
@@ -331,9 +333,13 @@ func (c *Client) timeoutErr(ctx context.Context, last error) error {
 	return fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
 }
 
+// isDialError reports whether err proves the call never reached the
+// member: the connection could not be made, or a call stream failed
+// before the call was handed to it.
 func isDialError(err error) bool {
 	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
+	var ns *errNotSent
+	return errors.As(err, &ns) || (errors.As(err, &oe) && oe.Op == "dial")
 }
 
 // do sends one request to one member. A member's error comes back as a
@@ -345,6 +351,9 @@ func (c *Client) do(ctx context.Context, ep, path string, body []byte) (out []by
 			return nil, "", wire.ToError(err)
 		}
 		return out, "", nil
+	}
+	if out, hint, err, ok := c.doStream(ctx, ep, path, body); ok {
+		return out, hint, err
 	}
 	resp, err := c.post(ctx, ep, path, body)
 	if err != nil {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -15,23 +16,47 @@ import (
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
-// member is a scripted flaredb member: answer is called for every request.
+// member is a scripted flaredb member: answer is called for every call,
+// whether it comes as a POST or on a call stream.
 type member struct {
 	srv   *httptest.Server
 	calls atomic.Int64
+	// noStreams makes the member answer 404 to call streams, as one from
+	// before them would; streamOpens counts the attempts.
+	noStreams   bool
+	streamOpens atomic.Int64
 }
 
-func newMember(t *testing.T, answer func(n int64, path string, body []byte) (int, []byte)) *member {
+type answerFunc func(n int64, path string, body []byte) (int, []byte)
+
+// hangUp as an answer's status ends the call stream without a reply.
+const hangUp = -1
+
+func newMember(t *testing.T, answer answerFunc) *member {
+	return startMember(t, &member{}, answer)
+}
+
+func startMember(t *testing.T, m *member, answer answerFunc) *member {
 	t.Helper()
-	m := &member{}
 	m.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := m.calls.Add(1)
-		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == wire.PathStream {
+			m.streamOpens.Add(1)
+			if m.noStreams {
+				http.NotFound(w, r)
+				return
+			}
+		}
 		if r.Header.Get(wire.HeaderCluster) != "c1" {
 			w.WriteHeader(403)
 			w.Write((&wire.Error{Code: wire.CodeWrongCluster, Message: "wrong cluster"}).Encode())
 			return
 		}
+		if r.URL.Path == wire.PathStream {
+			m.serveStream(w, r, answer)
+			return
+		}
+		n := m.calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
 		status, out := answer(n, r.URL.Path, body)
 		w.WriteHeader(status)
 		w.Write(out)
@@ -42,6 +67,33 @@ func newMember(t *testing.T, answer func(n int64, path string, body []byte) (int
 	m.srv.Start()
 	t.Cleanup(m.srv.Close)
 	return m
+}
+
+// serveStream answers the calls of a call stream one by one.
+func (m *member) serveStream(w http.ResponseWriter, r *http.Request, answer answerFunc) {
+	rc := http.NewResponseController(w)
+	w.WriteHeader(200)
+	rc.Flush()
+	br := bufio.NewReader(r.Body)
+	for {
+		frame, err := wire.ReadFrame(br, wire.MaxFrameBytes)
+		if err != nil {
+			return
+		}
+		var call wire.StreamCall
+		if err := call.Decode(frame); err != nil {
+			return
+		}
+		status, out := answer(m.calls.Add(1), call.Path, call.Body)
+		if status == hangUp {
+			return
+		}
+		reply := wire.StreamReply{ID: call.ID, Failed: status != 200, Body: out}
+		if _, err := w.Write(wire.AppendFrame(nil, reply.Encode())); err != nil {
+			return
+		}
+		rc.Flush()
+	}
 }
 
 func (m *member) addr() string { return strings.TrimPrefix(m.srv.URL, "http://") }
@@ -159,5 +211,48 @@ func TestClientValidatesBeforeSending(t *testing.T) {
 	c.Close()
 	if _, err := c.Txn(context.Background(), "", put); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestFallsBackToPostsWithoutCallStreams(t *testing.T) {
+	m := startMember(t, &member{noStreams: true}, func(int64, string, []byte) (int, []byte) { return ok(4) })
+	c := newClient(t, "c1", m.addr())
+	for range 3 {
+		if res, err := c.Txn(context.Background(), "", put); err != nil || res.Revision != 4 {
+			t.Fatalf("txn = %+v %v", res, err)
+		}
+	}
+	if m.streamOpens.Load() != 1 || m.calls.Load() != 3 {
+		t.Fatalf("stream opens %d, calls %d: want one refused stream, then POSTs", m.streamOpens.Load(), m.calls.Load())
+	}
+}
+
+// A call stream that breaks after a write was sent leaves its outcome
+// unknown (not retried); a read is retried on a new stream.
+func TestBrokenCallStream(t *testing.T) {
+	m := newMember(t, func(n int64, path string, body []byte) (int, []byte) {
+		if n == 1 || n == 2 {
+			return hangUp, nil
+		}
+		if path == wire.PathGet {
+			return 200, (&wire.GetResponse{Found: true, KV: wire.KV{Key: []byte("k"), Value: []byte("v"), CreateRevision: 1, ModRevision: 1}, Revision: 1}).Encode()
+		}
+		return ok(5)
+	})
+	c := newClient(t, "c1", m.addr())
+	if _, err := c.Txn(context.Background(), "", put); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("write on a stream that broke: %v, want unknown outcome", err)
+	}
+	if m.calls.Load() != 1 {
+		t.Fatalf("write was retried: %d calls", m.calls.Load())
+	}
+	kv, found, _, err := c.Get(context.Background(), "", []byte("k"), ReadOptions{})
+	if err != nil || !found || string(kv.Value) != "v" {
+		t.Fatalf("read after a broken stream: %+v %v %v", kv, found, err)
+	}
+	// Stream 1 broke on the write, stream 2 on the read's first try; the
+	// retry (after a status call to rediscover the cluster) used stream 3.
+	if m.streamOpens.Load() != 3 {
+		t.Fatalf("stream opens %d: want the read retried on a new stream", m.streamOpens.Load())
 	}
 }

@@ -43,6 +43,8 @@ var decoders = []func() message{
 	func() message { return &StatusResponse{} },
 	func() message { return &WatchFrame{} },
 	func() message { return &Error{} },
+	func() message { return &StreamCall{} },
+	func() message { return &StreamReply{} },
 }
 
 // seedMessages are valid messages of every kind.
@@ -75,6 +77,9 @@ func seedMessages() []message {
 		&WatchFrame{Kind: FrameProgress, Revision: 6},
 		&WatchFrame{Kind: FrameError, Err: &Error{Code: CodeCompacted, Message: "gone"}},
 		&Error{Code: CodeNotLeader, Message: "not me", Leader: "10.0.0.2:7711"},
+		&StreamCall{ID: 1 << 40, Path: PathTxn, Body: (&TxnRequest{Namespace: "x", Txn: txn}).Encode()},
+		&StreamReply{ID: 7, Leader: "10.0.0.2:7711", Body: (&GetResponse{Found: true, KV: kv, Revision: 8}).Encode()},
+		&StreamReply{ID: 8, Failed: true, Body: (&Error{Code: CodeNotLeader, Message: "not me"}).Encode()},
 	}
 }
 

@@ -65,6 +65,7 @@ var tagNames = map[Tag]string{
 	TagGetResponse: "get response", TagRangeResponse: "range response", TagTxnResponse: "txn response",
 	TagRevisionResponse: "revision response", TagAck: "ack", TagReadIndexResponse: "read index response",
 	TagStatusResponse: "status response", TagWatchFrame: "watch frame", TagError: "error",
+	TagStreamCall: "stream call", TagStreamReply: "stream reply",
 }
 
 func (t Tag) String() string {
