@@ -16,10 +16,13 @@ import (
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
-// The client API: HTTP/2 without TLS (h2c, prior knowledge) carrying the
+// The client API: HTTP/2 (mutual TLS, or h2c on loopback) carrying the
 // binary messages of package wire. HTTP/2 multiplexes many concurrent calls
 // and long-lived watch streams over one connection per client with flow
 // control; the binary bodies are a few varints around the keys and values.
+// Each call is a POST to its path, and the same calls can travel as frames
+// on one long-lived call stream per client (stream.go), which is what the
+// Go client uses: far less work per call than a new HTTP/2 request.
 // gRPC would give the same transport with protobuf and a code generator;
 // plain net/http keeps the server, the forwarding path and the fuzzed
 // decoder in our hands with no generated code.
