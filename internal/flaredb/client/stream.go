@@ -30,12 +30,18 @@ func (e *errNotSent) Unwrap() error { return e.err }
 type callStream struct {
 	ep string
 
-	mu      sync.Mutex // serializes frame writes; guards the fields below
-	body    *io.PipeWriter
+	body *io.PipeWriter
+	// wmu serializes frame writes (a write blocks until the transport
+	// took the frame); buf is the frame being written.
+	wmu sync.Mutex
+	buf []byte
+
+	// mu guards the fields below. It is never held while writing, so the
+	// reply reader is not held up by a write stuck in flow control.
+	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan wire.StreamReply
 	err     error // set once the stream broke; it is then unusable
-	buf     []byte
 
 	resp *http.Response
 }
@@ -247,13 +253,15 @@ func (s *callStream) call(ctx context.Context, path string, body []byte) (wire.S
 	s.nextID++
 	id := s.nextID
 	s.pending[id] = ch
+	s.mu.Unlock()
 	call := wire.StreamCall{ID: id, Path: path, Body: body}
+	s.wmu.Lock()
 	s.buf = wire.AppendFrame(s.buf[:0], call.Append(nil))
 	_, err := s.body.Write(s.buf)
 	if cap(s.buf) > 1<<20 {
 		s.buf = nil // do not keep a large call's buffer
 	}
-	s.mu.Unlock()
+	s.wmu.Unlock()
 	if err != nil {
 		// The pipe hands the frame over whole or reports why not; the
 		// reader fails the pending calls when the stream ends.
