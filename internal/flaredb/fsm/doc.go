@@ -20,18 +20,22 @@
 // never a follower's clock.
 //
 // Durability and recovery: the entries of one ApplyBatch and the new applied
-// index are written in one Pebble batch without fsync. The Raft log (fsynced
-// by the log store before any entry is acknowledged) is the durable record. After
-// a crash Pebble holds a prefix of what was applied, and its applied index
-// says exactly which prefix (state and index move in one batch). The server
-// starts Raft with NoSnapshotRestoreOnStart, so Raft replays the log from
-// its last snapshot; ApplyBatch skips entries at or below the stored applied
-// index, so replay is idempotent and continues exactly where Pebble stopped.
-// Raft may truncate the log only below a snapshot, and Snapshot syncs
-// Pebble's WAL first, so the entries Pebble might have lost are always still
-// in the log. If Pebble is behind the newest snapshot (or was caught in the
-// middle of a restore, which a synced marker records) the server lets Raft
-// restore that snapshot first.
+// index are written in one Pebble batch, and Pebble runs without a WAL. The
+// Raft log (fsynced by the log store before any entry is acknowledged) is
+// the durable record; a WAL here would write every value once more per
+// member. After a crash Pebble holds the state as of its last memtable
+// flush, a prefix of what was applied, and its applied index says exactly
+// which prefix (state and index move in one batch, and flushes keep whole
+// batches in order). The server starts Raft with NoSnapshotRestoreOnStart,
+// so Raft replays the log from its last snapshot; ApplyBatch skips entries
+// at or below the stored applied index, so replay is idempotent and
+// continues exactly where Pebble stopped. Raft may truncate the log only
+// below a snapshot, and a snapshot counts as stored only after the flush
+// Snapshot started has finished, so the entries Pebble might have lost are
+// always still in the log. If Pebble is behind the newest snapshot (or was
+// caught in the middle of a restore, which a flushed marker records) the
+// server lets Raft restore that snapshot first. Close flushes, so a clean
+// restart replays nothing.
 //
 // What it must not do: talk to the network, look at wall clocks, interpret
 // namespaces (keys arrive already prefixed), or decide anything a replica

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
@@ -35,6 +36,9 @@ const (
 type Options struct {
 	// Logger receives the FSM's and Pebble's messages; nil discards them.
 	Logger *slog.Logger
+	// FS is the file system Pebble uses (nil: the OS's). Tests pass an
+	// in-memory one that can simulate a crash.
+	FS vfs.FS
 }
 
 // Stats are the FSM's counters.
@@ -93,10 +97,16 @@ func Open(dir string, opts Options) (*FSM, error) {
 	}
 	logger = logger.With("subsystem", "fsm")
 	popts := &pebble.Options{
-		CacheSize:          cacheSize,
-		MemTableSize:       memTableSize,
+		CacheSize:    cacheSize,
+		MemTableSize: memTableSize,
+		// No WAL: the Raft log is the durable record of every write, and
+		// a WAL would write each value a second time per member. After a
+		// crash Pebble holds the state as of its last flush, and Raft
+		// replays the rest (package doc, "Durability and recovery").
+		DisableWAL:         true,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebblelog.New(logger, "flaredb fsm"),
+		FS:                 opts.FS,
 	}
 	// Every write reads the key's previous state first, and most writes of
 	// a metadata store create keys: bloom filters let those negative
@@ -113,6 +123,17 @@ func Open(dir string, opts Options) (*FSM, error) {
 	logger.Info("fsm opened", "dir", dir, "applied_index", f.meta.appliedIndex, "revision", f.meta.rev,
 		"compacted", f.meta.compacted, "restoring", f.restoring.Load())
 	return f, nil
+}
+
+// waitFlushed waits for a flush started by Snapshot, or for the FSM to fail
+// or close (then the flush may never finish).
+func (f *FSM) waitFlushed(flushed <-chan struct{}) error {
+	select {
+	case <-flushed:
+		return nil
+	case <-f.failCh:
+		return fmt.Errorf("waiting for the state machine flush: %w", f.Err())
+	}
 }
 
 // loadMeta reads the meta record into f.meta and the published atomics.
@@ -245,6 +266,13 @@ func (f *FSM) Close() error {
 		return nil
 	}
 	f.closed = true
+	// Flush what the memtables hold, so a restart need not replay it from
+	// the Raft log. Not after a failure: the memtables may be suspect.
+	if f.Err() == nil {
+		if err := f.db.Flush(); err != nil {
+			f.log.Warn("fsm: flushing before close failed; the next start replays the Raft log", "err", err)
+		}
+	}
 	if err := f.db.Close(); err != nil {
 		return fmt.Errorf("flaredb: fsm: close: %w", err)
 	}

@@ -40,10 +40,13 @@ var ErrBadSnapshot = errors.New("flaredb: bad snapshot")
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Snapshot captures the current state (raft.FSM). It is called between
-// applies, so the Pebble snapshot matches the applied index exactly. It first
-// syncs Pebble's WAL: after Raft stores this snapshot it may truncate the log
-// below it, so everything up to the snapshot index must be durable in Pebble
-// before then (see the recovery note in the package doc).
+// applies, so the Pebble snapshot matches the applied index exactly. It also
+// starts flushing Pebble's memtables (the state machine has no WAL), and
+// Persist waits for that flush before it reports the snapshot stored: once
+// it is, Raft may truncate the log below it, so everything up to the
+// snapshot index must be on disk in Pebble by then (see the recovery note
+// in the package doc). The flush runs in the background so applies go on
+// meanwhile.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.Err(); err != nil {
 		return nil, err
@@ -52,20 +55,27 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, fmt.Errorf("flaredb: snapshot: %w", err)
 	}
 	defer f.dbMu.RUnlock()
-	if err := f.db.LogData(nil, pebble.Sync); err != nil {
-		return nil, fmt.Errorf("flaredb: snapshot: sync: %w", err)
+	flushed, err := f.db.AsyncFlush()
+	if err != nil {
+		return nil, fmt.Errorf("flaredb: snapshot: flush: %w", err)
 	}
-	return &fsmSnapshot{snap: f.db.NewSnapshot(), log: f}, nil
+	return &fsmSnapshot{snap: f.db.NewSnapshot(), flushed: flushed, log: f}, nil
 }
 
 type fsmSnapshot struct {
 	snap *pebble.Snapshot
-	log  *FSM
+	// flushed is closed once the state up to the snapshot is on disk.
+	flushed <-chan struct{}
+	log     *FSM
 }
 
-// Persist streams the snapshot to sink.
+// Persist streams the snapshot to sink, and succeeds only once the state
+// it holds is also durable in the state machine's own files.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := writeSnapshot(s.snap, sink); err != nil {
+		return errors.Join(fmt.Errorf("flaredb: persist snapshot: %w", err), sink.Cancel())
+	}
+	if err := s.log.waitFlushed(s.flushed); err != nil {
 		return errors.Join(fmt.Errorf("flaredb: persist snapshot: %w", err), sink.Cancel())
 	}
 	return sink.Close()
@@ -173,9 +183,14 @@ func (f *FSM) restore(r io.Reader) error {
 	if err := errors.Join(
 		b.DeleteRange(allLower, allUpper, nil),
 		b.Set(metaRestoringKey, []byte{1}, nil),
-		b.Commit(pebble.Sync),
+		b.Commit(pebble.NoSync),
 		b.Close(),
 	); err != nil {
+		return err
+	}
+	// The marker must be on disk before the old state goes: a crash in the
+	// middle of the restore must find it.
+	if err := f.db.Flush(); err != nil {
 		return err
 	}
 	f.restoring.Store(true)
@@ -248,7 +263,10 @@ func (f *FSM) restore(r io.Reader) error {
 	if err := b.Delete(metaRestoringKey, nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	if err := f.db.Flush(); err != nil {
 		return err
 	}
 	f.restoring.Store(false)
