@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 
@@ -54,6 +55,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 	b := f.db.NewIndexedBatch()
 	defer b.Close()
+	rd, err := newBatchReader(b)
+	if err != nil {
+		f.fail(fmt.Errorf("open batch reader: %w", err))
+		return fillErr(resps, f.Err())
+	}
+	defer rd.close()
 	meta := f.meta
 	var commands uint64
 	for i, l := range logs {
@@ -61,7 +68,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue // replayed after a restart: already in Pebble
 		}
 		if l.Type == raft.LogCommand {
-			resp, err := f.applyCommand(b, &meta, l.Data)
+			resp, err := f.applyCommand(b, rd, &meta, l.Data)
 			if err != nil {
 				var fatal *fatalError
 				if errors.As(err, &fatal) {
@@ -111,7 +118,7 @@ func (e *fatalError) Error() string { return e.err.Error() }
 
 func fatal(err error) error { return &fatalError{err: err} }
 
-func (f *FSM) applyCommand(b *pebble.Batch, meta *metaState, data []byte) (any, error) {
+func (f *FSM) applyCommand(b *pebble.Batch, rd getter, meta *metaState, data []byte) (any, error) {
 	cmd, err := DecodeCommand(data)
 	if err != nil {
 		// The leader validated it, so this is a bug or a newer format;
@@ -125,7 +132,7 @@ func (f *FSM) applyCommand(b *pebble.Batch, meta *metaState, data []byte) (any, 
 	case CmdTxns:
 		res := &TxnsResult{Results: make([]wire.TxnResult, len(cmd.Txns))}
 		for i := range cmd.Txns {
-			r, w, err := evalTxn(b, &cmd.Txns[i], meta.rev+1, cmd.Timestamp)
+			r, w, err := evalTxn(rd, &cmd.Txns[i], meta.rev+1, cmd.Timestamp)
 			if err != nil {
 				return nil, fatal(err)
 			}
@@ -173,9 +180,60 @@ func (f *FSM) applyCommand(b *pebble.Batch, meta *metaState, data []byte) (any, 
 	return nil, fmt.Errorf("%w: command kind %d", wire.ErrMalformed, cmd.Kind)
 }
 
+// getter is the point read readState needs: a pebble.Reader, or the
+// batchReader of an ApplyBatch.
+type getter interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+// batchReader serves the point reads of one ApplyBatch through one iterator
+// over its indexed batch, refreshed before each read so it sees the batch's
+// own writes. Batch.Get would build an iterator stack over the memtables
+// and every overlapping sstable for each read; every L0 file spans all
+// keyspaces (state, versions, history are written together), so that was
+// most of what a lookup cost. The iterator keeps its per-level iterators
+// open across reads and checks bloom filters on every level, L6 included
+// (Get skips L6's, where most data lives).
+type batchReader struct {
+	it   *pebble.Iterator
+	opts pebble.IterOptions
+}
+
+func newBatchReader(b *pebble.Batch) (*batchReader, error) {
+	r := &batchReader{opts: pebble.IterOptions{UseL6Filters: true}}
+	it, err := b.NewIter(&r.opts)
+	if err != nil {
+		return nil, err
+	}
+	r.it = it
+	return r, nil
+}
+
+// Get is pebble.Reader's Get: the value is valid until the next Get.
+func (r *batchReader) Get(key []byte) ([]byte, io.Closer, error) {
+	r.it.SetOptions(&r.opts) // sees the batch's writes since the last read
+	if !r.it.SeekPrefixGE(key) || !bytes.Equal(r.it.Key(), key) {
+		if err := r.it.Error(); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, pebble.ErrNotFound
+	}
+	v, err := r.it.ValueAndErr()
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, nopCloser{}, nil
+}
+
+func (r *batchReader) close() { _ = r.it.Close() }
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
 // readState reads the state record of raw from r; the result does not alias
 // Pebble memory.
-func readState(r pebble.Reader, raw []byte) (stateRecord, bool, error) {
+func readState(r getter, raw []byte) (stateRecord, bool, error) {
 	v, closer, err := r.Get(stateKey(raw))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return stateRecord{}, false, nil
@@ -203,7 +261,7 @@ type txnWriter struct {
 }
 
 // get returns raw as the transaction sees it (a fresh copy).
-func (w *txnWriter) get(r pebble.Reader, raw []byte) (stateRecord, bool, error) {
+func (w *txnWriter) get(r getter, raw []byte) (stateRecord, bool, error) {
 	if v, ok := w.overlay[string(raw)]; ok {
 		if v == nil {
 			return stateRecord{}, false, nil
@@ -244,7 +302,7 @@ func (w *txnWriter) del(raw []byte, cur stateRecord) {
 
 // evalTxn evaluates t against r as if committed at rev with leader clock
 // now (unix ms). It writes nothing to r.
-func evalTxn(r pebble.Reader, t *wire.Txn, rev, now int64) (wire.TxnResult, *txnWriter, error) {
+func evalTxn(r getter, t *wire.Txn, rev, now int64) (wire.TxnResult, *txnWriter, error) {
 	w := &txnWriter{}
 	ok := true
 	for i, c := range t.If {

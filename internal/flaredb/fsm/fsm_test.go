@@ -269,6 +269,36 @@ func dump(t testing.TB, f *FSM) []string {
 	return out
 }
 
+// TestLaterTxnsSeeEarlierOnesInOneBatch: transactions applied in one
+// ApplyBatch (in one entry and across entries) see each other's writes and
+// deletes, as if applied one by one.
+func TestLaterTxnsSeeEarlierOnesInOneBatch(t *testing.T) {
+	f := openFSM(t, "")
+	apply(t, f, logs(1, txns(1, wire.Txn{Then: []wire.Op{put("gone", "x")}})))
+	ifValue := func(k, v string) []wire.Compare {
+		return []wire.Compare{{Key: []byte(k), Target: wire.CompareValue, Value: []byte(v)}}
+	}
+	resps := apply(t, f, append(
+		logs(2, txns(1,
+			wire.Txn{Then: []wire.Op{put("k", "1"), del("gone")}},
+			wire.Txn{If: ifValue("k", "1"), Then: []wire.Op{put("k", "2")}},
+			wire.Txn{If: []wire.Compare{{Key: []byte("gone"), Target: wire.CompareExists}}, Then: []wire.Op{put("wrong", "gone still seen")}},
+		)),
+		logs(3, txns(1,
+			wire.Txn{If: ifValue("k", "2"), Then: []wire.Op{put("k", "3")}, Else: []wire.Op{put("wrong", "k not 2")}},
+		))...))
+	first := resps[0].(*TxnsResult).Results
+	if !first[1].Succeeded || first[2].Succeeded || !resps[1].(*TxnsResult).Results[0].Succeeded {
+		t.Fatalf("results: %+v then %+v", first, resps[1])
+	}
+	if v, _ := getValue(t, f, "k", 0); v != "3" {
+		t.Fatalf("k = %q, want 3", v)
+	}
+	if v, ok := getValue(t, f, "wrong", 0); ok {
+		t.Fatalf("wrong = %q", v)
+	}
+}
+
 // TestCrashAfterSnapshot simulates a crash (an in-memory file system that
 // drops everything not synced) after a snapshot and more applies: the state
 // machine has no WAL, so it comes back as of the snapshot's flush, not
