@@ -188,8 +188,9 @@ func (f *FSM) restore(r io.Reader) error {
 	); err != nil {
 		return err
 	}
-	// The marker must be on disk before the old state goes: a crash in the
-	// middle of the restore must find it.
+	// The marker and the removal of the old state reach the disk together
+	// here, before any restored record can (a memtable filling up during
+	// the restore flushes): a crash later in the restore finds the marker.
 	if err := f.db.Flush(); err != nil {
 		return err
 	}
