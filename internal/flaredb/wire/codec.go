@@ -114,13 +114,17 @@ func (d *Decoder) Bool(what string) bool {
 }
 
 // Uvarint reads an unsigned varint.
-func (d *Decoder) Uvarint(what string) uint64 {
+func (d *Decoder) Uvarint(what string) uint64 { return d.uvarint(what, "") }
+
+// uvarint is Uvarint naming the field what+suffix in its error; the two are
+// joined only on failure, since this runs for every length and count.
+func (d *Decoder) uvarint(what, suffix string) uint64 {
 	if d.err != nil {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
-		d.failf("%s: bad varint", what)
+		d.failf("%s%s: bad varint", what, suffix)
 		return 0
 	}
 	d.b = d.b[n:]
@@ -155,7 +159,7 @@ func (d *Decoder) NonNegative(what string) int64 {
 // fails with tooLarge (wrapped with the sizes) if it is non-nil, else as
 // malformed. The length is checked before anything is allocated.
 func (d *Decoder) Blob(what string, max int, tooLarge error) []byte {
-	l := d.Uvarint(what + " length")
+	l := d.uvarint(what, " length")
 	if d.err != nil {
 		return nil
 	}
@@ -186,7 +190,7 @@ func (d *Decoder) String(what string, max int) string {
 // the caller allocate more than the input justifies. tooMany, if non-nil, is
 // the sentinel for a count above max.
 func (d *Decoder) Count(what string, max, minElem int, tooMany error) int {
-	n := d.Uvarint(what + " count")
+	n := d.uvarint(what, " count")
 	if d.err != nil {
 		return 0
 	}
