@@ -47,3 +47,54 @@ bench_machine() {
 	fs=$(df -PT "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}' || true)
 	echo "$(nproc) CPUs (${cpu:-unknown CPU}), data on ${fs:-unknown} at ${TMPDIR:-/tmp}"
 }
+
+# bench_vs_etcd BENCHMARK SYSTEM runs BENCHMARK (test/bench, one of the
+# comparisons with Debian's standalone etcd) in $ROUNDS interleaved rounds of
+# $BENCHTIME operations per row and prints its markdown table: SYSTEM's and
+# etcd's throughput, p50, p99 and server CPU per op, with the SYSTEM/etcd
+# ratios, averaged over the rounds.
+bench_vs_etcd() {
+	local bench=$1 sys=$2 raw etcdv
+	raw=$(mktemp)
+	echo "==> BENCH_ROUNDS=$ROUNDS go test ./test/bench -run '^\$' -bench '$bench' -benchtime=$BENCHTIME" >&2
+	if ! BENCH_ROUNDS=$ROUNDS go test ./test/bench -run '^$' -bench "$bench" -benchtime="$BENCHTIME" -timeout 30m | tee "$raw" >&2; then
+		rm -f "$raw"
+		return 1
+	fi
+	etcdv=$(/usr/bin/etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}')
+	echo
+	echo "$bench, $(date -u +%Y-%m-%d), $(bench_commit), $(go env GOVERSION), etcd $etcdv, $(bench_machine), load average $(cut -d' ' -f1-3 /proc/loadavg) after the run, $BENCHTIME operations per row, mean of $ROUNDS round(s):"
+	echo
+	awk -v bench="$bench" -v sys="$sys" '
+index($1, bench "/op=") == 1 {
+	name = substr($1, length(bench) + 2)
+	sub(/-[0-9]+$/, "", name)
+	sub(/#[0-9]+$/, "", name)
+	split(name, parts, "/")
+	op = parts[1]; sub(/^op=/, "", op)
+	cl = parts[2]; sub(/^clients=/, "", cl)
+	s = parts[3]; sub(/^system=/, "", s)
+	delete m
+	for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
+	key = op SUBSEP cl
+	if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+	ops[key, s] += m["ops/s"]; p50[key, s] += m["p50-us"]; p99[key, s] += m["p99-us"]; cpu[key, s] += m["server-cpu-us/op"]; runs[key, s]++
+}
+function avg(a, k, s) { return runs[k, s] ? a[k, s] / runs[k, s] : 0 }
+function ratio(x, y) { return y ? sprintf("%.2f", x / y) : "-" }
+END {
+	if (n == 0) { print "no " bench " results found" > "/dev/stderr"; exit 1 }
+	printf "| op | clients | %s ops/s | etcd ops/s | ratio | %s p50 (µs) | etcd p50 (µs) | %s p99 (µs) | etcd p99 (µs) | p99 ratio | %s server CPU/op (µs) | etcd server CPU/op (µs) |\n", sys, sys, sys, sys
+	print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+	for (i = 1; i <= n; i++) {
+		k = order[i]; split(k, kk, SUBSEP)
+		so = avg(ops, k, sys); eo = avg(ops, k, "etcd")
+		s99 = avg(p99, k, sys); e99 = avg(p99, k, "etcd")
+		printf "| %s | %s | %.0f | %.0f | %s | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.0f |\n", kk[1], kk[2], so, eo, ratio(so, eo), avg(p50, k, sys), avg(p50, k, "etcd"), s99, e99, ratio(s99, e99), avg(cpu, k, sys), avg(cpu, k, "etcd")
+	}
+}
+' "$raw"
+	local rc=$?
+	rm -f "$raw"
+	return $rc
+}
