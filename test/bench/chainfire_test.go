@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,10 +32,6 @@ func startChainfire(b *testing.B, dir string) *kvCluster {
 	for i := range 3 {
 		name := fmt.Sprintf("cf%d", i+1)
 		root := filepath.Join(dir, name)
-		home, err := nodeproc.NewHome(root)
-		if err != nil {
-			b.Fatal(err)
-		}
 		cfg := fmt.Sprintf(`node: %s
 dataDir: %s
 roles: [chainfire]
@@ -57,20 +52,7 @@ chainfire:
   snapshotCount: %d
   autoCompactionRetention: 1h
 `, name, filepath.Join(root, "data"), ports[2*i], ports[2*i+1], strings.Join(ic, ", "), kvHeartbeat, kvElection, kvSnapshots)
-		path := filepath.Join(root, "node.yaml")
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		p, err := binary.Start(home, "server", "--config", path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		k.pids = append(k.pids, p.Pid())
-		k.stop = append(k.stop, func() {
-			if code, err := p.Stop(10 * time.Second); err != nil {
-				b.Logf("chainfire %s: exit %d: %v\n%s", name, code, err, p.Stderr().String())
-			}
-		})
+		k.startMember(b, root, cfg, 10*time.Second)
 		k.endpoints = append(k.endpoints, fmt.Sprintf("127.0.0.1:%d", ports[2*i]))
 	}
 	return k

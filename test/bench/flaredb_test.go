@@ -3,14 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ultracloud/ultracloud/test/bench/kvdriver"
-	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
 )
 
 const (
@@ -38,10 +36,6 @@ func startFlareDB(b *testing.B, dir string) *kvCluster {
 	for i := range 3 {
 		name := fmt.Sprintf("fdb%d", i+1)
 		root := filepath.Join(dir, name)
-		home, err := nodeproc.NewHome(root)
-		if err != nil {
-			b.Fatal(err)
-		}
 		cfg := fmt.Sprintf(`node: %s
 dataDir: %s
 roles: [flaredb]
@@ -61,20 +55,7 @@ flaredb:
 %s
 `, name, filepath.Join(root, "data"), ports[3*i], flaredbCluster, ports[3*i+1], ports[3*i+2],
 			10*kvHeartbeat, kvElection, kvSnapshots, strings.Join(voters, "\n"))
-		path := filepath.Join(root, "node.yaml")
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		p, err := binary.Start(home, "server", "--config", path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		k.pids = append(k.pids, p.Pid())
-		k.stop = append(k.stop, func() {
-			if code, err := p.Stop(20 * time.Second); err != nil {
-				b.Logf("flaredb %s: exit %d: %v\n%s", name, code, err, p.Stderr().String())
-			}
-		})
+		k.startMember(b, root, cfg, 20*time.Second)
 		k.endpoints = append(k.endpoints, fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
 	}
 	return k

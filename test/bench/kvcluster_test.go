@@ -92,6 +92,31 @@ func runKVCases(b *testing.B, clusters []*kvCluster, ops []string, run func(b *t
 	}
 }
 
+// startMember writes cfg as root/node.yaml, starts `ultracloud server` with
+// it in the home at root, and adds the process to k (its PID for CPU time,
+// a stop that waits up to stopWait).
+func (k *kvCluster) startMember(b *testing.B, root, cfg string, stopWait time.Duration) {
+	b.Helper()
+	home, err := nodeproc.NewHome(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(root, "node.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p, err := binary.Start(home, "server", "--config", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	k.pids = append(k.pids, p.Pid())
+	k.stop = append(k.stop, func() {
+		if code, err := p.Stop(stopWait); err != nil {
+			b.Logf("%s %s: exit %d: %v\n%s", k.name, filepath.Base(root), code, err, p.Stderr().String())
+		}
+	})
+}
+
 // settle waits until the clusters are quiet: their members together used
 // under 10% of one CPU over half a second (giving up after 15s). A run then
 // does not pay for background work that the run before left on the
