@@ -63,36 +63,54 @@ func GenerateCA(dir, commonName string) (certFile, keyFile string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("creating CA directory: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generating CA key: %w", err)
-	}
-	serial, err := randomSerial()
+	key, tmpl, err := newKeyAndTemplate("CA", commonName, time.Now(), caValidity)
 	if err != nil {
 		return "", "", err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName, Organization: []string{organization}},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(caValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return "", "", fmt.Errorf("creating CA certificate: %w", err)
 	}
-	if err := WriteKey(keyFile, key); err != nil {
+	if err := writePair(certFile, keyFile, der, key, "CA"); err != nil {
 		return "", "", err
 	}
-	if err := WriteFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return "", "", fmt.Errorf("writing CA certificate: %w", err)
-	}
 	return certFile, keyFile, nil
+}
+
+// newKeyAndTemplate generates a P-256 key and the common part of a
+// certificate template for it: a random serial, the subject, and validity
+// from now (less the allowed clock skew) for validity. what names the
+// certificate in errors.
+func newKeyAndTemplate(what, commonName string, now time.Time, validity time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating %s key: %w", what, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: commonName, Organization: []string{organization}},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(validity),
+	}, nil
+}
+
+// writePair writes key and the DER certificate as PEM files, mode 0600.
+func writePair(certFile, keyFile string, der []byte, key *ecdsa.PrivateKey, what string) error {
+	if err := WriteKey(keyFile, key); err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return fmt.Errorf("writing %s certificate: %w", what, err)
+	}
+	return nil
 }
 
 // IssueCert writes a fresh certificate and key as member.crt and
@@ -106,25 +124,15 @@ func IssueCert(caCertFile, caKeyFile, dir, commonName string, hosts []string) (c
 	if err != nil {
 		return "", "", err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generating member key: %w", err)
-	}
-	serial, err := randomSerial()
+	now := time.Now()
+	key, tmpl, err := newKeyAndTemplate("member", commonName, now, MemberValidity)
 	if err != nil {
 		return "", "", err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: commonName, Organization: []string{organization}},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     now.Add(MemberValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.DNSNames = []string{"localhost"}
+	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			if !ip.IsUnspecified() && !containsIP(tmpl.IPAddresses, ip) {
@@ -148,11 +156,8 @@ func IssueCert(caCertFile, caKeyFile, dir, commonName string, hosts []string) (c
 		return "", "", fmt.Errorf("creating %s: %w", dir, err)
 	}
 	certFile, keyFile = filepath.Join(dir, MemberCertName), filepath.Join(dir, MemberKeyName)
-	if err := WriteKey(keyFile, key); err != nil {
+	if err := writePair(certFile, keyFile, der, key, "member"); err != nil {
 		return "", "", err
-	}
-	if err := WriteFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return "", "", fmt.Errorf("writing member certificate: %w", err)
 	}
 	return certFile, keyFile, nil
 }
