@@ -2,7 +2,6 @@ package harness
 
 import (
 	"fmt"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -81,15 +80,5 @@ func (p *plan) renderJoinConfig(h planHost, dataDir string, initialCluster []str
 		return nil, fmt.Errorf("harness: re-reading node.yaml of %s: %w", h.name, err)
 	}
 	cfg.Chainfire = p.chainfireJoinSection(h, initialCluster)
-	var b strings.Builder
-	b.WriteString("# Written by the UltraCloud test harness (test/harness) for cluster " + p.name + ": chainfire joins the running cluster.\n")
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(cfg); err != nil {
-		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", h.name, err)
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", h.name, err)
-	}
-	return []byte(b.String()), nil
+	return encodeNodeYAML(cfg, h.name, "# Written by the UltraCloud test harness (test/harness) for cluster "+p.name+": chainfire joins the running cluster.\n")
 }

@@ -446,15 +446,20 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		IAM:           p.iamSection(),
 		ShutdownGrace: p.shutdownGrace.String(),
 	}
+	return encodeNodeYAML(cfg, h.name, "# Written by the UltraCloud test harness (test/harness) for cluster "+p.name+".\n")
+}
+
+// encodeNodeYAML encodes host's node.yaml under a comment header.
+func encodeNodeYAML(cfg nodeConfig, host, header string) ([]byte, error) {
 	var b strings.Builder
-	b.WriteString("# Written by the UltraCloud test harness (test/harness) for cluster " + p.name + ".\n")
+	b.WriteString(header)
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(cfg); err != nil {
-		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", h.name, err)
+		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", host, err)
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", h.name, err)
+		return nil, fmt.Errorf("harness: encoding node.yaml for %s: %w", host, err)
 	}
 	return []byte(b.String()), nil
 }
