@@ -61,6 +61,7 @@ func (n *node) handleStream(w http.ResponseWriter, r *http.Request) {
 	// read is answered; a call's counter drops after its reply is queued,
 	// so the tick catches the last one.
 	var draining <-chan time.Time
+	streamsDone := n.streams.Done()
 	for {
 		select {
 		case f := <-replies:
@@ -75,7 +76,8 @@ func (n *node) handleStream(w http.ResponseWriter, r *http.Request) {
 			if draining == nil {
 				draining = time.Tick(5 * time.Millisecond)
 			}
-		case <-n.streams.Done():
+		case <-streamsDone:
+			streamsDone = nil // closed: would be ready on every pass
 			if draining == nil {
 				draining = time.Tick(5 * time.Millisecond)
 			}
