@@ -79,3 +79,52 @@ func TestBatchedCallsThroughOneClient(t *testing.T) {
 		t.Errorf("only %d of %d writes acknowledged", n, writers*rounds)
 	}
 }
+
+// TestConcurrentWritesShareEntries checks group commit: with one entry in
+// Raft at a time, writers that arrive while it commits all go into the
+// next one, so many concurrent writers need far fewer entries (and fsyncs)
+// than writes. Every write must still get its own result.
+func TestConcurrentWritesShareEntries(t *testing.T) {
+	c := newTestCluster(t, 3, fastConfig)
+	c.startAll()
+	srv := c.members[c.waitLeader()].srv
+	nd := srv.node.Load()
+	before := srv.Stats()
+	const writers, rounds = 48, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				txn := wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: wire.RawKey("", fmt.Appendf(nil, "share/%02d/%02d", w, i)), Value: []byte("v")}}}
+				res, err := nd.propose(context.Background(), txn, 64)
+				if err != nil {
+					errs <- fmt.Errorf("writer %d write %d: %w", w, i, err)
+					return
+				}
+				if !res.Succeeded || res.Revision == 0 {
+					errs <- fmt.Errorf("writer %d write %d: result %+v", w, i, res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	after := srv.Stats()
+	txns, entries := after.Proposals-before.Proposals, after.Entries-before.Entries
+	if txns != writers*rounds {
+		t.Fatalf("%d transactions proposed, want %d", txns, writers*rounds)
+	}
+	// 48 writers and one entry in flight: each entry after the first
+	// carries the writers that waited, about all of them. 4 per entry
+	// leaves room for a slow machine and the race detector.
+	if per := float64(txns) / float64(entries); per < 4 {
+		t.Errorf("%d transactions in %d entries (%.1f per entry): concurrent writes do not share entries", txns, entries, per)
+	} else {
+		t.Logf("%d transactions in %d entries (%.1f per entry)", txns, entries, per)
+	}
+}

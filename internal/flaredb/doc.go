@@ -30,10 +30,11 @@
 //
 // Writes go to the leader (a follower forwards them once, with the leader's
 // address in the answer so clients switch). There one goroutine packs every
-// waiting transaction into one log entry; Raft (BatchApplyCh,
-// MaxAppendEntries) appends all entries queued meanwhile with one fsync and
-// ships them in one AppendEntries; the state machine applies them in one
-// Pebble batch. A writer is answered once its entry is committed (in the
+// waiting transaction into one log entry, and only one entry is in Raft at
+// a time, so everything that arrives while it commits goes into the next
+// one (propose.go says why one); Raft appends it with one fsync and ships
+// it in one AppendEntries; the state machine applies it in one Pebble
+// batch. A writer is answered once its entry is committed (in the
 // fsynced logs of a quorum) and applied. Errors say whether a write may have
 // been applied: not-leader / no-leader / shutting-down mean it was not, so
 // clients retry those; anything after proposing is "outcome unknown".

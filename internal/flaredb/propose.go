@@ -13,24 +13,30 @@ import (
 
 // Group commit. Writers hand transactions to one proposer goroutine, which
 // packs everything waiting into one CmdTxns log entry (up to MaxBatchTxns
-// and maxEntryBytes) and hands it to Raft without waiting for it to commit.
-// Raft (BatchApplyCh) then appends all entries that queued up meanwhile with
-// one fsync and replicates them in one AppendEntries round; the FSM applies
-// them in one Pebble batch. At most maxInflightEntries entries (plus the
-// one the completer waits on) are outstanding: when Raft is busy, writers
+// and maxEntryBytes) and hands it to Raft; the leader appends it with one
+// fsync, replicates it in one AppendEntries round (one fsync per follower)
+// and the FSM applies it in one Pebble batch. At most
+// maxOutstandingEntries entries are in Raft at once, and the proposer takes
+// its slot before it collects a batch: while an entry commits, writers
 // accumulate in the proposer's queue and the next entry carries all of
-// them, so batches grow with load. The limit is small on purpose: most of
-// Raft's cost is per entry (encoding, the log write, AppendEntries, the
-// state machine batch, the futures), paid on every member. With 32
-// outstanding entries 64 concurrent writers got about 1.6 transactions per
-// entry and a third of the raw throughput of 2-8 (BenchmarkPropose); in
-// 3-process runs through the API, 2 used the least server CPU per write at
-// 16 and 64 clients (1 loses pipelining). The differences end to end are
-// within the noise of a shared 2-core machine; see docs/benchmarks.md.
+// them, so batches grow with load.
+//
+// The limit is 1 because most of Raft's cost is per entry (encoding, the
+// log write and its fsync, AppendEntries, the state machine batch, the
+// futures), paid on every member, so the biggest batches win as soon as
+// the members are short of CPU. With one entry in flight instead of two,
+// three members on a 2-core machine under 64 clients through the API put
+// about 16 transactions into each entry instead of 10 (8 instead of 5 at
+// 16 clients), made about a third fewer fsyncs per write and used 15-20%
+// less server CPU per write, for 10-20% more writes/s and lower latency
+// (docs/benchmarks.md).
+// Two outstanding entries overlap one entry's commit with the next one's
+// log write, which wins only when CPU is idle: BenchmarkPropose (no API,
+// so nothing else competes for CPU) is 10-15% faster with 2.
 
 const (
-	maxEntryBytes      = 4 << 20
-	maxInflightEntries = 2
+	maxEntryBytes         = 4 << 20
+	maxOutstandingEntries = 1
 	// logCacheEntries is how many of the newest log entries the server
 	// keeps in memory for replication (raft.NewLogCache).
 	logCacheEntries = 128
@@ -90,6 +96,13 @@ func (n *node) runProposer() {
 	batch := make([]*proposal, 0, n.cfg.MaxBatchTxns)
 	var size int
 	for {
+		// Take a slot before collecting, so the batch holds everything
+		// that arrived while the outstanding entries were being committed.
+		select {
+		case <-n.propCtx.Done():
+			return
+		case n.slots <- struct{}{}:
+		}
 		select {
 		case <-n.propCtx.Done():
 			return
@@ -113,13 +126,18 @@ func (n *node) runProposer() {
 				break collect
 			}
 		}
-		n.submit(batch)
+		if !n.submit(batch) {
+			<-n.slots
+		}
 		clear(batch)
 	}
 }
 
-// submit turns a batch into one log entry and queues it for the completer.
-func (n *node) submit(batch []*proposal) {
+// submit turns a batch into one log entry and queues it for the completer,
+// which releases the proposer's slot once the entry is applied. It reports
+// whether it did; if not, every proposal was answered and the slot is the
+// caller's to release.
+func (n *node) submit(batch []*proposal) bool {
 	live := make([]*proposal, 0, len(batch))
 	cmd := fsm.Command{Kind: fsm.CmdTxns, Timestamp: n.now(), Txns: make([]wire.Txn, 0, len(batch))}
 	for _, p := range batch {
@@ -131,27 +149,21 @@ func (n *node) submit(batch []*proposal) {
 		cmd.Txns = append(cmd.Txns, p.txn)
 	}
 	if len(live) == 0 {
-		return
+		return false
 	}
 	if n.raft.State() != raft.Leader {
 		err := n.notLeader()
 		for _, p := range live {
 			p.done <- proposalResult{err: err}
 		}
-		return
+		return false
 	}
 	f := n.raft.Apply(cmd.Encode(), n.cfg.RequestTimeout)
 	n.stats.proposals.Add(uint64(len(live)))
 	n.stats.entries.Add(1)
-	select {
-	case n.inflight <- &inflightBatch{future: f, props: live}:
-	case <-n.ctx.Done():
-		// Not reachable in order: stop waits for the proposer before
-		// cancelling ctx. Answer rather than strand the writers.
-		for _, p := range live {
-			p.done <- proposalResult{err: wire.Errorf(wire.CodeUnknownOutcome, "member stopped while proposing")}
-		}
-	}
+	// Never blocks: inflight has room for every slot.
+	n.inflight <- &inflightBatch{future: f, props: live}
+	return true
 }
 
 // runCompleter answers writers in log order as their entries are applied.
@@ -159,6 +171,7 @@ func (n *node) runCompleter() {
 	defer close(n.compDone)
 	for b := range n.inflight {
 		err := b.future.Error()
+		<-n.slots
 		var resp any
 		if err == nil {
 			resp = b.future.Response()

@@ -367,6 +367,7 @@ type node struct {
 	propCancel context.CancelFunc
 	proposeCh  chan *proposal
 	inflight   chan *inflightBatch
+	slots      chan struct{} // one per outstanding entry (maxOutstandingEntries)
 	propDone   chan struct{}
 	compDone   chan struct{}
 
@@ -390,7 +391,8 @@ func newNode(s *Server, f *fsm.FSM, logs *raftlog.Store, closeLog func() error, 
 		s: s, cfg: s.cfg, log: s.log, fsm: f, logs: logs, closeLog: closeLog, snaps: snaps, layer: layer, trans: trans, raft: r, apiLn: aln,
 		fatal:     make(chan error, 1),
 		proposeCh: make(chan *proposal),
-		inflight:  make(chan *inflightBatch, maxInflightEntries),
+		inflight:  make(chan *inflightBatch, maxOutstandingEntries),
+		slots:     make(chan struct{}, maxOutstandingEntries),
 		propDone:  make(chan struct{}),
 		compDone:  make(chan struct{}),
 		readCh:    make(chan *readWaiter),
