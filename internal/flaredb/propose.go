@@ -29,10 +29,10 @@ import (
 // about 16 transactions into each entry instead of 10 (8 instead of 5 at
 // 16 clients), made about a third fewer fsyncs per write and used 15-20%
 // less server CPU per write, for 10-20% more writes/s and lower latency
-// (docs/benchmarks.md).
-// Two outstanding entries overlap one entry's commit with the next one's
-// log write, which wins only when CPU is idle: BenchmarkPropose (no API,
-// so nothing else competes for CPU) is 10-15% faster with 2.
+// (docs/benchmarks.md). Two outstanding entries overlap one entry's commit
+// with the next one's log write, which wins only when CPU is idle:
+// BenchmarkPropose (no API, so nothing else competes for CPU) is 10-15%
+// faster with 2.
 
 const (
 	maxEntryBytes         = 4 << 20
