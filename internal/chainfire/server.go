@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
 // Server is one chainfire member as a component.
@@ -124,13 +125,16 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("member ready", "cluster_id", e.Server.Cluster().ID().String(),
 		"member_id", e.Server.MemberID().String(), "members", len(e.Server.Cluster().Members()))
 
-	// The defragmentation policy runs while the member serves and ends
-	// before it closes.
+	// The defragmentation policy and certificate renewal run while the
+	// member serves and end before it closes.
 	dctx, dcancel := context.WithCancel(ctx)
 	ddone := make(chan struct{})
 	go func() {
 		defer close(ddone)
-		s.defragLoop(dctx, e)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.defragLoop(dctx, e) })
+		wg.Go(func() { s.keepCertsRenewed(dctx, paths) })
+		wg.Wait()
 	}()
 	shutdown := func() {
 		dcancel()
@@ -235,21 +239,7 @@ func (s *Server) prepare() (tlsPaths, error) {
 		}
 		return p, nil
 	}
-	dir := filepath.Join(s.cfg.DataDir, tlsDirName)
-	caCert, caKey := t.AutoCAFile, t.AutoCAKeyFile
-	if caCert == "" {
-		var err error
-		if caCert, caKey, err = GenerateCA(dir, "chainfire CA "+s.cfg.ClusterToken); err != nil {
-			return p, err
-		}
-	}
-	var hosts []string
-	for _, raw := range []string{s.cfg.ClientURL, s.cfg.PeerURL} {
-		if u, err := url.Parse(raw); err == nil {
-			hosts = append(hosts, u.Hostname())
-		}
-	}
-	cert, key, err := issueMemberCert(caCert, caKey, dir, s.cfg.Name, hosts)
+	caCert, cert, key, err := s.issueAutoCert()
 	if err != nil {
 		return p, err
 	}
@@ -260,6 +250,59 @@ func (s *Server) prepare() (tlsPaths, error) {
 		p.peerCA, p.peerCert, p.peerKey = caCert, cert, key
 	}
 	return p, nil
+}
+
+// issueAutoCert issues the tls.auto member certificate into
+// DataDir/tls, creating the CA there first for a member without
+// autoCAFile, and returns the CA certificate and the pair.
+func (s *Server) issueAutoCert() (caCert, cert, key string, err error) {
+	t := s.cfg.TLS
+	dir := filepath.Join(s.cfg.DataDir, tlsDirName)
+	caCert, caKey := t.AutoCAFile, t.AutoCAKeyFile
+	if caCert == "" {
+		if caCert, caKey, err = GenerateCA(dir, "chainfire CA "+s.cfg.ClusterToken); err != nil {
+			return "", "", "", err
+		}
+	}
+	var hosts []string
+	for _, raw := range []string{s.cfg.ClientURL, s.cfg.PeerURL} {
+		if u, err := url.Parse(raw); err == nil {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	cert, key, err = issueMemberCert(caCert, caKey, dir, s.cfg.Name, hosts)
+	if err != nil {
+		return "", "", "", err
+	}
+	return caCert, cert, key, nil
+}
+
+// keepCertsRenewed re-issues the tls.auto certificate once two thirds of
+// its validity have passed, or warns from then on about supplied ones,
+// until ctx ends. etcd reads the certificate files at every handshake, so
+// a renewed certificate needs no restart.
+func (s *Server) keepCertsRenewed(ctx context.Context, p tlsPaths) {
+	if s.cfg.TLS.Auto {
+		cert := p.peerCert
+		if cert == "" {
+			cert = p.clientCert
+		}
+		if cert == "" {
+			return
+		}
+		pki.KeepRenewed(ctx, s.log, cert, func() error {
+			_, _, _, err := s.issueAutoCert()
+			return err
+		}, pki.RenewalCheckInterval)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, cert := range slices.Compact([]string{p.clientCert, p.peerCert}) {
+		if cert != "" {
+			wg.Go(func() { pki.KeepRenewed(ctx, s.log, cert, nil, pki.RenewalCheckInterval) })
+		}
+	}
+	wg.Wait()
 }
 
 func isHTTPS(raw string) bool { return strings.HasPrefix(raw, "https://") }

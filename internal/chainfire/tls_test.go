@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
 // TestAutoTLSClusterWithClientCertAuth: three members with TLS on client
@@ -145,6 +148,52 @@ func TestAutoTLSCreatesCAInDataDir(t *testing.T) {
 	}
 	defer c.Close()
 	if _, err := c.Put(ctxT(t, 5*time.Second), "/x", "y"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A renewed certificate (what keepCertsRenewed does once two thirds
+	// of the validity have passed) is served from the next handshake on:
+	// etcd reads the files at every handshake.
+	certFile := filepath.Join(dir, "tls", memberCertName)
+	served := func() string {
+		t.Helper()
+		pool, err := pki.LoadPool(filepath.Join(dir, "tls", caCertName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(cfg.ClientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := tls.Dial("tcp", u.Host, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	inFile := func() string {
+		t.Helper()
+		cert, err := pki.ReadCertFile(certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.SerialNumber.String()
+	}
+	first := inFile()
+	if served() != first {
+		t.Fatal("the member does not serve its certificate file")
+	}
+	if due, _, err := pki.RenewalDue(certFile, time.Now().Add(pki.MemberValidity*3/4)); err != nil || !due {
+		t.Fatalf("renewal not due after three quarters of the validity: %v %v", due, err)
+	}
+	if _, _, _, err := m.srv.issueAutoCert(); err != nil {
+		t.Fatal(err)
+	}
+	if renewed := inFile(); renewed == first || served() != renewed {
+		t.Fatalf("after renewal: file %s (was %s), served %s", renewed, first, served())
+	}
+	if _, err := c.Put(ctxT(t, 5*time.Second), "/x", "z"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/flaredb/raftnet"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
 // Errors of the server component.
@@ -440,6 +441,11 @@ func (n *node) startLoops(join bool) {
 	n.goFunc(n.runReadIndex)
 	n.goFunc(n.runLeadership)
 	n.goFunc(n.runReadvertise)
+	if n.tls != nil {
+		n.goFunc(func() {
+			pki.KeepRenewed(n.ctx, n.log, n.tls.files.CertFile, memberCertRenewal(n.cfg), pki.RenewalCheckInterval)
+		})
+	}
 	if join {
 		n.goFunc(n.runJoin)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -58,6 +59,7 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 	b := &backingStore{}
 	endpoints := n.cfg.Storage.Endpoints
 	var tlsFiles flaredb.TLS
+	var clientTLSDir string // set for a client node: its certificate's directory
 	if slices.Contains(n.cfg.RolesOrAll(), "flaredb") {
 		m, err := flaredb.New(fc, flaredb.Options{Logger: n.log})
 		if err != nil {
@@ -80,9 +82,11 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 		endpoints = uniq(endpoints)
 	} else {
 		var err error
-		if tlsFiles, err = flaredb.ClientTLSFiles(fc, filepath.Join(n.cfg.DataDir, "flaredb-client", "tls"), n.cfg.Node); err != nil {
+		tlsDir := filepath.Join(n.cfg.DataDir, "flaredb-client", "tls")
+		if tlsFiles, err = flaredb.ClientTLSFiles(fc, tlsDir, n.cfg.Node); err != nil {
 			return nil, err
 		}
+		clientTLSDir = tlsDir
 	}
 	cc := fdbclient.Config{Endpoints: endpoints, ClusterID: fc.ClusterID, Logger: n.log,
 		CAFile: tlsFiles.CAFile, CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile}
@@ -101,7 +105,22 @@ func (n *Node) openStore(reg prometheus.Registerer) (*backingStore, error) {
 		return nil, err
 	}
 	b.Store = s
-	b.close = func() error { return errors.Join(s.Close(), c.Close()) }
+	stopRenewal := func() {}
+	if clientTLSDir != "" {
+		// Renew the client certificate before it expires; the client
+		// reloads the files on its own.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			flaredb.KeepClientCertFresh(ctx, n.log, fc, clientTLSDir, n.cfg.Node)
+		}()
+		stopRenewal = func() { cancel(); <-done }
+	}
+	b.close = func() error {
+		stopRenewal()
+		return errors.Join(s.Close(), c.Close())
+	}
 	return b, nil
 }
 

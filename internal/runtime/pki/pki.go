@@ -39,7 +39,8 @@ const (
 const (
 	caValidity = 10 * 365 * 24 * time.Hour
 	// MemberValidity is how long an issued certificate is valid (capped by
-	// the CA's own expiry). Components re-issue at every start.
+	// the CA's own expiry). Components re-issue at every start and when
+	// RenewalDue says so.
 	MemberValidity = 365 * 24 * time.Hour
 	clockSkew      = time.Hour
 	organization   = "UltraCloud"
@@ -226,30 +227,33 @@ func LoadPool(caFile string) (*x509.CertPool, error) {
 }
 
 // ServerConfig is the TLS configuration of a mutual-TLS server: TLS 1.3
-// only, serving certFile/keyFile, and requiring every client to present a
-// certificate that chains to a CA in caFile.
+// only, serving certFile/keyFile (reloaded when they change, see KeyPair),
+// and requiring every client to present a certificate that chains to a CA
+// in caFile (read once).
 func ServerConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	pool, err := LoadPool(caFile)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := LoadKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading certificate %s and key %s: %w", certFile, keyFile, err)
+		return nil, err
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return pair.Certificate(), nil
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  pool,
 	}, nil
 }
 
 // ClientConfig is the TLS configuration of a mutual-TLS client: TLS 1.3
 // only, verifying the server (its certificate must chain to a CA in caFile
-// and name the host dialled) and presenting certFile/keyFile. Without
-// certFile and keyFile the client presents nothing (a server from
-// ServerConfig refuses it).
+// and name the host dialled) and presenting certFile/keyFile (reloaded
+// when they change, see KeyPair). Without certFile and keyFile the client
+// presents nothing (a server from ServerConfig refuses it).
 func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	pool, err := LoadPool(caFile)
 	if err != nil {
@@ -257,11 +261,13 @@ func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
 	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		pair, err := LoadKeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("loading certificate %s and key %s: %w", certFile, keyFile, err)
+			return nil, err
 		}
-		c.Certificates = []tls.Certificate{cert}
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return pair.Certificate(), nil
+		}
 	}
 	return c, nil
 }
