@@ -110,9 +110,15 @@ func (n *node) checkRequest(r *http.Request) *wire.Error {
 		return wire.Errorf(wire.CodeMalformed, "content type %q, want %s", ct, wire.ContentType)
 	}
 	if n.stopping.Load() {
-		return wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+		return n.errStopping()
 	}
 	return nil
+}
+
+// errStopping is the answer to anything that reaches a stopping member:
+// nothing was done, so the client retries elsewhere.
+func (n *node) errStopping() *wire.Error {
+	return wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
 }
 
 // readRequestBody reads a request body of at most wire.MaxRequestBytes: in

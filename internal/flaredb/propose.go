@@ -86,7 +86,7 @@ func (n *node) handOver(ctx context.Context, p *proposal) error {
 	case <-ctx.Done():
 		return fmt.Errorf("flaredb: waiting to propose: %w", ctx.Err())
 	case <-n.propCtx.Done():
-		return wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+		return n.errStopping()
 	}
 }
 

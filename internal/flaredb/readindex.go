@@ -49,7 +49,7 @@ func (n *node) readIndex(ctx context.Context) (uint64, error) {
 	case <-ctx.Done():
 		return 0, wire.Errorf(wire.CodeUnavailable, "waiting for a read index: %v", ctx.Err())
 	case <-n.ctx.Done():
-		return 0, wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID)
+		return 0, n.errStopping()
 	}
 	select {
 	case r := <-w.done:

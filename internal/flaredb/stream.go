@@ -132,7 +132,7 @@ func (n *node) readCalls(ctx context.Context, br *bufio.Reader, slots chan struc
 		go func() {
 			defer func() { <-slots }()
 			reply := n.serveCall(ctx, &call)
-			frame := wire.AppendFrame(nil, reply.Append(nil))
+			frame := wire.AppendFramed(nil, reply.Append)
 			select {
 			case replies <- frame:
 			case <-ctx.Done():
@@ -156,7 +156,7 @@ func (n *node) serveCall(ctx context.Context, call *wire.StreamCall) wire.Stream
 		return fail(wire.Errorf(wire.CodeMalformed, "no call %q on a call stream", call.Path))
 	}
 	if n.stopping.Load() {
-		return fail(wire.Errorf(wire.CodeShuttingDown, "member %q is stopping", n.cfg.ID))
+		return fail(n.errStopping())
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()

@@ -256,7 +256,7 @@ func (s *callStream) call(ctx context.Context, path string, body []byte) (wire.S
 	s.mu.Unlock()
 	call := wire.StreamCall{ID: id, Path: path, Body: body}
 	s.wmu.Lock()
-	s.buf = wire.AppendFrame(s.buf[:0], call.Append(nil))
+	s.buf = wire.AppendFramed(s.buf[:0], call.Append)
 	_, err := s.body.Write(s.buf)
 	if cap(s.buf) > 1<<20 {
 		s.buf = nil // do not keep a large call's buffer

@@ -17,6 +17,19 @@ func AppendFrame(dst, body []byte) []byte {
 	return append(dst, body...)
 }
 
+// AppendFramed appends the frame of the message appendMsg appends (a
+// message's Append method): AppendFrame(dst, appendMsg(nil)) without
+// encoding into a buffer of its own first. The message is encoded after
+// room for the longest length prefix, then moved up behind the real one.
+func AppendFramed(dst []byte, appendMsg func([]byte) []byte) []byte {
+	start := len(dst)
+	dst = appendMsg(append(dst, make([]byte, binary.MaxVarintLen64)...))
+	body := dst[start+binary.MaxVarintLen64:]
+	n := binary.PutUvarint(dst[start:], uint64(len(body)))
+	copy(dst[start+n:], body)
+	return dst[:start+n+len(body)]
+}
+
 // ReadFrame reads one length-prefixed message of at most max bytes. It
 // returns io.EOF only at a clean frame boundary.
 func ReadFrame(r *bufio.Reader, max int) ([]byte, error) {
