@@ -59,6 +59,7 @@ type defragStats struct {
 	reclaimed int64  // bytes given back, summed over runs
 	lastDur   time.Duration
 	lastAt    time.Time
+	lastErr   string // why the latest failed attempt failed
 }
 
 // DefragStats is a copy of the policy's counters.
@@ -68,6 +69,7 @@ type DefragStats struct {
 	ReclaimedBytes int64
 	LastDuration   time.Duration
 	LastAt         time.Time
+	LastError      string // why the latest failed attempt failed; "" if none did
 }
 
 // DefragStats returns the defragmentation policy's counters.
@@ -75,12 +77,13 @@ func (s *Server) DefragStats() DefragStats {
 	d := &s.defrag
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return DefragStats{Runs: d.runs, Failures: d.failures, ReclaimedBytes: d.reclaimed, LastDuration: d.lastDur, LastAt: d.lastAt}
+	return DefragStats{Runs: d.runs, Failures: d.failures, ReclaimedBytes: d.reclaimed, LastDuration: d.lastDur, LastAt: d.lastAt, LastError: d.lastErr}
 }
 
-func (d *defragStats) fail() {
+func (d *defragStats) fail(err error) {
 	d.mu.Lock()
 	d.failures++
+	d.lastErr = err.Error()
 	d.mu.Unlock()
 }
 
@@ -109,7 +112,7 @@ func (s *Server) defragLoop(ctx context.Context, e *embed.Etcd) {
 		case <-timer.C:
 		}
 		if err := s.maybeDefrag(ctx, e); err != nil && ctx.Err() == nil {
-			s.defrag.fail()
+			s.defrag.fail(err)
 			s.log.Warn("defragmentation failed; trying again at the next check", "err", err, "next_check_in", s.cfg.DefragInterval)
 		}
 		timer.Reset(jitter(s.cfg.DefragInterval))

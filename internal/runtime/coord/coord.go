@@ -8,7 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // KeyPrefix is where elections and locks keep their keys.
@@ -130,6 +133,43 @@ var (
 	_ Held         = (*heldLock)(nil)
 	_ Registration = (*registration)(nil)
 )
+
+// Transient reports whether err comes from a passing state of the
+// cluster that a new attempt can get past: no leader or a leader change,
+// a dropped or timed-out proposal, overload, a lost connection, or a lease
+// or key lost before it was held. Invalid arguments, permission and auth
+// errors, and the caller's own cancellation are not transient.
+func Transient(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, ErrInvalid), errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrKeyLost):
+		return true
+	}
+	// clientv3 turns the server's gRPC errors into rpctypes.EtcdError;
+	// errors it does not know keep their gRPC status.
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return transientCode(ee.Code())
+	}
+	if s, ok := status.FromError(err); ok {
+		// etcd answers a proposal raft dropped (as during a leader
+		// transfer) with this text and no code of its own.
+		if s.Code() == codes.Unknown && strings.Contains(s.Message(), "raft proposal dropped") {
+			return true
+		}
+		return transientCode(s.Code())
+	}
+	return false
+}
+
+func transientCode(c codes.Code) bool {
+	switch c {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
 
 // validName checks an election, lock or node name: non-empty, no '/', no
 // control characters.

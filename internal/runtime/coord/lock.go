@@ -14,10 +14,41 @@ import (
 // is kept by a lease of ttl (0 means DefaultTTL): if the holder stops
 // renewing, the lock is freed within ttl and the holder's Context is
 // cancelled before that. Unlock releases it.
+//
+// Waiting includes riding out passing trouble of the cluster: a leader
+// change drops or times out the proposals of the lock's lease and key, and
+// a lease may be lost before the lock is held. Such an attempt is undone
+// (its lease revoked, which deletes its key) and the lock taken afresh,
+// with backoff, until ctx ends. Errors that another attempt cannot fix
+// (bad name or TTL, permission denied) return at once.
 func (c *Client) Lock(ctx context.Context, name string, ttl time.Duration) (Held, error) {
 	if err := validName("lock", name); err != nil {
 		return nil, err
 	}
+	wait := lockRetryMin
+	for {
+		h, err := c.tryLock(ctx, name, ttl)
+		if err == nil || ctx.Err() != nil || !Transient(err) {
+			return h, err
+		}
+		c.log.Info("taking a lock failed for a passing reason; trying again", "lock", name, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("coord: lock %s: %w (last attempt: %w)", name, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, lockRetryMax)
+	}
+}
+
+// Backoff between attempts to take a lock after a passing failure.
+const (
+	lockRetryMin = 100 * time.Millisecond
+	lockRetryMax = 2 * time.Second
+)
+
+// tryLock makes one attempt at the lock.
+func (c *Client) tryLock(ctx context.Context, name string, ttl time.Duration) (Held, error) {
 	l, err := c.Grant(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("coord: lock %s: %w", name, err)

@@ -3,12 +3,17 @@ package coord
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestLockMutualExclusion: workers on separate clients never hold the lock
@@ -111,5 +116,83 @@ func TestLockLossIsReported(t *testing.T) {
 	}
 	if err := hb.Unlock(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLockRidesOutLeaderChanges: in a three-member cluster, every attempt
+// to take a lock starts together with a leader transfer. A transfer drops
+// or times out the lock's proposals (about one attempt in three here; a
+// timed-out one stalls for etcd's 6s request timeout first); Lock must
+// retry those and never hand the caller such a passing error.
+func TestLockRidesOutLeaderChanges(t *testing.T) {
+	ms := startCluster(t, 3)
+	var eps []string
+	for _, m := range ms {
+		eps = append(eps, m.clientURL())
+	}
+	log, messages := newRecordingLogger()
+	c := New(newRawClient(t, eps...), log)
+
+	const rounds = 12
+	for i := range rounds {
+		var moving sync.WaitGroup
+		moving.Go(func() { moveLeadership(t, ms) })
+		h, err := c.Lock(ctxT(t, 30*time.Second), "rider", 2*time.Second)
+		if err != nil {
+			t.Fatalf("round %d: Lock during a leader change: %v", i, err)
+		}
+		moving.Wait()
+		if err := h.Unlock(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatalf("round %d: unlock: %v", i, err)
+		}
+	}
+	retries := 0
+	for _, m := range messages() {
+		if strings.HasPrefix(m, "taking a lock failed for a passing reason") {
+			retries++
+		}
+	}
+	t.Logf("%d rounds, %d attempts retried", rounds, retries)
+}
+
+// moveLeadership hands leadership from the current leader to the next
+// member.
+func moveLeadership(t *testing.T, ms []*etcdMember) {
+	for i, m := range ms {
+		s := m.e.Server
+		if s.Leader() != s.MemberID() {
+			continue
+		}
+		next := ms[(i+1)%len(ms)].e.Server.MemberID()
+		if err := s.MoveLeader(ctxT(t, 5*time.Second), uint64(s.MemberID()), uint64(next)); err != nil {
+			t.Errorf("moving leadership: %v", err)
+		}
+		return
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{rpctypes.ErrLeaderChanged, true},
+		{rpctypes.ErrNoLeader, true},
+		{rpctypes.ErrTimeout, true},
+		{rpctypes.ErrTooManyRequests, true},
+		{fmt.Errorf("coord: lock x: %w", status.Error(codes.Unknown, "raft proposal dropped")), true},
+		{errors.Join(fmt.Errorf("taking: %w", ErrLeaseLost), nil), true},
+		{fmt.Errorf("%w: lock key vanished", ErrKeyLost), true},
+		{rpctypes.ErrPermissionDenied, false},
+		{rpctypes.ErrInvalidAuthToken, false},
+		{fmt.Errorf("%w: bad ttl", ErrInvalid), false},
+		{context.Canceled, false},
+		{status.Error(codes.Unknown, "something else"), false},
+		{errors.New("plain"), false},
+	} {
+		if got := Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
