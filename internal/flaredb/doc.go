@@ -55,6 +55,8 @@
 // against the cluster. Clients resume from the next revision on another
 // member after a failure, so a watch sees every change once, in order,
 // across leader changes.
+// The newest changes come from the state machine's in-memory recent log
+// (fsm), the rest from its Pebble history.
 //
 // # Shutdown order
 //

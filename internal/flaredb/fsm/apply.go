@@ -62,6 +62,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	defer rd.close()
 	meta := f.meta
+	f.batchLog = f.batchLog[:0]
 	var commands uint64
 	for i, l := range logs {
 		if l.Index <= meta.appliedIndex {
@@ -99,8 +100,27 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.meta = meta
 	f.batches.Add(1)
 	f.commands.Add(commands)
+	f.keepRecent()
 	f.publish()
 	return resps
+}
+
+// keepRecent hands the batch's log entries, now committed, to the recent
+// log before publish wakes the watchers that read them.
+func (f *FSM) keepRecent() {
+	for i, enc := range f.batchLog {
+		// Decoded from our own encoding, so the entry aliases no batch
+		// or Raft buffer; it cannot fail unless the encoder is broken.
+		e, err := decodeLogEntry(enc)
+		if err != nil {
+			f.log.Error("fsm: a log entry just written does not decode; watchers read it from Pebble", "err", err)
+			f.recent.clear()
+		} else {
+			f.recent.add(e, len(enc))
+		}
+		f.batchLog[i] = nil
+	}
+	f.batchLog = f.batchLog[:0]
 }
 
 func fillErr(resps []any, err error) []any {
@@ -137,9 +157,11 @@ func (f *FSM) applyCommand(b *pebble.Batch, rd getter, meta *metaState, data []b
 				return nil, fatal(err)
 			}
 			if len(w.events) > 0 {
-				if err := w.apply(b, meta.rev+1); err != nil {
+				enc, err := w.apply(b, meta.rev+1)
+				if err != nil {
 					return nil, fatal(err)
 				}
+				f.batchLog = append(f.batchLog, enc)
 				meta.rev++
 			}
 			r.Revision = meta.rev
@@ -160,9 +182,11 @@ func (f *FSM) applyCommand(b *pebble.Batch, rd getter, meta *metaState, data []b
 			}
 		}
 		if len(w.events) > 0 {
-			if err := w.apply(b, meta.rev+1); err != nil {
+			enc, err := w.apply(b, meta.rev+1)
+			if err != nil {
 				return nil, fatal(err)
 			}
+			f.batchLog = append(f.batchLog, enc)
 			meta.rev++
 		}
 		return nil, nil
@@ -358,9 +382,10 @@ func evalTxn(r getter, t *wire.Txn, rev, now int64) (wire.TxnResult, *txnWriter,
 }
 
 // apply writes the transaction at rev into b: state, one version per key
-// touched, expiry index changes, and the log entry. Keys are visited in
-// sorted order so every replica builds the same batch.
-func (w *txnWriter) apply(b *pebble.Batch, rev int64) error {
+// touched, expiry index changes, and the log entry, which it also returns
+// encoded. Keys are visited in sorted order so every replica builds the
+// same batch.
+func (w *txnWriter) apply(b *pebble.Batch, rev int64) ([]byte, error) {
 	keys := make([]string, 0, len(w.overlay))
 	for k := range w.overlay {
 		keys = append(keys, k)
@@ -371,34 +396,35 @@ func (w *txnWriter) apply(b *pebble.Batch, rev int64) error {
 		before, after := w.before[k], w.overlay[k]
 		if before != nil && before.expires != 0 {
 			if err := b.Delete(expiryKey(before.expires, raw), nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if after == nil {
 			if err := b.Delete(stateKey(raw), nil); err != nil {
-				return err
+				return nil, err
 			}
 			if before != nil {
 				if err := b.Set(versionKey(raw, rev), appendVersion(nil, &versionRecord{tombstone: true, create: before.create}), nil); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			continue
 		}
 		if err := b.Set(stateKey(raw), appendState(nil, after), nil); err != nil {
-			return err
+			return nil, err
 		}
 		if err := b.Set(versionKey(raw, rev), appendVersion(nil, &versionRecord{create: after.create, expires: after.expires, value: after.value}), nil); err != nil {
-			return err
+			return nil, err
 		}
 		if after.expires != 0 {
 			if err := b.Set(expiryKey(after.expires, raw), binary.AppendUvarint(nil, uint64(after.mod)), nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	slices.SortStableFunc(w.events, func(a, b logEvent) int { return bytes.Compare(a.key, b.key) })
-	return b.Set(logKey(rev), appendLogEntry(nil, &LogEntry{Rev: rev, events: w.events}), nil)
+	enc := appendLogEntry(nil, &LogEntry{Rev: rev, events: w.events})
+	return enc, b.Set(logKey(rev), enc, nil)
 }
 
 // applyCompact discards history below rev: the compacted revision becomes

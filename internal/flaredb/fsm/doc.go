@@ -13,6 +13,12 @@
 // the last applied Raft index, the revision, the compacted revision and the
 // leader clock.
 //
+// Watchers read the newest log entries from memory (recent.go): after each
+// batch commits, its entries go into a bounded in-memory log (4,096
+// entries, 16 MiB) before watchers are woken, so following the changes
+// costs no Pebble snapshot or iterator; older revisions, and everything
+// right after a start or a restore, come from Pebble.
+//
 // Determinism: every replica applies the same entries in the same order and
 // derives everything from them: each write transaction takes the next
 // revision, TTL expiry times come from the proposing leader's timestamp in

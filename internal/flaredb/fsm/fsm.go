@@ -68,6 +68,11 @@ type FSM struct {
 
 	// meta is the durable progress; apply goroutine (and Restore) only.
 	meta metaState
+	// batchLog collects the encoded log entries of the batch being
+	// applied; apply goroutine only.
+	batchLog [][]byte
+	// recent serves watchers the newest log entries from memory.
+	recent recentLog
 	// restoring is set while a restore marker is on disk.
 	restoring atomic.Bool
 

@@ -385,6 +385,14 @@ const (
 // them bounded by size (at least one). from at or below the compacted
 // revision fails with storage.ErrCompacted.
 func (f *FSM) ReadLog(from, to int64) ([]LogEntry, error) {
+	if entries, ok, err := f.readRecentLog(from, to); ok || err != nil {
+		return entries, err
+	}
+	return f.readStoredLog(from, to)
+}
+
+// readStoredLog is ReadLog from Pebble.
+func (f *FSM) readStoredLog(from, to int64) ([]LogEntry, error) {
 	v, err := f.newView()
 	if err != nil {
 		return nil, fmt.Errorf("flaredb: watch: %w", err)
@@ -433,6 +441,25 @@ func (f *FSM) ReadLog(from, to int64) ([]LogEntry, error) {
 		return nil, fmt.Errorf("flaredb: watch: log entry %d missing: %w", from, errCorrupt)
 	}
 	return entries, nil
+}
+
+// readRecentLog serves ReadLog from the recent log when it holds from;
+// ok is false when Pebble must be read instead.
+func (f *FSM) readRecentLog(from, to int64) (entries []LogEntry, ok bool, err error) {
+	if err := f.acquire(); err != nil {
+		return nil, false, fmt.Errorf("flaredb: watch: %w", err)
+	}
+	defer f.dbMu.RUnlock()
+	cur, compacted := f.Revision()
+	if from <= compacted {
+		return nil, false, fmt.Errorf("flaredb: watch at %d (compacted %d): %w", from, compacted, storage.ErrCompacted)
+	}
+	to = min(to, cur)
+	if from > to {
+		return nil, true, nil
+	}
+	entries, ok = f.recent.read(from, to, logChunkEntries, logChunkBytes)
+	return entries, ok, nil
 }
 
 // ExpiredKeys returns up to limit keys whose expiry is at or before now

@@ -157,6 +157,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if f.closed {
 		return fmt.Errorf("flaredb: restore: %w", storage.ErrClosed)
 	}
+	// The restored state's history replaces what the recent log holds.
+	f.recent.clear()
 	if err := f.restore(rc); err != nil {
 		err = fmt.Errorf("flaredb: restore: %w", err)
 		f.fail(err)
