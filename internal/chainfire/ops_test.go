@@ -136,7 +136,7 @@ func TestMemberAddListRemove(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 5*time.Second), "/two", "members"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "/two on the added member", func() bool {
+	waitFor(t, 20*time.Second, "/two on the added member", func() bool {
 		v, err := getFrom(t, ms[1].clientURL, "/two")
 		return err == nil && v == "members"
 	})
@@ -154,7 +154,7 @@ func TestMemberAddListRemove(t *testing.T) {
 	if err := second.waitExit(t, 20*time.Second); !errors.Is(err, ErrStopped) {
 		t.Fatalf("removed member's Run = %v, want ErrStopped", err)
 	}
-	waitFor(t, 5*time.Second, "one member left", func() bool {
+	waitFor(t, 20*time.Second, "one member left", func() bool {
 		l, err := MemberList(ctxT(t, 2*time.Second), c)
 		return err == nil && len(l) == 1
 	})

@@ -179,7 +179,7 @@ func TestThreeMemberClusterSurvivesLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range ms {
-		waitFor(t, 5*time.Second, "/replicated on "+s.name, func() bool {
+		waitFor(t, 20*time.Second, "/replicated on "+s.name, func() bool {
 			v, err := getFrom(t, s.clientURL, "/replicated")
 			return err == nil && v == "1"
 		})
@@ -205,7 +205,7 @@ func TestThreeMemberClusterSurvivesLeaderLoss(t *testing.T) {
 		return err == nil
 	})
 	for n, m := range rest {
-		waitFor(t, 5*time.Second, "/after on "+n, func() bool {
+		waitFor(t, 20*time.Second, "/after on "+n, func() bool {
 			v, err := getFrom(t, m.srv.cfg.ClientURL, "/after")
 			return err == nil && v == "2"
 		})

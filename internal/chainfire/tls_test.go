@@ -62,7 +62,7 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 10*time.Second), "/tls", "ok"); err != nil {
 		t.Fatalf("put with member client: %v", err)
 	}
-	waitFor(t, 5*time.Second, "/tls on t3 through its client certificate", func() bool {
+	waitFor(t, 20*time.Second, "/tls on t3 through its client certificate", func() bool {
 		c3, err := members[2].srv.Client()
 		if err != nil {
 			return false

@@ -507,7 +507,7 @@ func TestChangeDuringReconcileIsProcessedAfter(t *testing.T) {
 		t.Fatalf("key reconciled %d times while its first reconcile was still running", n)
 	}
 	close(release)
-	waitFor(t, 5*time.Second, "the changed key to be reconciled again", func() error {
+	waitFor(t, 20*time.Second, "the changed key to be reconciled again", func() error {
 		if n := calls.Load(); n < 2 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -694,7 +694,7 @@ func TestRequeueAfter(t *testing.T) {
 	})
 	c := mustNew(t, Options{Source: src, Reconciler: rec})
 	start(t, c)
-	waitFor(t, 5*time.Second, "three reconciles through RequeueAfter", func() error {
+	waitFor(t, 20*time.Second, "three reconciles through RequeueAfter", func() error {
 		if n := calls.Load(); n < 3 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -723,7 +723,7 @@ func TestRelistReportsVanishedKeys(t *testing.T) {
 	c := mustNew(t, Options{Source: src, Reconciler: r})
 	start(t, c)
 	s := src.nextStream(t)
-	waitFor(t, 5*time.Second, "the initial keys", func() error {
+	waitFor(t, 20*time.Second, "the initial keys", func() error {
 		if count(Key{"p", "a"}) == 0 || count(Key{"p", "b"}) == 0 {
 			return errors.New("not yet")
 		}
@@ -735,7 +735,7 @@ func TestRelistReportsVanishedKeys(t *testing.T) {
 	if src.lists.Load() != 2 {
 		t.Fatalf("%d lists, want 2", src.lists.Load())
 	}
-	waitFor(t, 5*time.Second, "the vanished key to be reconciled", func() error {
+	waitFor(t, 20*time.Second, "the vanished key to be reconciled", func() error {
 		if n := count(Key{"p", "b"}); n < 2 {
 			return fmt.Errorf("b reconciled %d times", n)
 		}
@@ -770,7 +770,7 @@ func TestWatchErrorsRetryWithoutRelist(t *testing.T) {
 	if n := src.lists.Load(); n != 1 {
 		t.Fatalf("%d lists, want 1: only compaction may force a relist", n)
 	}
-	waitFor(t, 5*time.Second, "both changes of a to be reconciled", func() error {
+	waitFor(t, 20*time.Second, "both changes of a to be reconciled", func() error {
 		if n := calls.Load(); n < 2 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -790,7 +790,7 @@ func TestPanicIsRetriedAsFailure(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	c := mustNew(t, Options{Source: src, Reconciler: r, Registerer: reg})
 	start(t, c)
-	waitFor(t, 5*time.Second, "the retry after the panic to succeed", func() error {
+	waitFor(t, 20*time.Second, "the retry after the panic to succeed", func() error {
 		if n := metricValue(t, reg, "ultracloud_controller_reconciles_total", map[string]string{"result": "success"}); n != 1 {
 			return fmt.Errorf("%v successes", n)
 		}

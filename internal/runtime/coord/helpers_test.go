@@ -292,7 +292,7 @@ func (p *proxy) cut() {
 func (p *proxy) restore(t *testing.T) {
 	t.Helper()
 	var ln net.Listener
-	waitFor(t, 5*time.Second, "the proxy address to be free again", func() bool {
+	waitFor(t, 20*time.Second, "the proxy address to be free again", func() bool {
 		var err error
 		ln, err = net.Listen("tcp", p.addr)
 		return err == nil

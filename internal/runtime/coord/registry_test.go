@@ -117,7 +117,7 @@ func TestRegistryExpiresNodeWhenHeartbeatsStop(t *testing.T) {
 	if err := reg.Update(ctxT(t, 5*time.Second), updated); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "joined and updated events", func() bool {
+	waitFor(t, 20*time.Second, "joined and updated events", func() bool {
 		_, j := seen(NodeJoined)
 		_, u := seen(NodeUpdated)
 		return j && u

@@ -100,7 +100,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 	if _, err := raw.Delete(ctxT(t, 5*time.Second), "/w/k1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the watcher's connection to drop", func() bool {
+	waitFor(t, 20*time.Second, "the watcher's connection to drop", func() bool {
 		return watcher.Raw().ActiveConnection().GetState() != connectivity.Ready
 	})
 	p.restore(t)
@@ -111,7 +111,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 
 	// A watch "from now" sees only later changes.
 	now := watchAsync(t, watcher, "/w/", 0)
-	waitFor(t, 5*time.Second, "the from-now watch to start", func() bool {
+	waitFor(t, 20*time.Second, "the from-now watch to start", func() bool {
 		if _, err := raw.Put(ctxT(t, 5*time.Second), "/w/probe", "p"); err != nil {
 			return false
 		}
