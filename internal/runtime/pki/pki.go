@@ -83,19 +83,37 @@ func GenerateCA(dir, commonName string) (certFile, keyFile string, err error) {
 }
 
 // newKeyAndTemplate generates a P-256 key and the common part of a
-// certificate template for it: a random serial, the subject, and validity
-// from now (less the allowed clock skew) for validity. what names the
-// certificate in errors.
+// certificate template for it (newTemplate). what names the certificate in
+// errors.
 func newKeyAndTemplate(what, commonName string, now time.Time, validity time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating %s key: %w", what, err)
-	}
-	serial, err := randomSerial()
+	key, err := newKey(what)
 	if err != nil {
 		return nil, nil, err
 	}
-	return key, &x509.Certificate{
+	tmpl, err := newTemplate(commonName, now, validity)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, tmpl, nil
+}
+
+func newKey(what string) (*ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating %s key: %w", what, err)
+	}
+	return key, nil
+}
+
+// newTemplate is the common part of a certificate template: a random
+// serial, the subject, and validity from now (less the allowed clock skew)
+// for validity.
+func newTemplate(commonName string, now time.Time, validity time.Duration) (*x509.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		NotBefore:    now.Add(-clockSkew),
@@ -103,30 +121,67 @@ func newKeyAndTemplate(what, commonName string, now time.Time, validity time.Dur
 	}, nil
 }
 
+// existingMemberKey returns the P-256 key in keyFile, or nil if there is
+// none that can be used (missing, unreadable, another kind of key).
+func existingMemberKey(keyFile string) *ecdsa.PrivateKey {
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil
+	}
+	signer, err := parsePrivateKey(b)
+	if err != nil {
+		return nil
+	}
+	key, ok := signer.(*ecdsa.PrivateKey)
+	if !ok || key.Curve != elliptic.P256() {
+		return nil
+	}
+	return key
+}
+
 // writePair writes key and the DER certificate as PEM files, mode 0600.
 func writePair(certFile, keyFile string, der []byte, key *ecdsa.PrivateKey, what string) error {
 	if err := WriteKey(keyFile, key); err != nil {
 		return err
 	}
+	return writeCert(certFile, der, what)
+}
+
+// writeCert writes the DER certificate as a PEM file, mode 0600.
+func writeCert(certFile string, der []byte, what string) error {
 	if err := WriteFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		return fmt.Errorf("writing %s certificate: %w", what, err)
 	}
 	return nil
 }
 
-// IssueCert writes a fresh certificate and key as member.crt and
-// member.key in dir (mode 0600, dir created 0700), signed by the CA in
+// IssueCert writes a fresh certificate as member.crt in dir, for the key
+// in member.key there (mode 0600, dir created 0700), signed by the CA in
 // caCertFile/caKeyFile. The certificate names commonName, is valid for
 // hosts (IP addresses become IP SANs, anything else a DNS SAN; empty
 // entries and unspecified addresses are skipped) plus localhost, 127.0.0.1
 // and ::1, and may be used as server and as client certificate.
+//
+// An existing P-256 member.key is kept, and only the certificate file is
+// replaced (atomically): a server that reads both files at every handshake
+// (etcd does) never finds a certificate and key that do not match, as it
+// could between two file writes. Without a usable key a new one is written
+// first. Remove member.key to rotate the key at the next issue.
 func IssueCert(caCertFile, caKeyFile, dir, commonName string, hosts []string) (certFile, keyFile string, err error) {
 	caCert, caKey, err := LoadCA(caCertFile, caKeyFile)
 	if err != nil {
 		return "", "", err
 	}
+	certFile, keyFile = filepath.Join(dir, MemberCertName), filepath.Join(dir, MemberKeyName)
 	now := time.Now()
-	key, tmpl, err := newKeyAndTemplate("member", commonName, now, MemberValidity)
+	key := existingMemberKey(keyFile)
+	freshKey := key == nil
+	if freshKey {
+		if key, err = newKey("member"); err != nil {
+			return "", "", err
+		}
+	}
+	tmpl, err := newTemplate(commonName, now, MemberValidity)
 	if err != nil {
 		return "", "", err
 	}
@@ -156,8 +211,12 @@ func IssueCert(caCertFile, caKeyFile, dir, commonName string, hosts []string) (c
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("creating %s: %w", dir, err)
 	}
-	certFile, keyFile = filepath.Join(dir, MemberCertName), filepath.Join(dir, MemberKeyName)
-	if err := writePair(certFile, keyFile, der, key, "member"); err != nil {
+	if freshKey {
+		err = writePair(certFile, keyFile, der, key, "member")
+	} else {
+		err = writeCert(certFile, der, "member")
+	}
+	if err != nil {
 		return "", "", err
 	}
 	return certFile, keyFile, nil
@@ -185,11 +244,25 @@ func LoadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading CA key: %w", err)
 	}
+	signer, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA key %s: %w", keyFile, err)
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
+		return nil, nil, fmt.Errorf("CA key %s does not belong to certificate %s", keyFile, certFile)
+	}
+	return cert, signer, nil
+}
+
+// parsePrivateKey parses a PEM private key (PKCS#8, SEC 1 or PKCS#1) that
+// can sign.
+func parsePrivateKey(keyPEM []byte) (crypto.Signer, error) {
 	kb, _ := pem.Decode(keyPEM)
 	if kb == nil {
-		return nil, nil, fmt.Errorf("%s holds no PEM key", keyFile)
+		return nil, errors.New("holds no PEM key")
 	}
 	var key any
+	var err error
 	switch kb.Type {
 	case "PRIVATE KEY":
 		key, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
@@ -201,16 +274,13 @@ func LoadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) 
 		err = fmt.Errorf("unsupported PEM block %q", kb.Type)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("parsing CA key %s: %w", keyFile, err)
+		return nil, fmt.Errorf("parsing: %w", err)
 	}
 	signer, ok := key.(crypto.Signer)
 	if !ok {
-		return nil, nil, fmt.Errorf("CA key %s cannot sign", keyFile)
+		return nil, errors.New("cannot sign")
 	}
-	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
-		return nil, nil, fmt.Errorf("CA key %s does not belong to certificate %s", keyFile, certFile)
-	}
-	return cert, signer, nil
+	return signer, nil
 }
 
 // LoadPool reads a PEM bundle of CA certificates.

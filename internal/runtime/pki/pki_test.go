@@ -1,14 +1,19 @@
 package pki
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -132,6 +137,93 @@ func TestIssueCert(t *testing.T) {
 	if _, _, err := LoadCA(filepath.Join(t.TempDir(), "missing"), caKey); err == nil {
 		t.Fatal("missing CA file accepted")
 	}
+}
+
+// TestIssueCertKeepsTheKey: issuing again (a renewal) replaces only the
+// certificate, so a reader of both files never sees a pair that does not
+// match; a missing or unusable key is replaced by a new one.
+func TestIssueCertKeepsTheKey(t *testing.T) {
+	_, caCert, caKey := mustCA(t, "ca")
+	dir := t.TempDir()
+	cert, key, err := IssueCert(caCert, caKey, dir, "m1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key1, _ := os.ReadFile(key)
+	serial1 := readCert(t, cert).SerialNumber
+
+	// A reader loading the pair over and over during renewals.
+	stop := make(chan struct{})
+	mismatches := make(chan error, 1)
+	var reading sync.WaitGroup
+	reading.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+				select {
+				case mismatches <- err:
+				default:
+				}
+			}
+		}
+	})
+	for range 20 {
+		if _, _, err := IssueCert(caCert, caKey, dir, "m1", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	reading.Wait()
+	select {
+	case err := <-mismatches:
+		t.Fatalf("a reader found certificate and key not matching during renewal: %v", err)
+	default:
+	}
+	if key2, _ := os.ReadFile(key); !bytes.Equal(key1, key2) {
+		t.Fatal("renewal replaced the key")
+	}
+	if readCert(t, cert).SerialNumber.Cmp(serial1) == 0 {
+		t.Fatal("renewal kept the old certificate")
+	}
+
+	for name, content := range map[string][]byte{
+		"garbage": []byte("not a key"),
+		"rsa":     rsaKeyPEM(t),
+	} {
+		if err := os.WriteFile(key, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := IssueCert(caCert, caKey, dir, "m1", nil); err != nil {
+			t.Fatalf("%s key: %v", name, err)
+		}
+		if got, _ := os.ReadFile(key); bytes.Equal(got, content) || bytes.Equal(got, key1) {
+			t.Fatalf("%s key: not replaced by a new one", name)
+		}
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			t.Fatalf("%s key: new pair does not load: %v", name, err)
+		}
+	}
+	if err := os.Remove(key); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := IssueCert(caCert, caKey, dir, "m1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		t.Fatalf("after removing the key: %v", err)
+	}
+}
+
+func rsaKeyPEM(t *testing.T) []byte {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
 }
 
 func TestLoadPoolErrors(t *testing.T) {
