@@ -2,6 +2,7 @@ package flaredb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 
@@ -123,11 +124,24 @@ func (n *node) readIndexRound(ctx context.Context) (uint64, error) {
 	}
 	body, err := n.callPeer(ctx, api, pathReadIndex, wire.EncodeEmpty(wire.TagReadIndexRequest))
 	if err != nil {
-		return 0, err
+		return 0, readIndexPeerError(err)
 	}
 	var resp wire.ReadIndexResponse
 	if err := resp.Decode(body); err != nil {
 		return 0, fmt.Errorf("%w: read index from the leader: %v", wire.ErrUnavailable, err)
 	}
 	return resp.Index, nil
+}
+
+// readIndexPeerError is a failed read-index request to the leader as the
+// reader should see it. callPeer calls a request that broke after it was
+// sent an unknown outcome, which is right for a forwarded write; a read
+// index changes nothing, so it is unavailable (try again), which every
+// client retries, instead of a "write outcome unknown" on a read.
+func readIndexPeerError(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code == wire.CodeUnknownOutcome {
+		return wire.Errorf(wire.CodeUnavailable, "read index from the leader: %s", we.Message)
+	}
+	return err
 }

@@ -299,7 +299,7 @@ func (c *Client) call(ctx context.Context, path string, body []byte, kind callKi
 						queue = append([]string{we.Leader}, queue...)
 					}
 				}
-				if !wire.Retryable(we.Code) || (kind == write && !wire.NotApplied(we.Code)) {
+				if !retryable(kind, we.Code) {
 					return nil, err
 				}
 			case isDialError(err):
@@ -865,13 +865,22 @@ func (c *Client) sendBatch(batch []*batchCall) {
 	}
 }
 
+// retryable reports whether a call of kind that a member answered with
+// code may be sent again: a write only if it was certainly not applied.
+func retryable(kind callKind, code wire.Code) bool {
+	if kind == write {
+		return wire.Retryable(code) && wire.NotApplied(code)
+	}
+	return wire.RetryableRead(code)
+}
+
 // batchFailure applies call's retry rules to a call whose batch or slot
 // failed with err.
 func (c *Client) batchFailure(bc *batchCall, err error) batchResult {
 	var we *wire.Error
 	switch {
 	case errors.As(err, &we):
-		if wire.Retryable(we.Code) && (bc.kind != write || wire.NotApplied(we.Code)) {
+		if retryable(bc.kind, we.Code) {
 			return batchResult{retry: true}
 		}
 		return batchResult{err: err}

@@ -181,6 +181,33 @@ func TestReadsRetryUntilAvailable(t *testing.T) {
 	}
 }
 
+// TestReadsRetryUnknownOutcome: a member whose request to the leader broke
+// on the way answers "outcome unknown"; for a read that is just a failed
+// attempt, so the read, and the opening of a watch, go on to the next
+// member instead of failing.
+func TestReadsRetryUnknownOutcome(t *testing.T) {
+	broken := newMember(t, func(int64, string, []byte) (int, []byte) { return fail(wire.CodeUnknownOutcome, "") })
+	good := newMember(t, func(_ int64, path string, _ []byte) (int, []byte) {
+		if path == wire.PathWatch {
+			return 200, wire.AppendFrame(nil, (&wire.WatchFrame{Kind: wire.FrameProgress, Revision: 4}).Encode())
+		}
+		return 200, (&wire.GetResponse{Found: true, KV: wire.KV{Key: []byte("k"), Value: []byte("v"), CreateRevision: 1, ModRevision: 1}, Revision: 1}).Encode()
+	})
+	c := newClient(t, "c1", broken.addr(), good.addr())
+	kv, found, _, err := c.Get(context.Background(), "", []byte("k"), ReadOptions{})
+	if err != nil || !found || string(kv.Value) != "v" {
+		t.Fatalf("get = %+v %v %v", kv, found, err)
+	}
+	s, start, err := c.openWatch(context.Background(), "", nil, 5)
+	if err != nil {
+		t.Fatalf("opening a watch: %v", err)
+	}
+	s.close()
+	if start != 4 || broken.calls.Load() < 2 {
+		t.Fatalf("watch started at %d; the broken member got %d calls", start, broken.calls.Load())
+	}
+}
+
 func TestWrongClusterFailsFast(t *testing.T) {
 	m := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(1) })
 	c := newClient(t, "other", m.addr())

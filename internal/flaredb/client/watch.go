@@ -53,7 +53,7 @@ func (c *Client) openWatch(ctx context.Context, ns string, prefix []byte, from i
 			}
 			lastErr = err
 			var we *wire.Error
-			if errors.As(err, &we) && !wire.Retryable(we.Code) {
+			if errors.As(err, &we) && !wire.RetryableRead(we.Code) {
 				return nil, 0, err
 			}
 			if ctx.Err() != nil {

@@ -142,6 +142,13 @@ func Retryable(code Code) bool {
 	return false
 }
 
+// RetryableRead is Retryable for requests that change nothing (reads,
+// watches). For them an unknown outcome (a member's request to the leader
+// that broke on the way, as when the leader dies) is just a failed attempt.
+func RetryableRead(code Code) bool {
+	return Retryable(code) || code == CodeUnknownOutcome
+}
+
 // Error is an error as carried on the wire. It unwraps to its code's sentinel,
 // so errors.Is(err, storage.ErrCompacted) works across the network.
 type Error struct {
