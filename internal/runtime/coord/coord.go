@@ -163,6 +163,38 @@ func Transient(err error) bool {
 	return false
 }
 
+// Backoff between attempts after a passing failure.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
+// retryPassing runs attempt until it succeeds, fails for a reason that is
+// not Transient, or ctx ends, waiting between attempts with backoff. A
+// leader change drops or times out the proposals of a lease grant or of a
+// lock or leader key, and a lease can be lost before what it was for is
+// held; callers that block until they hold something (Lock, Campaign)
+// wait through that rather than hand the caller a passing error. Each
+// attempt must undo itself when it fails. what names the operation in the
+// log.
+func retryPassing[T any](ctx context.Context, log *slog.Logger, what string, attempt func() (T, error)) (T, error) {
+	wait := retryMin
+	for {
+		v, err := attempt()
+		if err == nil || ctx.Err() != nil || !Transient(err) {
+			return v, err
+		}
+		log.Info("failed for a passing reason; trying again", "op", what, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			var zero T
+			return zero, fmt.Errorf("coord: %s: %w (last attempt: %w)", what, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
 func transientCode(c codes.Code) bool {
 	switch c {
 	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:

@@ -35,8 +35,16 @@ func (c *Client) Election(name string, ttl time.Duration) (*Election, error) {
 
 // Campaign blocks until this candidate leads (or ctx ends) and returns the
 // leadership. Its Context is cancelled when leadership may have been lost
-// (lease lost, leader key deleted, ctx ended) or on Resign.
+// (lease lost, leader key deleted, ctx ended) or on Resign. Like Lock it
+// rides out passing trouble of the cluster (retryPassing): a failed
+// attempt revokes its lease, which withdraws its candidacy, and campaigns
+// afresh.
 func (e *Election) Campaign(ctx context.Context, value string) (Leadership, error) {
+	return retryPassing(ctx, e.c.log, "campaigning in election "+e.name, func() (Leadership, error) { return e.campaignOnce(ctx, value) })
+}
+
+// campaignOnce makes one attempt at leadership.
+func (e *Election) campaignOnce(ctx context.Context, value string) (Leadership, error) {
 	l, err := e.c.Grant(ctx, e.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("coord: election %s: %w", e.name, err)

@@ -15,37 +15,15 @@ import (
 // renewing, the lock is freed within ttl and the holder's Context is
 // cancelled before that. Unlock releases it.
 //
-// Waiting includes riding out passing trouble of the cluster: a leader
-// change drops or times out the proposals of the lock's lease and key, and
-// a lease may be lost before the lock is held. Such an attempt is undone
-// (its lease revoked, which deletes its key) and the lock taken afresh,
-// with backoff, until ctx ends. Errors that another attempt cannot fix
-// (bad name or TTL, permission denied) return at once.
+// Waiting includes riding out passing trouble of the cluster (see
+// retryPassing): an attempt that fails that way is undone (its lease
+// revoked, which deletes its key) and the lock taken afresh.
 func (c *Client) Lock(ctx context.Context, name string, ttl time.Duration) (Held, error) {
 	if err := validName("lock", name); err != nil {
 		return nil, err
 	}
-	wait := lockRetryMin
-	for {
-		h, err := c.tryLock(ctx, name, ttl)
-		if err == nil || ctx.Err() != nil || !Transient(err) {
-			return h, err
-		}
-		c.log.Info("taking a lock failed for a passing reason; trying again", "lock", name, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("coord: lock %s: %w (last attempt: %w)", name, ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, lockRetryMax)
-	}
+	return retryPassing(ctx, c.log, "taking lock "+name, func() (Held, error) { return c.tryLock(ctx, name, ttl) })
 }
-
-// Backoff between attempts to take a lock after a passing failure.
-const (
-	lockRetryMin = 100 * time.Millisecond
-	lockRetryMax = 2 * time.Second
-)
 
 // tryLock makes one attempt at the lock.
 func (c *Client) tryLock(ctx context.Context, name string, ttl time.Duration) (Held, error) {

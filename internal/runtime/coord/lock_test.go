@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -120,10 +119,11 @@ func TestLockLossIsReported(t *testing.T) {
 }
 
 // TestLockRidesOutLeaderChanges: in a three-member cluster, every attempt
-// to take a lock starts together with a leader transfer. A transfer drops
-// or times out the lock's proposals (about one attempt in three here; a
-// timed-out one stalls for etcd's 6s request timeout first); Lock must
-// retry those and never hand the caller such a passing error.
+// to take a lock (even rounds) or to win an election (odd rounds) starts
+// together with a leader transfer. A transfer drops or times out their
+// proposals (about one attempt in three here; a timed-out one stalls for
+// etcd's 6s request timeout first); Lock and Campaign must retry those and
+// never hand the caller such a passing error.
 func TestLockRidesOutLeaderChanges(t *testing.T) {
 	ms := startCluster(t, 3)
 	var eps []string
@@ -132,23 +132,37 @@ func TestLockRidesOutLeaderChanges(t *testing.T) {
 	}
 	log, messages := newRecordingLogger()
 	c := New(newRawClient(t, eps...), log)
+	el, err := c.Election("rider", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	const rounds = 12
 	for i := range rounds {
 		var moving sync.WaitGroup
 		moving.Go(func() { moveLeadership(t, ms) })
-		h, err := c.Lock(ctxT(t, 30*time.Second), "rider", 2*time.Second)
-		if err != nil {
-			t.Fatalf("round %d: Lock during a leader change: %v", i, err)
+		var release func(context.Context) error
+		if i%2 == 0 {
+			h, err := c.Lock(ctxT(t, 30*time.Second), "rider", 2*time.Second)
+			if err != nil {
+				t.Fatalf("round %d: Lock during a leader change: %v", i, err)
+			}
+			release = h.Unlock
+		} else {
+			lead, err := el.Campaign(ctxT(t, 30*time.Second), "me")
+			if err != nil {
+				t.Fatalf("round %d: Campaign during a leader change: %v", i, err)
+			}
+			release = lead.Resign
 		}
 		moving.Wait()
-		if err := h.Unlock(ctxT(t, 5*time.Second)); err != nil {
-			t.Fatalf("round %d: unlock: %v", i, err)
+		if err := release(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatalf("round %d: release: %v", i, err)
 		}
 	}
 	retries := 0
 	for _, m := range messages() {
-		if strings.HasPrefix(m, "taking a lock failed for a passing reason") {
+		if m == "failed for a passing reason; trying again" {
 			retries++
 		}
 	}
