@@ -64,7 +64,11 @@ func GenerateCA(dir, commonName string) (certFile, keyFile string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("creating CA directory: %w", err)
 	}
-	key, tmpl, err := newKeyAndTemplate("CA", commonName, time.Now(), caValidity)
+	key, err := newKey("CA")
+	if err != nil {
+		return "", "", err
+	}
+	tmpl, err := newTemplate(commonName, time.Now(), caValidity)
 	if err != nil {
 		return "", "", err
 	}
@@ -82,21 +86,7 @@ func GenerateCA(dir, commonName string) (certFile, keyFile string, err error) {
 	return certFile, keyFile, nil
 }
 
-// newKeyAndTemplate generates a P-256 key and the common part of a
-// certificate template for it (newTemplate). what names the certificate in
-// errors.
-func newKeyAndTemplate(what, commonName string, now time.Time, validity time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
-	key, err := newKey(what)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl, err := newTemplate(commonName, now, validity)
-	if err != nil {
-		return nil, nil, err
-	}
-	return key, tmpl, nil
-}
-
+// newKey generates a P-256 key; what names the certificate in errors.
 func newKey(what string) (*ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -225,17 +215,9 @@ func IssueCert(caCertFile, caKeyFile, dir, commonName string, hosts []string) (c
 // LoadCA reads a CA certificate and its private key (PKCS#8, SEC 1 or
 // PKCS#1 PEM) and checks that the certificate is a CA and the key is its.
 func LoadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
-	certPEM, err := os.ReadFile(certFile)
+	cert, err := ReadCertFile(certFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading CA certificate: %w", err)
-	}
-	block, _ := pem.Decode(certPEM)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, nil, fmt.Errorf("%s holds no PEM certificate", certFile)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parsing CA certificate %s: %w", certFile, err)
+		return nil, nil, fmt.Errorf("CA certificate: %w", err)
 	}
 	if !cert.IsCA {
 		return nil, nil, fmt.Errorf("%s is not a CA certificate", certFile)
