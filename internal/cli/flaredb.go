@@ -103,7 +103,7 @@ func (f *flaredbFlags) cluster() string {
 	if v := f.env.Getenv(config.EnvName("node")); v != "" {
 		return v
 	}
-	return config.Default().Node
+	return config.DefaultCore().Node
 }
 
 // connect returns a client for the cluster.
@@ -745,7 +745,7 @@ move the old directory away).`,
 				return errors.New("--data-dir is required: the member's new flaredb data directory")
 			}
 			if id == "" {
-				id = config.Default().Node
+				id = config.DefaultCore().Node
 				if v := f.env.Getenv(config.EnvName("node")); v != "" {
 					id = v
 				}
@@ -755,7 +755,7 @@ move the old directory away).`,
 				return err
 			}
 			if len(ps) == 0 {
-				d := flaredb.DefaultConfig()
+				d := flaredb.Default()
 				ps = []flaredb.Peer{{ID: id, RaftAddress: d.RaftAddress, APIAddress: d.APIAddress}}
 			}
 			cid := f.cluster()

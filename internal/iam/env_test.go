@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -86,7 +87,7 @@ type testEnv struct {
 	cancel context.CancelFunc
 }
 
-func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
+func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	t.Helper()
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
@@ -96,16 +97,18 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
 	var issuer string
-	cfg := Config{
-		Node: "test", Issuer: func() string { return issuer }, BootstrapToken: bootstrapToken,
+	cfg := Default()
+	opts := Options{
+		Issuer:        func() string { return issuer },
 		EncryptionKey: bytes.Repeat([]byte{7}, 32),
 		Argon2:        Argon2Params{Memory: 64, Time: 1, Threads: 1},
 		Now:           clk.Now,
 	}
 	for _, f := range tune {
-		f(&cfg)
+		f(&cfg, &opts)
 	}
-	ic, err := New(cfg, st, log, prometheus.NewRegistry())
+	ic, err := New(cfg, component.Deps{Logger: log, Store: st,
+		Node: component.Identity{Name: "test", BootstrapToken: bootstrapToken}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ type openIDConfiguration struct {
 }
 
 func (c *Component) handleDiscovery(w http.ResponseWriter, r *http.Request) {
-	iss := c.cfg.Issuer()
+	iss := c.cfg.issuer()
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	apiserver.WriteJSON(w, http.StatusOK, openIDConfiguration{
 		Issuer: iss, JWKSURI: iss + iamv1.JWKSPath, TokenEndpoint: iss + iamv1.TokenPath,

@@ -212,3 +212,15 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 		h.ServeHTTP(sw, r)
 	})
 }
+
+// Report implements component.Reporter: the API's base URL, the metrics
+// endpoint and the API's OpenAPI document (mounted by the API on this
+// listener's mux).
+func (s *Server) Report(ctx context.Context) component.Report {
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		return component.Report{}
+	}
+	url := "http://" + addr
+	return component.Report{Endpoints: map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}}
+}
