@@ -79,11 +79,14 @@ type Config struct {
 	// SnapshotRetain is how many snapshots are kept on disk (default 2).
 	SnapshotRetain int `yaml:"snapshotRetain"`
 
-	// HeartbeatTimeout and ElectionTimeout bound failure detection (default
-	// 1s each); LeaderLeaseTimeout is how long a leader keeps leading without
-	// hearing from a quorum (default 500ms, at most HeartbeatTimeout).
-	HeartbeatTimeout   time.Duration `yaml:"heartbeatTimeout"`
-	ElectionTimeout    time.Duration `yaml:"electionTimeout"`
+	// HeartbeatTimeout is how long a follower waits without hearing from
+	// the leader before it becomes a candidate (default 1s).
+	HeartbeatTimeout time.Duration `yaml:"heartbeatTimeout"`
+	// ElectionTimeout is how long a candidate waits for an election to
+	// succeed (default 1s, at least heartbeatTimeout).
+	ElectionTimeout time.Duration `yaml:"electionTimeout"`
+	// LeaderLeaseTimeout is how long a leader keeps leading without
+	// hearing from a quorum (default 500ms, at most heartbeatTimeout).
 	LeaderLeaseTimeout time.Duration `yaml:"leaderLeaseTimeout"`
 	// CommitTimeout is how long an idle leader waits before telling
 	// followers the commit index (default 10ms).
