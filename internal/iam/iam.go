@@ -75,7 +75,10 @@ type settings struct {
 
 func newSettings(cfg Config, node component.Identity, o Options) settings {
 	d := Default()
-	for _, f := range []struct{ v *time.Duration; def time.Duration }{
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
 		{&cfg.AccessTokenLifetime, d.AccessTokenLifetime}, {&cfg.RefreshTokenLifetime, d.RefreshTokenLifetime},
 		{&cfg.SigningKeyRotation, d.SigningKeyRotation}, {&cfg.AuditRetention, d.AuditRetention},
 	} {
