@@ -10,7 +10,12 @@ import (
 )
 
 type pkgInfo struct {
-	ImportPath string
+	ImportPath   string
+	Doc          string
+	Dir          string
+	GoFiles      []string
+	TestGoFiles  []string
+	XTestGoFiles []string
 	Imports    []string
 	Deps       []string
 }
