@@ -16,8 +16,8 @@ type pkgInfo struct {
 	GoFiles      []string
 	TestGoFiles  []string
 	XTestGoFiles []string
-	Imports    []string
-	Deps       []string
+	Imports      []string
+	Deps         []string
 }
 
 func listPackages(t *testing.T, pattern string) []pkgInfo {
