@@ -120,7 +120,6 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	}
 	mux := http.NewServeMux()
 	a.Mount(mux)
-	ic.Mount(mux)
 	// The node's real listener, so its access log is part of what the
 	// tests capture.
 	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, mux, log,

@@ -169,19 +169,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.Mount(mux)
-	if n.iam != nil {
-		n.iam.Mount(mux)
+	if err := a.Handle("node", apiserver.Endpoint{Method: http.MethodGet, Path: "/v1/status", OperationID: "getNodeStatus",
+		Summary: "this node's components and stores", Collection: "status", Verb: "get",
+		Handler: apiserver.JSON(func(c *apiserver.Call, _ *apiserver.NoBody) (*api.NodeStatus, error) {
+			addr, _ := srv.Addr(c.Context())
+			st := n.status(c.Context(), group, "http://"+addr)
+			return &st, nil
+		})}); err != nil {
+		return err
 	}
-	mux.Handle("GET /v1/status", a.Authenticated(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.Authorize(r.Context(), apiserver.Attributes{Component: "node", Collection: "status", Verb: "get"},
-			apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")); err != nil {
-			apiserver.WriteError(w, r, n.log, err)
-			return
-		}
-		addr, _ := srv.Addr(r.Context())
-		apiserver.WriteJSON(w, http.StatusOK, n.status(r.Context(), group, "http://"+addr))
-	}))
+	a.Mount(mux)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
