@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +76,7 @@ const bootstrapToken = "bootstrap-token-0123456789abcdef"
 type testEnv struct {
 	t      testing.TB
 	mux    *http.ServeMux
+	routes *routeRecorder // every pattern mounted on mux
 	store  *pebblestore.Store
 	iam    *Component
 	api    *apiserver.API
@@ -119,10 +121,11 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	a.Mount(mux)
+	routes := &routeRecorder{ServeMux: mux}
+	a.Mount(routes)
 	// The node's real listener, so its access log is part of what the
 	// tests capture.
-	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, mux, log,
+	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, routes, log,
 		prometheus.NewRegistry(), func() error { return nil }, a.CloseStreams)
 	ctx, cancel := context.WithCancel(context.Background())
 	iamDone, srvDone := make(chan error, 1), make(chan error, 1)
@@ -142,7 +145,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	}
 	issuer = "http://" + addr
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	e := &testEnv{t: t, mux: mux, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	e := &testEnv{t: t, mux: mux, routes: routes, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		clock: clk, logs: logs, cancel: cancel}
 	e.admin = e.clientWith(bootstrapToken)
 	t.Cleanup(func() {
@@ -160,6 +163,27 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 		}
 	})
 	return e
+}
+
+// routeRecorder is a ServeMux that remembers every pattern registered on
+// it (ServeMux cannot list them).
+type routeRecorder struct {
+	*http.ServeMux
+	mu       sync.Mutex
+	patterns []string
+}
+
+func (m *routeRecorder) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.patterns = append(m.patterns, pattern)
+	m.mu.Unlock()
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeRecorder) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.patterns)
 }
 
 func (e *testEnv) clientWith(token string) *client.Client {

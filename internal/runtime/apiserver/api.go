@@ -128,8 +128,8 @@ func (a *API) addKind(k *kind) error {
 	if k.info.Collection == "projects" && k.info.Scope != api.ScopeCluster {
 		return fmt.Errorf("apiserver: collection %q is reserved for the cluster-scoped Project kind", k.info.Collection)
 	}
-	if a.mounted && len(k.actions) > 0 {
-		return fmt.Errorf("apiserver: kind %s with actions registered after Mount", k.info.Kind)
+	if a.mounted {
+		return fmt.Errorf("apiserver: kind %s registered after Mount", k.info.Kind)
 	}
 	for _, ac := range k.actions {
 		if a.operationIDs[ac.OperationID] {
@@ -179,14 +179,16 @@ type Mux interface {
 // all kinds, their actions, and every declared endpoint (discovery at GET
 // /v1 and the OpenAPI document at GET /openapi.json among them), each
 // wrapped in audit, authentication and authorization. It is the one place
-// routes are mounted, so Routes lists them all. Declare endpoints and
-// kinds with actions before calling it; call it once.
+// routes are mounted, so Routes lists them all. Register kinds and declare
+// endpoints before calling it; call it once.
 func (a *API) Mount(mux Mux) {
 	a.mu.Lock()
 	a.mounted = true
 	endpoints := a.endpoints
+	scopes := map[api.Scope]bool{}
 	actionMethods := map[api.Scope]map[string]bool{api.ScopeCluster: {}, api.ScopeProject: {}}
 	for _, k := range a.kinds {
+		scopes[k.info.Scope] = true
 		for _, ac := range k.actions {
 			actionMethods[k.info.Scope][ac.Method] = true
 		}
@@ -199,22 +201,28 @@ func (a *API) Mount(mux Mux) {
 		mux.Handle(pattern, h)
 	}
 	auth := func(h http.HandlerFunc) http.Handler { return a.audited(a.authenticated(h)) }
-	// Cluster-scoped kinds, and cross-project lists of project-scoped ones.
-	handle("GET /v1/{collection}", auth(a.handleList))
-	handle("POST /v1/{collection}", auth(a.handleCreate))
-	handle("GET /v1/{collection}/{name}", auth(a.handleGet))
-	handle("PUT /v1/{collection}/{name}", auth(a.handleUpdate))
-	handle("DELETE /v1/{collection}/{name}", auth(a.handleDelete))
-	handle("PUT /v1/{collection}/{name}/status", auth(a.handleStatus))
-	// Project-scoped kinds.
-	handle("GET /v1/projects/{project}/{collection}", auth(a.handleList))
-	handle("POST /v1/projects/{project}/{collection}", auth(a.handleCreate))
-	handle("GET /v1/projects/{project}/{collection}/{name}", auth(a.handleGet))
-	handle("PUT /v1/projects/{project}/{collection}/{name}", auth(a.handleUpdate))
-	handle("DELETE /v1/projects/{project}/{collection}/{name}", auth(a.handleDelete))
-	handle("PUT /v1/projects/{project}/{collection}/{name}/status", auth(a.handleStatus))
-	// Actions, only for the methods some kind's actions use, so that every
-	// route is one /openapi.json documents.
+	// Resource routes are mounted for the scopes some kind has, so that
+	// every route is one /openapi.json documents. Lists of cluster-scoped
+	// kinds, and cross-project lists of project-scoped ones:
+	if len(scopes) > 0 {
+		handle("GET /v1/{collection}", auth(a.handleList))
+	}
+	if scopes[api.ScopeCluster] {
+		handle("POST /v1/{collection}", auth(a.handleCreate))
+		handle("GET /v1/{collection}/{name}", auth(a.handleGet))
+		handle("PUT /v1/{collection}/{name}", auth(a.handleUpdate))
+		handle("DELETE /v1/{collection}/{name}", auth(a.handleDelete))
+		handle("PUT /v1/{collection}/{name}/status", auth(a.handleStatus))
+	}
+	if scopes[api.ScopeProject] {
+		handle("GET /v1/projects/{project}/{collection}", auth(a.handleList))
+		handle("POST /v1/projects/{project}/{collection}", auth(a.handleCreate))
+		handle("GET /v1/projects/{project}/{collection}/{name}", auth(a.handleGet))
+		handle("PUT /v1/projects/{project}/{collection}/{name}", auth(a.handleUpdate))
+		handle("DELETE /v1/projects/{project}/{collection}/{name}", auth(a.handleDelete))
+		handle("PUT /v1/projects/{project}/{collection}/{name}/status", auth(a.handleStatus))
+	}
+	// Actions, for the methods some kind's actions use.
 	for _, m := range sortedKeys(actionMethods[api.ScopeCluster]) {
 		handle(m+" /v1/{collection}/{name}/{action}", auth(a.handleAction))
 	}

@@ -146,7 +146,7 @@ type kind struct {
 // projects themselves (addKind reserves the collection for it).
 func (k *kind) isProjects() bool { return k.info.Collection == "projects" }
 
-// Register adds kind def to the API. It must be called before the API serves.
+// Register adds kind def to the API. It must be called before Mount.
 func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 	if def.Kind == "" || def.Collection == "" || def.Singular == "" {
 		return errors.New("apiserver: kind needs Kind, Collection and Singular")

@@ -74,6 +74,13 @@ func (a *API) OpenAPI() map[string]any {
 					"404": errResp("a project the caller cannot see"), "410": errResp("revision compacted")}},
 			"post": map[string]any{"operationId": "create" + name, "tags": []string{k.info.Component}, "parameters": params, "requestBody": body, "responses": one("201", "created")},
 		}
+		if k.info.Scope == api.ScopeProject {
+			paths["/v1/"+k.info.Collection] = map[string]any{
+				"get": map[string]any{"operationId": "list" + name + "AllProjects", "tags": []string{k.info.Component},
+					"summary": "list or watch " + k.info.Collection + " across the projects the caller may see", "parameters": listParams[1:],
+					"responses": paths[coll].(map[string]any)["get"].(map[string]any)["responses"]},
+			}
+		}
 		itemParams := append(append([]any{}, params...), pathParam("name"))
 		paths[item] = map[string]any{
 			"get":    map[string]any{"operationId": "get" + name, "tags": []string{k.info.Component}, "parameters": itemParams, "responses": one("200", "the "+k.info.Singular)},
