@@ -3,7 +3,10 @@
 // them as REST/JSON (list with pagination and label selectors, get, create,
 // update with optimistic concurrency, delete, watch, status), stores them in a
 // storage.Store, reports errors as problem+json, and generates the OpenAPI
-// document from the Go types.
+// document from the Go types. Non-resource routes are declared here too:
+// actions and sub-resources on a kind's objects (Action), component
+// endpoints (Endpoint, API.Handle) and long-lived streams (Stream), and
+// Mount is the one place every route is mounted.
 //
 // It owns the HTTP semantics of resources and the enforcement points of
 // security: every resource request is authenticated (an Authenticator),

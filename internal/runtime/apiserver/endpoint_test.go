@@ -247,6 +247,14 @@ func TestAction(t *testing.T) {
 	if p := e.do(t, "POST", start, "tok-bob", big).problem(t); p.Status != http.StatusRequestEntityTooLarge || p.Code != api.CodeBodyTooLarge {
 		t.Errorf("oversized body = %+v, want 413", p)
 	}
+	req, _ := http.NewRequest("POST", e.srv.URL+start, strings.NewReader("force=1"))
+	req.Header.Set("Authorization", "Bearer tok-bob")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("form body = %v %v, want 415", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if p := e.do(t, "POST", start, "tok-bob", `{"force":"yes"}`).problem(t); p.Status != http.StatusBadRequest || p.Field != "force" {
 		t.Errorf("wrong type = %+v, want 400 naming force", p)
 	}
@@ -263,7 +271,8 @@ func TestAction(t *testing.T) {
 			codes = append(codes, ev.Code)
 		}
 	}
-	for _, want := range []int{http.StatusAccepted, http.StatusNotFound, http.StatusForbidden, http.StatusRequestEntityTooLarge, http.StatusBadRequest} {
+	for _, want := range []int{http.StatusAccepted, http.StatusNotFound, http.StatusForbidden, http.StatusRequestEntityTooLarge,
+		http.StatusUnsupportedMediaType, http.StatusBadRequest} {
 		if !slices.Contains(codes, want) {
 			t.Errorf("no audit record of a start answered %d; have %v", want, codes)
 		}
