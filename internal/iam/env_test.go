@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,7 @@ const bootstrapToken = "bootstrap-token-0123456789abcdef"
 type testEnv struct {
 	t      testing.TB
 	mux    *http.ServeMux
+	routes *routeRecorder // every pattern mounted on mux
 	store  *pebblestore.Store
 	iam    *Component
 	api    *apiserver.API
@@ -122,11 +124,11 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	a.Mount(mux)
-	ic.Mount(mux)
+	routes := &routeRecorder{ServeMux: mux}
+	a.Mount(routes)
 	// The node's real listener, so its access log is part of what the
 	// tests capture.
-	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, mux, log,
+	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, routes, log,
 		prometheus.NewRegistry(), func() error { return nil }, a.CloseStreams)
 	ctx, cancel := context.WithCancel(context.Background())
 	iamDone, srvDone := make(chan error, 1), make(chan error, 1)
@@ -146,7 +148,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	}
 	issuer = "http://" + addr
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	e := &testEnv{t: t, mux: mux, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	e := &testEnv{t: t, mux: mux, routes: routes, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		clock: clk, logs: logs, cancel: cancel}
 	e.admin = e.clientWith(bootstrapToken)
 	t.Cleanup(func() {
@@ -164,6 +166,27 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 		}
 	})
 	return e
+}
+
+// routeRecorder is a ServeMux that remembers every pattern registered on
+// it (ServeMux cannot list them).
+type routeRecorder struct {
+	*http.ServeMux
+	mu       sync.Mutex
+	patterns []string
+}
+
+func (m *routeRecorder) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.patterns = append(m.patterns, pattern)
+	m.mu.Unlock()
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeRecorder) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.patterns)
 }
 
 func (e *testEnv) clientWith(token string) *client.Client {

@@ -132,7 +132,6 @@ type Component struct {
 	bootstrap apiserver.TokenAuthenticator
 	audit     *auditLog
 	limiter   *loginLimiter
-	api       *apiserver.API
 
 	mu              sync.Mutex
 	initialPassword string
@@ -196,9 +195,9 @@ func (c *Component) Keys() *KeyManager { return c.keys }
 // Verifier returns the access token verifier.
 func (c *Component) Verifier() *apiserver.JWTVerifier { return c.verifier }
 
-// Register adds iam's kinds to a; call it once before a serves.
+// Register adds iam's kinds and endpoints to a; call it once before a
+// mounts its routes.
 func (c *Component) Register(a *apiserver.API) error {
-	c.api = a
 	for _, reg := range []func() error{
 		func() error { return apiserver.Register(a, "iam", c.projectKind()) },
 		func() error { return apiserver.Register(a, "iam", c.userKind()) },
@@ -207,6 +206,7 @@ func (c *Component) Register(a *apiserver.API) error {
 		func() error { return apiserver.Register(a, "iam", c.roleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.clusterRoleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.accessKeyKind()) },
+		func() error { return c.endpoints(a) },
 	} {
 		if err := reg(); err != nil {
 			return fmt.Errorf("iam: %w", err)

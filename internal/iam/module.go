@@ -29,7 +29,6 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 			{Component: pc, DependsOn: []string{"http"}},
 		},
 		Register:     c.Register,
-		Mount:        c.Mount,
 		APIDependsOn: []string{c.Name()},
 		Security:     &component.Security{Authenticator: c, Authorizer: c.Authorizer(), Auditor: c.Auditor()},
 		Tokens:       tokens,

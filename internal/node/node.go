@@ -19,7 +19,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +49,37 @@ type Node struct {
 	// admin is the module that can create the first admin's credentials
 	// (iam), when this node runs it.
 	admin adminIssuer
+	mux   *recordingMux
+}
+
+// Routes returns every route pattern mounted on the node's listener (for
+// the test that keeps /openapi.json complete); valid after Ready.
+func (n *Node) Routes() []string { return n.mux.patterns() }
+
+// recordingMux is the node's ServeMux, remembering what is mounted.
+type recordingMux struct {
+	mux *http.ServeMux
+	mu  sync.Mutex
+	pat []string
+}
+
+func (m *recordingMux) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.pat = append(m.pat, pattern)
+	m.mu.Unlock()
+	m.mux.Handle(pattern, h)
+}
+
+func (m *recordingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
+}
+
+func (m *recordingMux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+
+func (m *recordingMux) patterns() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pat)
 }
 
 // adminIssuer is what `ultracloud up` needs from iam for its client
@@ -91,7 +124,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	mux := http.NewServeMux()
+	mux := &recordingMux{mux: http.NewServeMux()}
+	n.mux = mux
 	var group *component.Group
 	var a *apiserver.API
 	srv := httpserver.New(httpserver.Config{Addr: n.cfg.API.Listen, ShutdownGrace: n.cfg.ShutdownGrace}, mux, n.log, reg,
@@ -195,20 +229,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.Mount(mux)
-	for _, mod := range built {
-		if mod.Mount != nil {
-			mod.Mount(mux)
-		}
+	if err := a.Handle("node", apiserver.Endpoint{Method: http.MethodGet, Path: "/v1/status", OperationID: "getNodeStatus",
+		Summary: "this node's components and stores", Collection: "status", Verb: "get",
+		Handler: apiserver.JSON(func(c *apiserver.Call, _ *apiserver.NoBody) (*api.NodeStatus, error) {
+			st := n.status(c.Context(), group, units)
+			return &st, nil
+		})}); err != nil {
+		return err
 	}
-	mux.Handle("GET /v1/status", a.Authenticated(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.Authorize(r.Context(), apiserver.Attributes{Component: "node", Collection: "status", Verb: "get"},
-			apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")); err != nil {
-			apiserver.WriteError(w, r, n.log, err)
-			return
-		}
-		apiserver.WriteJSON(w, http.StatusOK, n.status(r.Context(), group, units))
-	}))
+	a.Mount(mux)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

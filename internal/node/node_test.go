@@ -12,6 +12,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/node/nodetest"
+	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
@@ -140,5 +141,29 @@ func TestLocalBackend(t *testing.T) {
 	}
 	if _, err := n.Admin.Resources(iamv1.ProjectCollection, "").List(ctx, client.ListOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEveryRouteIsInOpenAPI: every route the node mounts is in its
+// /openapi.json, except the listener's health, readiness and metrics.
+func TestEveryRouteIsInOpenAPI(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Roles, c.Storage.Backend = []string{"iam"}, config.BackendLocal
+	}})
+	resp, err := http.Get(n.APIURL() + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	undocumented, unserved := apiserver.CheckRoutes(doc, n.Routes())
+	if got := strings.Join(undocumented, ", "); got != "GET /healthz, GET /metrics, GET /readyz" {
+		t.Errorf("routes missing from /openapi.json: %s", got)
+	}
+	if len(unserved) > 0 {
+		t.Errorf("documented but not served: %v", unserved)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -93,12 +92,10 @@ type Module struct {
 	// store) and "http" (the API listener, which starts after every unit
 	// in APIDependsOn).
 	Units []Unit
-	// Register adds the component's kinds and endpoints to the API; nil if
-	// it serves none.
+	// Register adds the component's kinds, actions and endpoints to the
+	// API (apiserver.Register, API.Handle); nil if it serves none. The API
+	// is the one place routes are mounted.
 	Register func(*apiserver.API) error
-	// Mount adds plain HTTP routes (transitional: iam's non-resource
-	// routes until they are declared on the API).
-	Mount func(*http.ServeMux)
 	// APIDependsOn names the units that must be ready before the API
 	// listener serves (iam: its policy must be loaded).
 	APIDependsOn []string
