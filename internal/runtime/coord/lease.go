@@ -37,7 +37,6 @@ type Lease struct {
 	// cancels it, after ctx ends.
 	kaCtx    context.Context
 	kaCancel context.CancelFunc
-	ka       <-chan *clientv3.LeaseKeepAliveResponse
 	// sent is when the grant request was sent: the start of the first
 	// trusted period (see keep).
 	sent time.Time
@@ -96,16 +95,6 @@ func (c *Client) Grant(ctx context.Context, ttl time.Duration) (*Lease, error) {
 	}
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	l.kaCtx, l.kaCancel = context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := c.cli.KeepAlive(l.kaCtx, resp.ID)
-	if err != nil {
-		l.kaCancel()
-		l.cancel(err)
-		revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-		_, _ = c.cli.Revoke(revokeCtx, resp.ID)
-		cancel()
-		return nil, fmt.Errorf("coord: starting keepalive for lease %x: %w", int64(resp.ID), err)
-	}
-	l.ka = ka
 	go l.keep()
 	return l, nil
 }
@@ -197,7 +186,9 @@ const renewRetry = 200 * time.Millisecond
 // Measuring from the acknowledgement instead would be wrong: a response can
 // arrive long after the server renewed (a stalled connection), and the
 // keepalive stream of clientv3 does not say when its requests were sent,
-// which is why renew sends its own with KeepAliveOnce. A Raft leader change
+// which is why renew sends its own with KeepAliveOnce and the lease does
+// not use that stream (a concurrency.Session on the lease still runs one;
+// its renewals only make the server's expiry later). A Raft leader change
 // on the server only extends leases (the new leader restarts their TTLs).
 // Clock-based detection assumes the holder is not paused for longer than
 // the margin; writes that must never come from a stale holder carry a
@@ -255,7 +246,7 @@ func (l *Lease) keep() {
 		case r := <-l.renewals:
 			switch {
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
-				l.lose(fmt.Errorf("%w: the lease expired", ErrLeaseLost))
+				l.lose(fmt.Errorf("%w: the lease expired or was revoked", ErrLeaseLost))
 			case r.err != nil:
 				l.log.Debug("keepalive failed; retrying", "err", r.err, "trusted_for", time.Until(deadline))
 			default:
@@ -263,16 +254,6 @@ func (l *Lease) keep() {
 					deadline = d
 					timer.Reset(time.Until(deadline))
 				}
-			}
-		case resp, ok := <-l.ka:
-			// clientv3's own keepalive stream (shared with concurrency
-			// sessions) only tells of loss; it does not extend the
-			// deadline because its requests' send times are unknown.
-			switch {
-			case !ok:
-				l.lose(fmt.Errorf("%w: keepalive stream ended (the lease expired or was revoked, or the client closed)", ErrLeaseLost))
-			case resp.TTL <= 0:
-				l.lose(fmt.Errorf("%w: the lease expired", ErrLeaseLost))
 			}
 		case <-l.cli.Ctx().Done():
 			l.lose(fmt.Errorf("%w: the client closed", ErrLeaseLost))
@@ -314,13 +295,15 @@ func (l *Lease) keep() {
 	}
 }
 
-// renew sends a keepalive every TTL/3 (sooner after a failure) until kaCtx
-// ends, and hands each outcome, with the time its request was sent, to the
-// keeper. Each attempt is bounded by TTL/3 so a stalled connection is
-// retried rather than waited on.
+// renew sends a keepalive every TTL/3 (counted from when the previous one
+// was sent, so slow answers do not stretch the period; sooner after a
+// failure) until kaCtx ends, and hands each outcome, with the time its
+// request was sent, to the keeper. An attempt is given up after TTL -
+// margin: an answer to an older request could not extend the trust anyway.
 func (l *Lease) renew() {
 	interval := l.ttl / 3
-	t := time.NewTimer(interval)
+	next := l.sent.Add(interval)
+	t := time.NewTimer(time.Until(next))
 	defer t.Stop()
 	for {
 		select {
@@ -329,7 +312,7 @@ func (l *Lease) renew() {
 		case <-t.C:
 		}
 		sent := time.Now()
-		ctx, cancel := context.WithTimeout(l.kaCtx, interval)
+		ctx, cancel := context.WithTimeout(l.kaCtx, l.ttl-l.safetyMargin())
 		resp, err := l.cli.KeepAliveOnce(ctx, l.id)
 		cancel()
 		r := renewal{sent: sent, err: err}
@@ -341,11 +324,11 @@ func (l *Lease) renew() {
 		case <-l.kaCtx.Done():
 			return
 		}
+		next = sent.Add(interval)
 		if err != nil {
-			t.Reset(renewRetry)
-		} else {
-			t.Reset(interval)
+			next = time.Now().Add(renewRetry)
 		}
+		t.Reset(time.Until(next))
 	}
 }
 
