@@ -19,7 +19,9 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 	if err != nil {
 		return component.Module{}, err
 	}
-	return component.Module{Units: []component.Unit{{Component: s}}}, nil
+	// Components built after it coordinate (elections, locks) through
+	// this member.
+	return component.Module{Units: []component.Unit{{Component: s}}, Coord: s.coord.Coord}, nil
 }
 
 var (

@@ -44,6 +44,8 @@ type Server struct {
 	// defragHook, if set (by tests, before Run), is called while the
 	// defragmentation lock is held, just before defragmenting.
 	defragHook func(lockCtx context.Context)
+	// coord is the coordination client handed to the node's components.
+	coord *coordSource
 }
 
 var _ component.Component = (*Server)(nil)
@@ -57,12 +59,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	level, _ := zapLevel(cfg.LogLevel)
 	log := logger.With("component", "chainfire", "member", cfg.Name)
 	closing := new(atomic.Bool)
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		zlog:    newZapLogger(log.With("source", "etcd"), level, closing),
 		closing: closing,
-	}, nil
+	}
+	s.coord = &coordSource{s: s}
+	return s, nil
 }
 
 // Name implements component.Component.
@@ -139,6 +143,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdown := func() {
 		dcancel()
 		<-ddone
+		s.coord.close()
 		s.stop(e)
 	}
 

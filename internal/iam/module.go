@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
@@ -21,8 +22,14 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 		return component.Module{}, err
 	}
 	tokens := func(principal string) client.TokenSource { return client.TokenFunc(c.SystemTokenSource(principal)) }
+	// With coordination, one node's controller works and the others stand
+	// by (two would only race for the same status writes).
+	var opts []ProjectControllerOption
+	if deps.Coord != nil {
+		opts = append(opts, WithElector(coord.DeferredElection(deps.Coord, ProjectControllerElection, 0), deps.Node.Name))
+	}
 	pc := NewProjectController(deps.Client.Endpoint, tokens("iam-projects"),
-		filepath.Join(deps.Node.DataDir, "controllers", "iam-projects.checkpoint"), deps.Logger, deps.Metrics)
+		filepath.Join(deps.Node.DataDir, "controllers", "iam-projects.checkpoint"), deps.Logger, deps.Metrics, opts...)
 	return component.Module{
 		Units: []component.Unit{
 			{Component: c, DependsOn: []string{"store"}},

@@ -80,6 +80,11 @@ func (p *ProjectController) Leading() bool {
 	return c != nil && c.Leading()
 }
 
+// Report implements component.Reporter: StatusDetails in /v1/status.
+func (p *ProjectController) Report(context.Context) component.Report {
+	return component.Report{Details: p.StatusDetails()}
+}
+
 // StatusDetails describes the controller for /v1/status: whether it runs
 // as a singleton and, if so, whether this node leads it.
 func (p *ProjectController) StatusDetails() map[string]string {

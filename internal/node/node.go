@@ -182,6 +182,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
+		if mod.Coord != nil {
+			deps.Coord = mod.Coord
+		}
 		built = append(built, mod)
 	}
 

@@ -110,7 +110,9 @@ func TestSingletonProjectControllerFailover(t *testing.T) {
 	c := harness.Start(t, harness.Spec{
 		Hosts:    3,
 		LogLevel: "warn",
-		FlareDB:  &harness.FlareDBSpec{Members: []string{"host1", "host2", "host3"}},
+		// The election lives in chainfire, so the hosts share one.
+		Chainfire: &harness.ChainfireSpec{Members: []string{"host1", "host2", "host3"}},
+		FlareDB:   &harness.FlareDBSpec{Members: []string{"host1", "host2", "host3"}},
 	})
 	ctx := t.Context()
 	hosts := c.Hosts()

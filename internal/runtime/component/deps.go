@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
@@ -29,6 +30,11 @@ type Deps struct {
 	Store storage.Store
 	// Client reaches the node's own API as a client, for controllers.
 	Client APIClient
+	// Coord, if set, blocks until coordination (chainfire) is reachable
+	// and returns its client, for singleton controllers, locks and
+	// heartbeats. Nil on a node that reaches no chainfire: its controllers
+	// then run on every node.
+	Coord func(ctx context.Context) (*coord.Client, error)
 }
 
 // Identity is the node's identity as components see it.
@@ -102,6 +108,9 @@ type Module struct {
 	// Security, if set, authenticates, authorizes and audits API requests
 	// (iam). Without one the API accepts only the bootstrap token.
 	Security *Security
+	// Coord, if set, provides coordination to the modules built after
+	// this one (chainfire); the node passes it on as Deps.Coord.
+	Coord func(ctx context.Context) (*coord.Client, error)
 	// Tokens, if set, issues tokens for the node's system principals;
 	// the node passes it on as Deps.Client.Tokens.
 	Tokens func(principal string) client.TokenSource

@@ -125,3 +125,28 @@ func (l *leadership) Resign(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DeferredElection is an Elector for the election name on a client that
+// get yields when first needed (blocking until coordination is
+// reachable), for components built before the coordination store serves.
+func DeferredElection(get func(context.Context) (*Client, error), name string, ttl time.Duration) Elector {
+	return deferredElection{get: get, name: name, ttl: ttl}
+}
+
+type deferredElection struct {
+	get  func(context.Context) (*Client, error)
+	name string
+	ttl  time.Duration
+}
+
+func (d deferredElection) Campaign(ctx context.Context, value string) (Leadership, error) {
+	c, err := d.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := c.Election(d.name, d.ttl)
+	if err != nil {
+		return nil, err
+	}
+	return e.Campaign(ctx, value)
+}
