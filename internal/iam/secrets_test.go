@@ -12,7 +12,6 @@ import (
 
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
-	"github.com/ultracloud/ultracloud/pkg/client"
 	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
