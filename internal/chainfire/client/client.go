@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,7 +67,7 @@ func New(cfg Config) (*clientv3.Client, error) {
 	}
 	c, err := clientv3.New(ec)
 	if err != nil {
-		return nil, fmt.Errorf("chainfire: connecting: %w", err)
+		return nil, fmt.Errorf("connecting to chainfire at %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	return c, nil
 }
