@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ultracloud/ultracloud/internal/cli/clikit"
-	"github.com/ultracloud/ultracloud/internal/cli/manifest"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit/manifest"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
