@@ -1,7 +1,6 @@
 package chainfire
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -10,19 +9,22 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/chainfire/client"
+	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
 
-// Config is one chainfire member's configuration. The field comments are the
-// user documentation of the `chainfire:` section of node.yaml.
+// Config is one chainfire member's configuration: the `chainfire:` section
+// of node.yaml (role chainfire). The field comments are its user
+// documentation.
 type Config struct {
 	// Name is this member's name, unique in the cluster and stable for the
-	// life of its data directory (usually the node name). Letters, digits,
+	// life of its data directory (default: the node name). Letters, digits,
 	// '.', '_' and '-'.
 	Name string `yaml:"name"`
 	// DataDir holds the member's data: etcd's write-ahead log and database,
 	// the guard file chainfire-cluster.json and, with tls.auto, the
-	// generated certificates. It must belong to this cluster and member only.
+	// generated certificates. It must belong to this cluster and member only
+	// (default: <node dataDir>/chainfire).
 	DataDir string `yaml:"dataDir"`
 	// ClientURL is where the member listens for clients and what it
 	// advertises to them, e.g. https://10.0.0.1:2379 (http only on loopback
@@ -174,16 +176,28 @@ const (
 	maxElection   = 50 * time.Second
 )
 
+var _ config.Section = (*Config)(nil)
+
+// Derive names the member after the node and keeps its data under the
+// node's data directory, unless set.
+func (c *Config) Derive(core *config.Core) {
+	if c.Name == "" {
+		c.Name = core.Node
+	}
+	if c.DataDir == "" && core.DataDir != "" {
+		c.DataDir = filepath.Join(core.DataDir, "chainfire")
+	}
+}
+
 var memberNameRE = client.MemberNameRE
 
 // Validate checks every field and fills derived values (an absolute DataDir,
-// InitialCluster of this member alone when empty). Each error names the
-// field and how to fix it, and wraps ErrInvalidConfig.
+// InitialCluster of this member alone when empty). Each error is a
+// config.FieldError naming the field (relative to the section) and how to
+// fix it, and wraps ErrInvalidConfig.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
-	}
+	problems := &config.Problems{Sentinel: ErrInvalidConfig}
+	bad := problems.Add
 
 	if !memberNameRE.MatchString(c.Name) {
 		bad("name", "%q is not a member name: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. name: node1)", c.Name)
@@ -315,7 +329,7 @@ func (c *Config) Validate() error {
 	if c.DefragMinFreePercent < 0 || c.DefragMinFreePercent > 100 {
 		bad("defragMinFreePercent", "%d must be a percentage from 0 to 100 (e.g. 50: defragment once half the file is free)", c.DefragMinFreePercent)
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }
 
 func (c *Config) validateTLS(client, peer *url.URL, bad func(field, format string, args ...any)) {

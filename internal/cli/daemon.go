@@ -17,42 +17,29 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
-// nodeFlags are the config fields daemon commands accept as flags.
-var nodeFlagFields = []struct{ flag, field, usage string }{
-	{"data-dir", "dataDir", "directory for all persistent state"},
-	{"listen", "api.listen", "API listen address host:port"},
-	{"node", "node", "node name"},
-	{"roles", "roles", "comma-separated components to run (default all)"},
-	{"log-level", "log.level", "debug, info, warn or error"},
-	{"log-format", "log.format", "text or json"},
-	{"shutdown-grace", "shutdownGrace", "how long each component may take to stop"},
-	{"chainfire-client-url", "chainfire.clientURL", "chainfire client URL (etcd v3 API)"},
-	{"chainfire-peer-url", "chainfire.peerURL", "chainfire peer URL"},
-	{"flaredb-raft-address", "flaredb.raftAddress", "flaredb Raft listen address host:port"},
-	{"flaredb-api-address", "flaredb.apiAddress", "flaredb client API listen address host:port"},
-}
-
+// addNodeFlags adds a flag for every config field the node offers as one
+// (node.Flags: the core's and the components' listeners).
 func addNodeFlags(fs *pflag.FlagSet) {
-	for _, f := range nodeFlagFields {
-		fs.String(f.flag, "", f.usage+" (config field "+f.field+", env "+config.EnvName(f.field)+")")
+	for _, f := range node.Flags() {
+		fs.String(f.Name, "", f.Usage+" (config field "+f.Field+", env "+config.EnvName(f.Field)+")")
 	}
 }
 
 // loadNodeConfig merges defaults < file < env < flags and validates.
-func loadNodeConfig(env Env, fs *pflag.FlagSet, file string, defaults config.Config) (config.Config, error) {
+func loadNodeConfig(env Env, fs *pflag.FlagSet, file string, defaults node.Config) (node.Config, error) {
 	cfg := defaults
 	if file != "" {
-		if err := cfg.LoadFile(file); err != nil {
+		if err := config.LoadFile(&cfg, file); err != nil {
 			return cfg, err
 		}
 	}
-	if err := cfg.LoadEnv(env.LookupEnv); err != nil {
+	if err := config.LoadEnv(&cfg, env.LookupEnv); err != nil {
 		return cfg, err
 	}
-	for _, f := range nodeFlagFields {
-		if fl := fs.Lookup(f.flag); fl != nil && fl.Changed {
-			if err := cfg.Set(f.field, fl.Value.String()); err != nil {
-				return cfg, fmt.Errorf("flag --%s: %w", f.flag, err)
+	for _, f := range node.Flags() {
+		if fl := fs.Lookup(f.Name); fl != nil && fl.Changed {
+			if err := config.Set(&cfg, f.Field, fl.Value.String()); err != nil {
+				return cfg, fmt.Errorf("flag --%s: %w", f.Name, err)
 			}
 		}
 	}
@@ -84,13 +71,7 @@ writes a client config (mode 0600) so the CLI on this machine works at once.
 Stop it with Ctrl-C; it shuts down cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			def := config.Default()
-			def.DataDir = defaultDataDir(env)
-			// The single-node profile keeps chainfire and flaredb on loopback, where
-			// plaintext is allowed; Validate refuses it anywhere else.
-			def.Chainfire.AllowPlaintext = true
-			def.FlareDB.AllowPlaintext = true
-			cfg, err := loadNodeConfig(env, cmd.Flags(), "", def)
+			cfg, err := loadNodeConfig(env, cmd.Flags(), "", node.SingleNodeDefault(defaultDataDir(env)))
 			if err != nil {
 				return err
 			}
@@ -136,7 +117,7 @@ func newServerCmd(env Env) *cobra.Command {
 			if file == "" {
 				return errors.New("--config is required (a node.yaml; see docs/configuration.md)")
 			}
-			cfg, err := loadNodeConfig(env, cmd.Flags(), file, config.Default())
+			cfg, err := loadNodeConfig(env, cmd.Flags(), file, node.Default())
 			if err != nil {
 				return err
 			}
@@ -150,7 +131,7 @@ func newServerCmd(env Env) *cobra.Command {
 
 // runNode runs a node in the foreground until the context ends (SIGINT or
 // SIGTERM in main) and prints its endpoints once it is ready.
-func runNode(ctx context.Context, env Env, cfg config.Config, onReady func(*node.Node) error) error {
+func runNode(ctx context.Context, env Env, cfg node.Config, onReady func(*node.Node) error) error {
 	log, err := logging.New(env.Stderr, logging.Options{Level: cfg.Log.Level, Format: cfg.Log.Format})
 	if err != nil {
 		return err

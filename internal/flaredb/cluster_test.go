@@ -137,7 +137,7 @@ func (c *testCluster) voters() []Peer {
 // config builds member i's config. Members beyond the initial voters join.
 func (c *testCluster) config(i int, initial []Peer, join []string) Config {
 	m := c.members[i]
-	cfg := DefaultConfig()
+	cfg := Default()
 	cfg.ID = m.id
 	cfg.ClusterID = c.clusterID
 	cfg.DataDir = m.dir

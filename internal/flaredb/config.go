@@ -1,21 +1,26 @@
 package flaredb
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
-	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
 
-// Config is one flaredb member's configuration (the flaredb section of
-// node.yaml). Field comments are the user documentation.
+// Config is the flaredb section of node.yaml: this node's member (role
+// flaredb), or, on a node without the role whose resources live in
+// flaredb, how it reaches the cluster at storage.endpoints as a client
+// (clusterID, tls, allowPlaintext). Field comments are the user
+// documentation.
+//
+// With neither clusterID, initialVoters nor join set, a member bootstraps a
+// one-member group of its own with clusterID = node (the single-node
+// profile).
 type Config struct {
 	// ID is this member's name, unique and stable in the cluster (default:
 	// the node name). It is stored in the data directory on first start and
@@ -75,11 +80,14 @@ type Config struct {
 	// SnapshotRetain is how many snapshots are kept on disk (default 2).
 	SnapshotRetain int `yaml:"snapshotRetain"`
 
-	// HeartbeatTimeout and ElectionTimeout bound failure detection (default
-	// 1s each); LeaderLeaseTimeout is how long a leader keeps leading without
-	// hearing from a quorum (default 500ms, at most HeartbeatTimeout).
-	HeartbeatTimeout   time.Duration `yaml:"heartbeatTimeout"`
-	ElectionTimeout    time.Duration `yaml:"electionTimeout"`
+	// HeartbeatTimeout is how long a follower waits without hearing from
+	// the leader before it becomes a candidate (default 1s).
+	HeartbeatTimeout time.Duration `yaml:"heartbeatTimeout"`
+	// ElectionTimeout is how long a candidate waits for an election to
+	// succeed (default 1s, at least heartbeatTimeout).
+	ElectionTimeout time.Duration `yaml:"electionTimeout"`
+	// LeaderLeaseTimeout is how long a leader keeps leading without
+	// hearing from a quorum (default 500ms, at most heartbeatTimeout).
 	LeaderLeaseTimeout time.Duration `yaml:"leaderLeaseTimeout"`
 	// CommitTimeout is how long an idle leader waits before telling
 	// followers the commit index (default 10ms).
@@ -99,7 +107,61 @@ type Config struct {
 	// ShutdownTransferTimeout bounds the leadership transfer a leader does
 	// when it stops gracefully (default 5s; negative disables the transfer).
 	ShutdownTransferTimeout time.Duration `yaml:"shutdownTransferTimeout"`
+
+	// What Derive learnt from the node: whether the section configures a
+	// member (the zero value, also for a Config used on its own), a client
+	// of the cluster at endpoints, or nothing on this node.
+	use       sectionUse
+	endpoints []string
 }
+
+type sectionUse uint8
+
+const (
+	useMember sectionUse = iota
+	useClient
+	useNone
+)
+
+var _ config.Section = (*Config)(nil)
+
+// Derive fills the defaults that follow from the node: a member is named
+// after the node, keeps its data under the node's data directory and, with
+// no clusterID, initialVoters or join, forms the single-node profile's
+// group of one; a node without the role that stores resources in flaredb
+// is a client of storage.endpoints.
+func (c *Config) Derive(core *config.Core) {
+	switch {
+	case core.HasRole("flaredb"):
+		c.use = useMember
+	case core.Storage.Backend == config.BackendFlareDB:
+		c.use, c.endpoints = useClient, core.Storage.Endpoints
+		return
+	default:
+		c.use = useNone
+		return
+	}
+	if c.ID == "" {
+		c.ID = core.Node
+	}
+	if c.DataDir == "" && core.DataDir != "" {
+		c.DataDir = filepath.Join(core.DataDir, "flaredb")
+	}
+	if c.ClusterID == "" && len(c.InitialVoters) == 0 && len(c.Join) == 0 {
+		c.ClusterID = core.Node
+		raft, api := c.RaftAdvertise, c.APIAdvertise
+		if raft == "" {
+			raft = c.RaftAddress
+		}
+		if api == "" {
+			api = c.APIAddress
+		}
+		c.InitialVoters = []Peer{{ID: c.ID, RaftAddress: raft, APIAddress: api}}
+	}
+}
+
+// IsMember reports whether the section configures a member on this node.
+func (c *Config) IsMember() bool { return c.use == useMember }
 
 // TLS configures a member's certificate. Either set auto, or give caFile,
 // certFile and keyFile. One certificate serves for everything: the Raft
@@ -142,7 +204,7 @@ type Peer = client.Peer
 
 // DefaultConfig returns the defaults for a member; ID, ClusterID and
 // DataDir still have to be set.
-func DefaultConfig() Config {
+func Default() Config {
 	return Config{
 		RaftAddress:             client.DefaultRaftAddress,
 		APIAddress:              client.DefaultAPIAddress,
@@ -163,12 +225,23 @@ func DefaultConfig() Config {
 }
 
 // Validate checks every field and fills derived defaults (advertise
-// addresses). Each error names the field (as flaredb.<field>) and the fix.
+// addresses). Each error is a config.FieldError naming the field, relative
+// to the section, and the fix. After Derive, a client's section is checked
+// as ValidateClient does, and a section this node does not use not at all.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: flaredb.%s: %s", field, fmt.Sprintf(format, args...)))
+	switch c.use {
+	case useNone:
+		return nil
+	case useClient:
+		problems := &config.Problems{}
+		if c.ClusterID == "" {
+			problems.Add("clusterID", "must name the flaredb cluster that storage.endpoints reach")
+		}
+		problems.Include("", c.ValidateClient("storage.endpoints", c.endpoints))
+		return problems.Err()
 	}
+	problems := &config.Problems{}
+	bad := problems.Add
 	checkID := func(field, id string) {
 		if id == "" {
 			bad(field, "must not be empty (e.g. node1)")
@@ -184,23 +257,17 @@ func (c *Config) Validate() error {
 		c.DataDir = abs
 	}
 	checkAddr := func(field, addr string, listen bool) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			bad(field, "%q is not host:port (e.g. 10.0.0.1:7710)", addr)
-			return
-		}
-		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 || (!listen && p == 0) {
-			bad(field, "port %q must be a number from 1 to 65535", port)
-		}
-		if !listen && (host == "" || host == "0.0.0.0" || host == "::") {
-			bad(field, "%q is not an address peers can dial: give a routable host", addr)
+		if listen {
+			problems.AddErr(field, config.CheckListen(addr))
+		} else {
+			problems.AddErr(field, config.CheckDialable(addr))
 		}
 	}
 	checkAddr("raftAddress", c.RaftAddress, true)
 	checkAddr("apiAddress", c.APIAddress, true)
 	if c.RaftAdvertise == "" {
 		c.RaftAdvertise = c.RaftAddress
-		if isWildcard(c.RaftAddress) {
+		if config.IsWildcard(c.RaftAddress) {
 			bad("raftAdvertise", "must be set when raftAddress %q listens on every interface", c.RaftAddress)
 		}
 	} else {
@@ -208,7 +275,7 @@ func (c *Config) Validate() error {
 	}
 	if c.APIAdvertise == "" {
 		c.APIAdvertise = c.APIAddress
-		if isWildcard(c.APIAddress) {
+		if config.IsWildcard(c.APIAddress) {
 			bad("apiAdvertise", "must be set when apiAddress %q listens on every interface", c.APIAddress)
 		}
 	} else {
@@ -281,7 +348,7 @@ func (c *Config) Validate() error {
 	if c.ExpireInterval < 10*time.Millisecond {
 		bad("expireInterval", "%s is too short (at least 10ms; default 1s)", c.ExpireInterval)
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }
 
 // validateSecurity checks tls, or, without it, that plaintext was asked for
@@ -303,7 +370,7 @@ func (c *Config) validateSecurity(bad func(field, format string, args ...any)) {
 		if reported[addr] {
 			return
 		}
-		if host, _, err := net.SplitHostPort(addr); err == nil && !pki.IsLoopbackHost(host) {
+		if _, _, err := net.SplitHostPort(addr); err == nil && config.CheckLoopback(addr) != nil {
 			reported[addr] = true
 			bad(field, "%q is not a loopback address, and this member runs without TLS (allowPlaintext: true): "+
 				"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (auto: true, or caFile, certFile and keyFile) for other addresses", addr)
@@ -367,10 +434,8 @@ func validateTLS(t TLS, member, lone bool, bad func(field, format string, args .
 // certificate (files, or auto from the cluster CA); without, allowPlaintext
 // and loopback endpoints only.
 func (c *Config) ValidateClient(endpointsField string, endpoints []string) error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: flaredb.%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	problems := &config.Problems{}
+	bad := problems.Add
 	switch {
 	case c.TLS.Enabled():
 		validateTLS(c.TLS, false, false, bad)
@@ -380,16 +445,11 @@ func (c *Config) ValidateClient(endpointsField string, endpoints []string) error
 			"only for loopback %s may allowPlaintext: true be set instead", endpointsField)
 	default:
 		for i, e := range endpoints {
-			if host, _, err := net.SplitHostPort(e); err == nil && !pki.IsLoopbackHost(host) {
-				errs = append(errs, fmt.Errorf("config: %s[%d]: %q is not a loopback address, and flaredb.allowPlaintext is set without flaredb.tls: "+
-					"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (caFile, certFile and keyFile)", endpointsField, i, e))
+			if _, _, err := net.SplitHostPort(e); err == nil && config.CheckLoopback(e) != nil {
+				problems.AddAbsolute(fmt.Sprintf("%s[%d]", endpointsField, i), "%q is not a loopback address, and flaredb.allowPlaintext is set without flaredb.tls: "+
+					"plaintext is allowed only on loopback (127.0.0.0/8, ::1, localhost); configure flaredb.tls (caFile, certFile and keyFile)", e)
 			}
 		}
 	}
-	return errors.Join(errs...)
-}
-
-func isWildcard(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	return err == nil && (host == "" || host == "0.0.0.0" || host == "::")
+	return problems.Err()
 }

@@ -36,7 +36,7 @@ func sharedCA(t *testing.T) (cert, key string) {
 }
 
 func validConfig(t *testing.T) Config {
-	c := DefaultConfig()
+	c := Default()
 	cert, key := sharedCA(t)
 	c.TLS = TLS{Auto: true, AutoCAFile: cert, AutoCAKeyFile: key}
 	c.ID = "n1"
@@ -65,23 +65,23 @@ func TestConfigValidate(t *testing.T) {
 		edit  func(*Config)
 		field string
 	}{
-		{"no id", func(c *Config) { c.ID = "" }, "flaredb.id"},
-		{"no cluster", func(c *Config) { c.ClusterID = "" }, "flaredb.clusterID"},
-		{"no data dir", func(c *Config) { c.DataDir = "" }, "flaredb.dataDir"},
-		{"bad raft address", func(c *Config) { c.RaftAddress = "nope" }, "flaredb.raftAddress"},
-		{"wildcard without advertise", func(c *Config) { c.RaftAddress = "0.0.0.0:7710" }, "flaredb.raftAdvertise"},
-		{"api wildcard", func(c *Config) { c.APIAddress = ":7711" }, "flaredb.apiAdvertise"},
-		{"even voters", func(c *Config) { c.InitialVoters = c.InitialVoters[:2] }, "flaredb.initialVoters"},
-		{"self missing", func(c *Config) { c.ID = "n9" }, "flaredb.initialVoters"},
-		{"self address differs", func(c *Config) { c.InitialVoters[0].RaftAddress = "10.0.0.9:7710" }, "flaredb.initialVoters[0].raftAddress"},
-		{"duplicate voter", func(c *Config) { c.InitialVoters[2].ID = "n2" }, "flaredb.initialVoters[2].id"},
-		{"voter without api", func(c *Config) { c.InitialVoters[1].APIAddress = "" }, "flaredb.initialVoters[1].apiAddress"},
-		{"no voters no join", func(c *Config) { c.InitialVoters = nil }, "flaredb.initialVoters"},
-		{"bad join", func(c *Config) { c.InitialVoters = nil; c.Join = []string{"x"} }, "flaredb.join[0]"},
-		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * time.Second }, "flaredb.leaderLeaseTimeout"},
-		{"election below heartbeat", func(c *Config) { c.ElectionTimeout = time.Millisecond }, "flaredb.electionTimeout"},
-		{"zero threshold", func(c *Config) { c.SnapshotThreshold = 0 }, "flaredb.snapshotThreshold"},
-		{"huge batch", func(c *Config) { c.MaxBatchTxns = 1 << 20 }, "flaredb.maxBatchTxns"},
+		{"no id", func(c *Config) { c.ID = "" }, "config: id"},
+		{"no cluster", func(c *Config) { c.ClusterID = "" }, "config: clusterID"},
+		{"no data dir", func(c *Config) { c.DataDir = "" }, "config: dataDir"},
+		{"bad raft address", func(c *Config) { c.RaftAddress = "nope" }, "config: raftAddress"},
+		{"wildcard without advertise", func(c *Config) { c.RaftAddress = "0.0.0.0:7710" }, "config: raftAdvertise"},
+		{"api wildcard", func(c *Config) { c.APIAddress = ":7711" }, "config: apiAdvertise"},
+		{"even voters", func(c *Config) { c.InitialVoters = c.InitialVoters[:2] }, "config: initialVoters"},
+		{"self missing", func(c *Config) { c.ID = "n9" }, "config: initialVoters"},
+		{"self address differs", func(c *Config) { c.InitialVoters[0].RaftAddress = "10.0.0.9:7710" }, "config: initialVoters[0].raftAddress"},
+		{"duplicate voter", func(c *Config) { c.InitialVoters[2].ID = "n2" }, "config: initialVoters[2].id"},
+		{"voter without api", func(c *Config) { c.InitialVoters[1].APIAddress = "" }, "config: initialVoters[1].apiAddress"},
+		{"no voters no join", func(c *Config) { c.InitialVoters = nil }, "config: initialVoters"},
+		{"bad join", func(c *Config) { c.InitialVoters = nil; c.Join = []string{"x"} }, "config: join[0]"},
+		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * time.Second }, "config: leaderLeaseTimeout"},
+		{"election below heartbeat", func(c *Config) { c.ElectionTimeout = time.Millisecond }, "config: electionTimeout"},
+		{"zero threshold", func(c *Config) { c.SnapshotThreshold = 0 }, "config: snapshotThreshold"},
+		{"huge batch", func(c *Config) { c.MaxBatchTxns = 1 << 20 }, "config: maxBatchTxns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
@@ -129,23 +129,23 @@ func TestConfigSecurity(t *testing.T) {
 			c.InitialVoters = c.InitialVoters[:1]
 		}, "", ""},
 
-		{"no tls", func(c *Config) { c.TLS = TLS{} }, "flaredb.tls", "allowPlaintext: true"},
-		{"plaintext off loopback", func(c *Config) { c.TLS = TLS{}; c.AllowPlaintext = true }, "flaredb.raftAddress", "is not a loopback address"},
-		{"plaintext api advertise", func(c *Config) { loopback(c); c.APIAdvertise = "10.0.0.1:7711" }, "flaredb.apiAdvertise", "plaintext is allowed only on loopback"},
-		{"plaintext wildcard", func(c *Config) { loopback(c); c.APIAddress = "0.0.0.0:7711"; c.APIAdvertise = "127.0.0.1:7711" }, "flaredb.apiAddress", "configure flaredb.tls"},
+		{"no tls", func(c *Config) { c.TLS = TLS{} }, "config: tls", "allowPlaintext: true"},
+		{"plaintext off loopback", func(c *Config) { c.TLS = TLS{}; c.AllowPlaintext = true }, "config: raftAddress", "is not a loopback address"},
+		{"plaintext api advertise", func(c *Config) { loopback(c); c.APIAdvertise = "10.0.0.1:7711" }, "config: apiAdvertise", "plaintext is allowed only on loopback"},
+		{"plaintext wildcard", func(c *Config) { loopback(c); c.APIAddress = "0.0.0.0:7711"; c.APIAdvertise = "127.0.0.1:7711" }, "config: apiAddress", "configure flaredb.tls"},
 		{"plaintext voter", func(c *Config) {
 			loopback(c)
 			c.InitialVoters = append(c.InitialVoters, Peer{ID: "n2", RaftAddress: "10.0.0.2:7710", APIAddress: "127.0.0.2:7711"}, Peer{ID: "n3", RaftAddress: "127.0.0.3:7710", APIAddress: "127.0.0.3:7711"})
-		}, "flaredb.initialVoters[1].raftAddress", "not a loopback address"},
-		{"plaintext join", func(c *Config) { loopback(c); c.InitialVoters = nil; c.Join = []string{"db.example:7711"} }, "flaredb.join[0]", "not a loopback address"},
-		{"auto without CA in a cluster", func(c *Config) { c.TLS = TLS{Auto: true} }, "flaredb.tls.autoCAFile", "same tls.autoCAFile"},
-		{"auto CA key missing", func(c *Config) { c.TLS.AutoCAKeyFile = "" }, "flaredb.tls.autoCAFile", "go together"},
-		{"auto CA file unreadable", func(c *Config) { c.TLS.AutoCAFile = missing }, "flaredb.tls.autoCAFile", "cannot read"},
-		{"auto and files", func(c *Config) { c.TLS.CertFile = cert }, "flaredb.tls.auto", "remove tls.caFile"},
-		{"auto CA without auto", func(c *Config) { c.TLS = TLS{AutoCAFile: caCert, AutoCAKeyFile: caKey} }, "flaredb.tls.autoCAFile", "only with tls.auto"},
-		{"cert without key", func(c *Config) { c.TLS = TLS{CAFile: caCert, CertFile: cert} }, "flaredb.tls.keyFile", "must be set"},
-		{"no CA", func(c *Config) { c.TLS = TLS{CertFile: cert, KeyFile: key} }, "flaredb.tls.caFile", "must be set"},
-		{"missing cert file", func(c *Config) { c.TLS = TLS{CAFile: caCert, CertFile: missing, KeyFile: key} }, "flaredb.tls.certFile", "cannot read"},
+		}, "config: initialVoters[1].raftAddress", "not a loopback address"},
+		{"plaintext join", func(c *Config) { loopback(c); c.InitialVoters = nil; c.Join = []string{"db.example:7711"} }, "config: join[0]", "not a loopback address"},
+		{"auto without CA in a cluster", func(c *Config) { c.TLS = TLS{Auto: true} }, "config: tls.autoCAFile", "same tls.autoCAFile"},
+		{"auto CA key missing", func(c *Config) { c.TLS.AutoCAKeyFile = "" }, "config: tls.autoCAFile", "go together"},
+		{"auto CA file unreadable", func(c *Config) { c.TLS.AutoCAFile = missing }, "config: tls.autoCAFile", "cannot read"},
+		{"auto and files", func(c *Config) { c.TLS.CertFile = cert }, "config: tls.auto", "remove tls.caFile"},
+		{"auto CA without auto", func(c *Config) { c.TLS = TLS{AutoCAFile: caCert, AutoCAKeyFile: caKey} }, "config: tls.autoCAFile", "only with tls.auto"},
+		{"cert without key", func(c *Config) { c.TLS = TLS{CAFile: caCert, CertFile: cert} }, "config: tls.keyFile", "must be set"},
+		{"no CA", func(c *Config) { c.TLS = TLS{CertFile: cert, KeyFile: key} }, "config: tls.caFile", "must be set"},
+		{"missing cert file", func(c *Config) { c.TLS = TLS{CAFile: caCert, CertFile: missing, KeyFile: key} }, "config: tls.certFile", "cannot read"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
@@ -181,10 +181,10 @@ func TestConfigValidateClient(t *testing.T) {
 		{"files", Config{TLS: TLS{CAFile: caCert, CertFile: cert, KeyFile: key}}, remote, ""},
 		{"auto from CA", Config{TLS: TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey}}, remote, ""},
 		{"plaintext loopback", Config{AllowPlaintext: true}, []string{"127.0.0.1:7711", "localhost:1"}, ""},
-		{"nothing", Config{}, remote, "flaredb.tls: is not set"},
+		{"nothing", Config{}, remote, "config: tls: is not set"},
 		{"plaintext remote", Config{AllowPlaintext: true}, []string{"127.0.0.1:7711", "10.0.0.1:7711"}, "storage.endpoints[1]: \"10.0.0.1:7711\" is not a loopback address"},
-		{"auto without CA", Config{TLS: TLS{Auto: true}}, remote, "flaredb.tls.autoCAFile: must be set with tls.auto on a node without the flaredb role"},
-		{"missing key", Config{TLS: TLS{CAFile: caCert, CertFile: cert}}, remote, "flaredb.tls.keyFile: must be set"},
+		{"auto without CA", Config{TLS: TLS{Auto: true}}, remote, "config: tls.autoCAFile: must be set with tls.auto on a node without the flaredb role"},
+		{"missing key", Config{TLS: TLS{CAFile: caCert, CertFile: cert}}, remote, "config: tls.keyFile: must be set"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.ValidateClient("storage.endpoints", tc.endpoints)

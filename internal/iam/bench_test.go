@@ -32,7 +32,7 @@ func BenchmarkVerifyToken(b *testing.B) {
 		size int
 	}{{"uncached", -1}, {"cached", 0}} {
 		b.Run(cache.name, func(b *testing.B) {
-			v := apiserver.NewJWTVerifier(e.iam.keys, apiserver.JWTOptions{Issuer: e.iam.cfg.Issuer, Audience: iamv1.DefaultAudience,
+			v := apiserver.NewJWTVerifier(e.iam.keys, apiserver.JWTOptions{Issuer: e.iam.cfg.issuer, Audience: iamv1.DefaultAudience,
 				Now: e.clock.Now, CacheSize: cache.size})
 			ctx := context.Background()
 			b.ReportAllocs()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -76,6 +78,7 @@ const bootstrapToken = "bootstrap-token-0123456789abcdef"
 type testEnv struct {
 	t      testing.TB
 	mux    *http.ServeMux
+	routes *routeRecorder // every pattern mounted on mux
 	store  *pebblestore.Store
 	iam    *Component
 	api    *apiserver.API
@@ -87,7 +90,7 @@ type testEnv struct {
 	cancel context.CancelFunc
 }
 
-func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
+func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	t.Helper()
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
@@ -97,16 +100,18 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
 	var issuer string
-	cfg := Config{
-		Node: "test", Issuer: func() string { return issuer }, BootstrapToken: bootstrapToken,
+	cfg := Default()
+	opts := Options{
+		Issuer:        func() string { return issuer },
 		EncryptionKey: bytes.Repeat([]byte{7}, 32),
 		Argon2:        Argon2Params{Memory: 64, Time: 1, Threads: 1},
 		Now:           clk.Now,
 	}
 	for _, f := range tune {
-		f(&cfg)
+		f(&cfg, &opts)
 	}
-	ic, err := New(cfg, st, log, prometheus.NewRegistry())
+	ic, err := New(cfg, component.Deps{Logger: log, Store: st,
+		Node: component.Identity{Name: "test", BootstrapToken: bootstrapToken}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +125,11 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	a.Mount(mux)
-	ic.Mount(mux)
+	routes := &routeRecorder{ServeMux: mux}
+	a.Mount(routes)
 	// The node's real listener, so its access log is part of what the
 	// tests capture.
-	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, mux, log,
+	srv := httpserver.New(httpserver.Config{Addr: "127.0.0.1:0", ShutdownGrace: 5 * time.Second}, routes, log,
 		prometheus.NewRegistry(), func() error { return nil }, a.CloseStreams)
 	ctx, cancel := context.WithCancel(context.Background())
 	iamDone, srvDone := make(chan error, 1), make(chan error, 1)
@@ -144,7 +149,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	}
 	issuer = "http://" + addr
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	e := &testEnv{t: t, mux: mux, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	e := &testEnv{t: t, mux: mux, routes: routes, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		clock: clk, logs: logs, cancel: cancel}
 	e.admin = e.clientWith(bootstrapToken)
 	t.Cleanup(func() {
@@ -162,6 +167,27 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 		}
 	})
 	return e
+}
+
+// routeRecorder is a ServeMux that remembers every pattern registered on
+// it (ServeMux cannot list them).
+type routeRecorder struct {
+	*http.ServeMux
+	mu       sync.Mutex
+	patterns []string
+}
+
+func (m *routeRecorder) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.patterns = append(m.patterns, pattern)
+	m.mu.Unlock()
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeRecorder) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.patterns)
 }
 
 func (e *testEnv) clientWith(token string) *client.Client {

@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -21,25 +23,47 @@ import (
 // authBodyLimit bounds the bodies of iam's own endpoints.
 const authBodyLimit = 8 << 10
 
-// Mount registers iam's endpoints on mux: OIDC discovery and JWKS (no
-// authentication), login, token and logout (their own credentials), and
-// whoami, password, signing-key rotation and audit queries (bearer
-// tokens). Mutating endpoints go through the API's audit wrapper.
-func (c *Component) Mount(mux *http.ServeMux) {
-	a := c.api
-	mux.HandleFunc("GET "+iamv1.WellKnownOpenIDConfiguration, c.handleDiscovery)
-	mux.HandleFunc("GET "+iamv1.JWKSPath, c.handleJWKS)
-	mux.Handle("POST "+iamv1.LoginPath, a.Audited(http.HandlerFunc(c.handleLogin)))
-	mux.Handle("POST "+iamv1.TokenPath, a.Audited(http.HandlerFunc(c.handleToken)))
-	mux.Handle("POST "+iamv1.LogoutPath, a.Audited(http.HandlerFunc(c.handleLogout)))
-	mux.Handle("GET "+iamv1.WhoAmIPath, a.Authenticated(c.handleWhoAmI))
-	mux.Handle("POST "+iamv1.RotateSigningKeyPath, a.Audited(a.Authenticated(c.handleRotate)))
-	mux.Handle("POST /v1/users/{name}/"+iamv1.PasswordSubresource, a.Audited(a.Authenticated(c.handleSetPassword)))
-	mux.Handle("GET "+iamv1.AuditPath, a.Authenticated(c.handleAudit))
-}
-
-func (c *Component) fail(w http.ResponseWriter, r *http.Request, err error) {
-	apiserver.WriteError(w, r, c.log, err)
+// endpoints declares iam's non-resource endpoints on a: OIDC discovery
+// and JWKS (public), login, token and logout (public: they take their own
+// credentials), whoami (any principal), signing-key rotation and audit
+// queries (permissions). The password sub-resource of users is an action
+// of the User kind (userKind).
+func (c *Component) endpoints(a *apiserver.API) error {
+	rotate, _ := ParsePermission(iamv1.PermissionRotateSigningKey)
+	audit, _ := ParsePermission(iamv1.PermissionAuditList)
+	for _, e := range []apiserver.Endpoint{
+		{Method: http.MethodGet, Path: iamv1.WellKnownOpenIDConfiguration, OperationID: "getOpenIDConfiguration",
+			Summary: "OIDC discovery: the issuer and where its keys are", Access: apiserver.AccessPublic,
+			Handler: apiserver.JSON(c.discovery)},
+		{Method: http.MethodGet, Path: iamv1.JWKSPath, OperationID: "getJWKS",
+			Summary: "the public keys that verify access tokens", Access: apiserver.AccessPublic,
+			Handler: apiserver.JSON(c.jwks).WithMediaType("application/jwk-set+json")},
+		{Method: http.MethodPost, Path: iamv1.LoginPath, OperationID: "login",
+			Summary: "exchange a user name and password for tokens", Access: apiserver.AccessPublic,
+			Collection: iamv1.UserCollection, AuditVerb: iamv1.AuditVerbLogin, MaxBody: authBodyLimit,
+			Handler: apiserver.JSON(c.login)},
+		{Method: http.MethodPost, Path: iamv1.TokenPath, OperationID: "token",
+			Summary: "exchange a refresh token or an access key for tokens", Access: apiserver.AccessPublic,
+			AuditVerb: iamv1.AuditVerbToken, MaxBody: authBodyLimit, Handler: apiserver.JSON(c.token)},
+		{Method: http.MethodPost, Path: iamv1.LogoutPath, OperationID: "logout",
+			Summary: "revoke a refresh token", Access: apiserver.AccessPublic,
+			AuditVerb: iamv1.AuditVerbLogout, MaxBody: authBodyLimit, Handler: apiserver.JSON(c.logout)},
+		{Method: http.MethodGet, Path: iamv1.WhoAmIPath, OperationID: "whoAmI",
+			Summary: "the caller's principal and roles", Access: apiserver.AccessAuthenticated,
+			Handler: apiserver.JSON(c.whoAmI)},
+		{Method: http.MethodPost, Path: iamv1.RotateSigningKeyPath, OperationID: "rotateSigningKey",
+			Summary: "sign with a new key from now on", Collection: rotate.Collection, Verb: rotate.Verb,
+			AuditVerb: iamv1.AuditVerbRotateSigningKey, Handler: apiserver.JSON(c.rotate)},
+		{Method: http.MethodGet, Path: iamv1.AuditPath, OperationID: "listAuditRecords",
+			Summary: "audit records, oldest first", Collection: audit.Collection, Verb: audit.Verb,
+			Project: auditProject, Query: []string{"since", "until", "principal", "project", "limit", "continue"},
+			Handler: apiserver.JSON(c.auditRecords)},
+	} {
+		if err := a.Handle("iam", e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openIDConfiguration is the OIDC discovery document: enough for standard
@@ -55,31 +79,55 @@ type openIDConfiguration struct {
 	ClaimsSupported                  []string `json:"claims_supported"`
 }
 
-func (c *Component) handleDiscovery(w http.ResponseWriter, r *http.Request) {
-	iss := c.cfg.Issuer()
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	apiserver.WriteJSON(w, http.StatusOK, openIDConfiguration{
+func (c *Component) discovery(call *apiserver.Call, _ *apiserver.NoBody) (*openIDConfiguration, error) {
+	iss := c.cfg.issuer()
+	call.Header().Set("Cache-Control", "public, max-age=300")
+	return &openIDConfiguration{
 		Issuer: iss, JWKSURI: iss + iamv1.JWKSPath, TokenEndpoint: iss + iamv1.TokenPath,
 		ResponseTypesSupported:           []string{"id_token"},
 		SubjectTypesSupported:            []string{"public"},
 		IDTokenSigningAlgValuesSupported: []string{apiserver.SigningAlgorithm},
 		GrantTypesSupported:              []string{"password", iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey},
 		ClaimsSupported:                  []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "uid", "akid"},
-	})
+	}, nil
 }
 
-func (c *Component) handleJWKS(w http.ResponseWriter, r *http.Request) {
+// jwkSet is the JWKS document (RFC 7517) as served.
+type jwkSet struct {
+	Keys []publicJWK `json:"keys"`
+}
+
+// publicJWK is one public signing key. It is encoded by go-jose; its
+// fields only document what that encoding holds for our EC keys.
+type publicJWK struct {
+	Use string `json:"use" jsonschema:"enum=sig"`
+	Kty string `json:"kty" jsonschema:"enum=EC"`
+	Kid string `json:"kid"`
+	Crv string `json:"crv" jsonschema:"enum=P-256"`
+	Alg string `json:"alg" jsonschema:"enum=ES256"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	key jose.JSONWebKey
+}
+
+// MarshalJSON encodes the key as go-jose does.
+func (k publicJWK) MarshalJSON() ([]byte, error) { return k.key.MarshalJSON() }
+
+func (c *Component) jwks(call *apiserver.Call, _ *apiserver.NoBody) (*jwkSet, error) {
 	// Short caching: a verifier seeing an unknown key ID refetches anyway.
-	w.Header().Set("Cache-Control", "public, max-age=60")
-	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(c.keys.JWKS())
+	call.Header().Set("Cache-Control", "public, max-age=60")
+	set := c.keys.JWKS()
+	out := &jwkSet{Keys: make([]publicJWK, len(set.Keys))}
+	for i, k := range set.Keys {
+		out.Keys[i].key = k
+	}
+	return out, nil
 }
 
 // tooMany is the 429 for rate-limited authentication attempts.
-func tooMany(w http.ResponseWriter, wait time.Duration) error {
+func tooMany(h http.Header, wait time.Duration) error {
 	secs := int(math.Ceil(wait.Seconds()))
-	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	return apiserver.Errorf(http.StatusTooManyRequests, api.CodeTooManyRequests,
 		"too many authentication attempts; retry in %ds", max(secs, 1))
 }
@@ -90,34 +138,25 @@ func badLogin() error {
 	return apiserver.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "invalid username or password, or the user is disabled")
 }
 
-func (c *Component) handleLogin(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	var req iamv1.LoginRequest
-	if err := apiserver.DecodeJSON(r, &req, authBodyLimit); err != nil {
-		c.fail(w, r, err)
-		return
-	}
+// login serves POST /v1/auth/login. The audit record (verb login, users)
+// names the user only if it exists: people type passwords into user name
+// fields, and those must not be recorded.
+func (c *Component) login(call *apiserver.Call, req *iamv1.LoginRequest) (*iamv1.TokenResponse, error) {
+	ctx := call.Context()
 	validName := apiserver.ValidateName("username", req.Username) == nil
-	// The audit record names the user only if it exists: people type
-	// passwords into user name fields, and those must not be recorded.
-	apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) {
-		e.Verb, e.Component, e.Collection = iamv1.AuditVerbLogin, "iam", iamv1.UserCollection
-	})
 	userKey := strings.ToLower(req.Username)
 	if !validName {
 		userKey = "invalid"
 	}
-	if ok, wait := c.limiter.allow(userKey, apiserver.SourceIP(r), c.cfg.Now()); !ok {
-		c.fail(w, r, tooMany(w, wait))
-		return
+	if ok, wait := c.limiter.allow(userKey, apiserver.SourceIP(call.Request), c.cfg.Now()); !ok {
+		return nil, tooMany(call.Header(), wait)
 	}
 	var user *api.Object
 	var hash, passwordID string
 	if validName {
 		o, err := c.getObject(ctx, iamv1.UserCollection, "", req.Username)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		if o != nil {
 			apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) {
@@ -125,8 +164,7 @@ func (c *Component) handleLogin(w http.ResponseWriter, r *http.Request) {
 			})
 			rec, err := c.passwordRecord(ctx, req.Username)
 			if err != nil {
-				c.fail(w, r, err)
-				return
+				return nil, err
 			}
 			if rec != nil && rec.UID == o.Metadata.UID {
 				user, hash, passwordID = o, rec.Hash, rec.ID
@@ -135,23 +173,15 @@ func (c *Component) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ok, err := c.hasher.Verify(ctx, hash, req.Password)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return nil, err
 	}
 	if !ok || user == nil {
-		c.fail(w, r, badLogin())
-		return
+		return nil, badLogin()
 	}
 	if spec, _ := decodeSpec[iamv1.UserSpec](user); spec.Disabled {
-		c.fail(w, r, badLogin())
-		return
+		return nil, badLogin()
 	}
-	resp, err := c.tokens.issue(ctx, iamv1.UserPrincipal(req.Username), user.Metadata.UID, "", passwordID, true)
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	apiserver.WriteJSON(w, http.StatusOK, resp)
+	return c.tokens.issue(ctx, iamv1.UserPrincipal(req.Username), user.Metadata.UID, "", passwordID, true)
 }
 
 // passwordRecord reads a user's password record (nil if none).
@@ -170,25 +200,19 @@ func (c *Component) passwordRecord(ctx context.Context, user string) (*passwordR
 	return &rec, nil
 }
 
-func (c *Component) handleToken(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	var req iamv1.TokenRequest
-	if err := apiserver.DecodeJSON(r, &req, authBodyLimit); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Verb, e.Component = iamv1.AuditVerbToken, "iam" })
+// token serves POST /v1/auth/token (audit verb token).
+func (c *Component) token(call *apiserver.Call, req *iamv1.TokenRequest) (*iamv1.TokenResponse, error) {
+	ctx := call.Context()
 	switch req.GrantType {
 	case iamv1.GrantTypeRefreshToken:
 		// Not rate limited: refresh tokens carry 256 random bits, so there
 		// is nothing to guess, and every CLI process refreshes.
 		resp, err := c.refresh(ctx, req.RefreshToken)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Principal = resp.Principal })
-		apiserver.WriteJSON(w, http.StatusOK, resp)
+		return resp, nil
 	case iamv1.GrantTypeAccessKey:
 		key := "key:" + req.AccessKeyID
 		if !validAccessKeyID(req.AccessKeyID) {
@@ -196,25 +220,17 @@ func (c *Component) handleToken(w http.ResponseWriter, r *http.Request) {
 		} else {
 			apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Collection, e.Name = iamv1.AccessKeyCollection, req.AccessKeyID })
 		}
-		if ok, wait := c.limiter.allow(key, apiserver.SourceIP(r), c.cfg.Now()); !ok {
-			c.fail(w, r, tooMany(w, wait))
-			return
+		if ok, wait := c.limiter.allow(key, apiserver.SourceIP(call.Request), c.cfg.Now()); !ok {
+			return nil, tooMany(call.Header(), wait)
 		}
 		principal, uid, err := c.accessKeyPrincipal(ctx, req.AccessKeyID, req.SecretAccessKey)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Principal = principal })
-		resp, err := c.tokens.issue(ctx, principal, uid, req.AccessKeyID, "", false)
-		if err != nil {
-			c.fail(w, r, err)
-			return
-		}
-		apiserver.WriteJSON(w, http.StatusOK, resp)
-	default:
-		c.fail(w, r, apiserver.FieldError("grantType", "%q is not %q or %q", req.GrantType, iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey))
+		return c.tokens.issue(ctx, principal, uid, req.AccessKeyID, "", false)
 	}
+	return nil, apiserver.FieldError("grantType", "%q is not %q or %q", req.GrantType, iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey)
 }
 
 // refresh redeems a refresh token for a user that still exists with the
@@ -257,42 +273,31 @@ func (c *Component) refresh(ctx context.Context, token string) (*iamv1.TokenResp
 		RefreshToken: next, RefreshExpiresAt: &nextExp}, nil
 }
 
-func (c *Component) handleLogout(w http.ResponseWriter, r *http.Request) {
-	var req iamv1.LogoutRequest
-	if err := apiserver.DecodeJSON(r, &req, authBodyLimit); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	apiserver.AnnotateAudit(r.Context(), func(e *apiserver.AuditEvent) { e.Verb, e.Component = iamv1.AuditVerbLogout, "iam" })
-	if err := c.tokens.revoke(r.Context(), req.RefreshToken); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+// logout serves POST /v1/auth/logout (audit verb logout): 204.
+func (c *Component) logout(call *apiserver.Call, req *iamv1.LogoutRequest) (*apiserver.NoBody, error) {
+	return nil, c.tokens.revoke(call.Context(), req.RefreshToken)
 }
 
-func (c *Component) handleWhoAmI(w http.ResponseWriter, r *http.Request) {
-	p, _ := apiserver.PrincipalFrom(r.Context())
-	out := iamv1.WhoAmI{Principal: p.Name, Superuser: p.Superuser, ExpiresAt: p.ExpiresAt}
+func (c *Component) whoAmI(call *apiserver.Call, _ *apiserver.NoBody) (*iamv1.WhoAmI, error) {
+	p := call.Principal
+	out := &iamv1.WhoAmI{Principal: p.Name, Superuser: p.Superuser, ExpiresAt: p.ExpiresAt}
 	out.ClusterRoles, out.ProjectRoles = c.policy.Bindings(p.Name)
-	apiserver.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (c *Component) handleRotate(w http.ResponseWriter, r *http.Request) {
-	apiserver.AnnotateAudit(r.Context(), func(e *apiserver.AuditEvent) {
-		e.Verb, e.Component, e.Collection = iamv1.AuditVerbRotateSigningKey, "iam", "signingkeys"
-	})
-	perm, _ := ParsePermission(iamv1.PermissionRotateSigningKey)
-	if err := c.policy.authorizeEndpoint(r, perm, ""); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	kid, err := c.keys.Rotate(r.Context())
+// rotated is the answer of a signing-key rotation.
+type rotated struct {
+	Kid string `json:"kid"`
+}
+
+// rotate serves POST /v1/auth/signing-keys/rotate (permission
+// iam.signingkeys.update, audit verb rotatesigningkey).
+func (c *Component) rotate(call *apiserver.Call, _ *apiserver.NoBody) (*rotated, error) {
+	kid, err := c.keys.Rotate(call.Context())
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return nil, err
 	}
-	apiserver.WriteJSON(w, http.StatusOK, map[string]string{"kid": kid})
+	return &rotated{Kid: kid}, nil
 }
 
 // validatePassword checks a new password's length. Messages never repeat
@@ -306,83 +311,68 @@ func validatePassword(pw string) error {
 	return nil
 }
 
-// handleSetPassword sets a user's password: the user itself (proving the
-// current password), or a principal allowed iam.users.setpassword
-// cluster-wide. All of the user's refresh tokens stop working.
-func (c *Component) handleSetPassword(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	name := r.PathValue("name")
-	apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) {
-		e.Verb, e.Component, e.Collection = iamv1.AuditVerbSetPassword, "iam", iamv1.UserCollection
-	})
-	if err := apiserver.ValidateName("name", name); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	var req iamv1.SetPasswordRequest
-	if err := apiserver.DecodeJSON(r, &req, authBodyLimit); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	p, _ := apiserver.PrincipalFrom(ctx)
+// passwordAction is the password sub-resource of users: POST
+// /v1/users/{name}/password sets a user's password, for a principal
+// allowed iam.users.setpassword cluster-wide or for the user itself
+// (proving its current password). All of the user's refresh tokens stop
+// working.
+func (c *Component) passwordAction() apiserver.Action {
 	perm, _ := ParsePermission(iamv1.PermissionSetPassword)
-	admin := c.policy.authorizeEndpoint(r, perm, "")
-	self := p.Name == iamv1.UserPrincipal(name)
-	if admin != nil && !self {
-		c.fail(w, r, admin)
-		return
+	return apiserver.Action{
+		Name: iamv1.PasswordSubresource, Method: http.MethodPost, Verb: perm.Verb,
+		OperationID: "setUserPassword", Summary: "set a user's password", MaxBody: authBodyLimit,
+		Allow: func(call *apiserver.Call) bool {
+			return call.Principal.Name == iamv1.UserPrincipal(call.Name)
+		},
+		Handler: apiserver.JSON(c.setPassword),
 	}
+}
+
+func (c *Component) setPassword(call *apiserver.Call, req *iamv1.SetPasswordRequest) (*api.Object, error) {
+	ctx := call.Context()
+	name := call.Name
 	if err := validatePassword(req.Password); err != nil {
-		c.fail(w, r, err)
-		return
+		return nil, err
 	}
-	if admin != nil {
+	if !call.Granted {
 		// The user changes its own password: it must prove the current one.
 		rec, err := c.passwordRecord(ctx, name)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		hash := ""
-		if rec != nil && rec.UID == p.UID {
+		if rec != nil && rec.UID == call.Principal.UID {
 			hash = rec.Hash
 		}
 		ok, err := c.hasher.Verify(ctx, hash, req.CurrentPassword)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		if !ok {
-			c.fail(w, r, apiserver.FieldError("currentPassword", "is not your current password"))
-			return
+			return nil, apiserver.FieldError("currentPassword", "is not your current password")
 		}
 	}
 	hash, err := c.hasher.Hash(ctx, req.Password)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return nil, err
 	}
 	key := apiserver.ObjectKey(iamv1.UserCollection, "", name)
 	for attempt := 0; ; attempt++ {
 		kv, err := c.store.Get(ctx, key)
 		if errors.Is(err, storage.ErrNotFound) {
-			c.fail(w, r, apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "user %q not found", name))
-			return
+			return nil, apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "user %q not found", name)
 		}
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		o, err := apiserver.DecodeObject(kv)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		now := c.cfg.Now().UTC().Truncate(time.Millisecond)
 		pw, err := json.Marshal(passwordRecord{ID: newPasswordID(), UID: o.Metadata.UID, Hash: hash, ChangedAt: now})
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		var st iamv1.UserStatus
 		if len(o.Status) > 0 {
@@ -390,14 +380,12 @@ func (c *Component) handleSetPassword(w http.ResponseWriter, r *http.Request) {
 		}
 		st.PasswordSet, st.PasswordChangedAt = true, &now
 		if o.Status, err = json.Marshal(st); err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		o.Metadata.UpdatedAt = &now
 		val, err := apiserver.EncodeObject(o)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		res, err := c.store.Txn(ctx, storage.Txn{
 			If: []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: kv.ModRevision}},
@@ -405,40 +393,38 @@ func (c *Component) handleSetPassword(w http.ResponseWriter, r *http.Request) {
 				{Type: storage.OpPut, Key: []byte(passwordPrefix + name), Value: pw}},
 		})
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return nil, err
 		}
 		if res.Succeeded {
 			o.Metadata.Revision = res.Revision
 			c.policy.WaitFor(ctx, iamv1.UserCollection, res.Revision, 2*time.Second)
-			apiserver.WriteJSON(w, http.StatusOK, o)
-			return
+			return o, nil
 		}
 		if attempt >= 5 {
-			c.fail(w, r, apiserver.Errorf(http.StatusConflict, api.CodeConflict, "user %q is being changed by others; retry", name))
-			return
+			return nil, apiserver.Errorf(http.StatusConflict, api.CodeConflict, "user %q is being changed by others; retry", name)
 		}
 	}
 }
 
-// handleAudit serves GET /v1/audit: records oldest first, filtered by
+// auditProject is the project an audit query reads, in which it needs
+// iam.audit.list ("" for all records, which needs it cluster-wide).
+func auditProject(r *http.Request) (string, error) {
+	p := r.URL.Query().Get("project")
+	if p != "" {
+		if err := apiserver.ValidateName("project", p); err != nil {
+			return "", err
+		}
+	}
+	return p, nil
+}
+
+// auditRecords serves GET /v1/audit: records oldest first, filtered by
 // since/until (RFC 3339), principal and project. Reading every record needs
 // iam.audit.list cluster-wide; with project=P, iam.audit.list in P suffices
 // and only P's records are returned.
-func (c *Component) handleAudit(w http.ResponseWriter, r *http.Request) {
-	qv := r.URL.Query()
-	q := auditQuery{principal: qv.Get("principal"), project: qv.Get("project"), limit: iamv1.AuditDefaultLimit}
-	perm, _ := ParsePermission(iamv1.PermissionAuditList)
-	if q.project != "" {
-		if err := apiserver.ValidateName("project", q.project); err != nil {
-			c.fail(w, r, err)
-			return
-		}
-	}
-	if err := c.policy.authorizeEndpoint(r, perm, q.project); err != nil {
-		c.fail(w, r, err)
-		return
-	}
+func (c *Component) auditRecords(call *apiserver.Call, _ *apiserver.NoBody) (*iamv1.AuditList, error) {
+	qv := call.Request.URL.Query()
+	q := auditQuery{principal: qv.Get("principal"), project: call.Project, limit: iamv1.AuditDefaultLimit}
 	for _, f := range []struct {
 		name string
 		dst  *time.Time
@@ -446,8 +432,7 @@ func (c *Component) handleAudit(w http.ResponseWriter, r *http.Request) {
 		if s := qv.Get(f.name); s != "" {
 			t, err := time.Parse(time.RFC3339Nano, s)
 			if err != nil {
-				c.fail(w, r, apiserver.FieldError(f.name, "%q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", s))
-				return
+				return nil, apiserver.FieldError(f.name, "%q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", s)
 			}
 			*f.dst = t
 		}
@@ -455,22 +440,15 @@ func (c *Component) handleAudit(w http.ResponseWriter, r *http.Request) {
 	if s := qv.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {
-			c.fail(w, r, apiserver.FieldError("limit", "limit %q must be a positive integer", s))
-			return
+			return nil, apiserver.FieldError("limit", "limit %q must be a positive integer", s)
 		}
 		q.limit = min(n, iamv1.AuditMaxLimit)
 	}
 	if s := qv.Get("continue"); s != "" {
 		if !validAuditID(s) {
-			c.fail(w, r, apiserver.FieldError("continue", "continue token is invalid; pass back the one from the previous page"))
-			return
+			return nil, apiserver.FieldError("continue", "continue token is invalid; pass back the one from the previous page")
 		}
 		q.after = s
 	}
-	out, err := c.audit.query(r.Context(), q)
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	apiserver.WriteJSON(w, http.StatusOK, out)
+	return c.audit.query(call.Context(), q)
 }

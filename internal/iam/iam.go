@@ -34,28 +34,19 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 )
 
-// Config configures the iam component.
-type Config struct {
-	// Node names this node in audit records.
-	Node string
+// Options are iam's settings that are not node.yaml fields: what the node
+// derives for it and the knobs tests turn. Zero values take defaults.
+type Options struct {
 	// Issuer returns the token issuer URL (iss, and the base of OIDC
-	// discovery). A function because a node may learn its address only once
-	// it listens.
+	// discovery) when the section sets none. A function because a node
+	// may learn its address only once it listens. Required then.
 	Issuer func() string
 	// Audience is the aud of access tokens (iamv1.DefaultAudience if "").
 	Audience string
-	// BootstrapToken is the break-glass admin token ("" disables it).
-	BootstrapToken string
 	// EncryptionKey is the 32-byte at-rest key sealing access key secrets
-	// and signing keys.
+	// and signing keys (Build reads it from the section's
+	// encryptionKeyFile).
 	EncryptionKey []byte
-	// AccessTokenLifetime (15m), RefreshTokenLifetime (720h, idle: each
-	// refresh extends it), SigningKeyRotation (24h) and AuditRetention
-	// (2160h) take these defaults when 0.
-	AccessTokenLifetime  time.Duration
-	RefreshTokenLifetime time.Duration
-	SigningKeyRotation   time.Duration
-	AuditRetention       time.Duration
 	// Leeway tolerates clock skew between nodes when checking tokens (30s).
 	Leeway time.Duration
 	// LoginPerUser and LoginPerIP limit authentication attempts (defaults:
@@ -70,49 +61,67 @@ type Config struct {
 	Now func() time.Time
 }
 
-func (c *Config) defaults() {
-	if c.Audience == "" {
-		c.Audience = iamv1.DefaultAudience
+// settings is the section and options together, defaults applied, as the
+// component's parts use them.
+type settings struct {
+	Config
+	Options
+	// Node names this node in audit records; BootstrapToken is the
+	// break-glass admin token ("" disables it).
+	Node, BootstrapToken string
+	// issuer is the section's issuer if set, else Options.Issuer.
+	issuer func() string
+}
+
+func newSettings(cfg Config, node component.Identity, o Options) settings {
+	d := Default()
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&cfg.AccessTokenLifetime, d.AccessTokenLifetime}, {&cfg.RefreshTokenLifetime, d.RefreshTokenLifetime},
+		{&cfg.SigningKeyRotation, d.SigningKeyRotation}, {&cfg.AuditRetention, d.AuditRetention},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
 	}
-	if c.AccessTokenLifetime == 0 {
-		c.AccessTokenLifetime = 15 * time.Minute
+	issuer := o.Issuer
+	if cfg.Issuer != "" {
+		iss := cfg.Issuer
+		issuer = func() string { return iss }
 	}
-	if c.RefreshTokenLifetime == 0 {
-		c.RefreshTokenLifetime = 720 * time.Hour
+	if o.Audience == "" {
+		o.Audience = iamv1.DefaultAudience
 	}
-	if c.SigningKeyRotation == 0 {
-		c.SigningKeyRotation = 24 * time.Hour
+	if o.Leeway == 0 {
+		o.Leeway = 30 * time.Second
 	}
-	if c.AuditRetention == 0 {
-		c.AuditRetention = 90 * 24 * time.Hour
+	if o.LoginPerUser.Burst == 0 {
+		o.LoginPerUser = RateLimit{Burst: 10, Per: 6 * time.Second}
 	}
-	if c.Leeway == 0 {
-		c.Leeway = 30 * time.Second
+	if o.LoginPerIP.Burst == 0 {
+		o.LoginPerIP = RateLimit{Burst: 30, Per: time.Second}
 	}
-	if c.LoginPerUser.Burst == 0 {
-		c.LoginPerUser = RateLimit{Burst: 10, Per: 6 * time.Second}
+	if o.Argon2 == (Argon2Params{}) {
+		o.Argon2 = DefaultArgon2()
 	}
-	if c.LoginPerIP.Burst == 0 {
-		c.LoginPerIP = RateLimit{Burst: 30, Per: time.Second}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if c.Argon2 == (Argon2Params{}) {
-		c.Argon2 = DefaultArgon2()
+	s := settings{Config: cfg, Options: o, Node: node.Name, BootstrapToken: node.BootstrapToken, issuer: issuer}
+	if s.Node == "" {
+		s.Node = "node"
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Node == "" {
-		c.Node = "node"
-	}
+	return s
 }
 
 // Component is the iam component.
 type Component struct {
 	component.Readiness
-	cfg   Config
+	cfg   settings
 	store storage.Store
 	log   *slog.Logger
-	reg   prometheus.Registerer
 
 	sealer    *Sealer
 	hasher    *Hasher
@@ -123,7 +132,6 @@ type Component struct {
 	bootstrap apiserver.TokenAuthenticator
 	audit     *auditLog
 	limiter   *loginLimiter
-	api       *apiserver.API
 
 	mu              sync.Mutex
 	initialPassword string
@@ -134,13 +142,15 @@ var (
 	_ apiserver.Authenticator = (*Component)(nil)
 )
 
-// New builds the iam component over store. It touches nothing: Run loads
+// New builds the iam component over deps.Store from its section (zero
+// fields take Default's values) and options. It touches nothing: Run loads
 // state and starts the background work.
-func New(cfg Config, store storage.Store, log *slog.Logger, reg prometheus.Registerer) (*Component, error) {
-	cfg.defaults()
-	if cfg.Issuer == nil {
-		return nil, errors.New("iam: Config.Issuer is required")
+func New(section Config, deps component.Deps, opts Options) (*Component, error) {
+	cfg := newSettings(section, deps.Node, opts)
+	if cfg.issuer == nil {
+		return nil, errors.New("iam: no token issuer: set the section's issuer or Options.Issuer")
 	}
+	store, log := deps.Store, deps.Logger
 	sealer, err := NewSealer(cfg.EncryptionKey)
 	if err != nil {
 		return nil, err
@@ -153,16 +163,21 @@ func New(cfg Config, store storage.Store, log *slog.Logger, reg prometheus.Regis
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "iam")
-	c := &Component{cfg: cfg, store: store, log: log, reg: reg, sealer: sealer, hasher: hasher,
+	c := &Component{cfg: cfg, store: store, log: log, sealer: sealer, hasher: hasher,
 		bootstrap: apiserver.TokenAuthenticator{Token: cfg.BootstrapToken},
 		limiter:   newLoginLimiter(cfg.LoginPerUser, cfg.LoginPerIP)}
 	c.policy = NewPolicy(store, log, cfg.Now, cfg.DecisionTTL)
 	c.keys = NewKeyManager(store, sealer, log, cfg.Now, cfg.SigningKeyRotation, cfg.AccessTokenLifetime+cfg.Leeway)
-	c.tokens = &tokenService{keys: c.keys, store: store, issuer: cfg.Issuer, audience: cfg.Audience,
+	c.tokens = &tokenService{keys: c.keys, store: store, issuer: cfg.issuer, audience: cfg.Audience,
 		accessTTL: cfg.AccessTokenLifetime, refreshTTL: cfg.RefreshTokenLifetime, grace: time.Minute, now: cfg.Now}
-	c.verifier = apiserver.NewJWTVerifier(c.keys, apiserver.JWTOptions{Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: cfg.Leeway, Now: cfg.Now})
+	c.verifier = apiserver.NewJWTVerifier(c.keys, apiserver.JWTOptions{Issuer: cfg.issuer, Audience: cfg.Audience, Leeway: cfg.Leeway, Now: cfg.Now})
 	c.audit = newAuditLog(store, log, cfg.Node, cfg.Now)
 	return c, nil
+}
+
+// Collectors implements component.MetricsSource: the audit log's counters.
+func (c *Component) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.audit.written, c.audit.dropped}
 }
 
 // Authorizer returns the policy the API framework asks on every request.
@@ -180,9 +195,9 @@ func (c *Component) Keys() *KeyManager { return c.keys }
 // Verifier returns the access token verifier.
 func (c *Component) Verifier() *apiserver.JWTVerifier { return c.verifier }
 
-// Register adds iam's kinds to a; call it once before a serves.
+// Register adds iam's kinds and endpoints to a; call it once before a
+// mounts its routes.
 func (c *Component) Register(a *apiserver.API) error {
-	c.api = a
 	for _, reg := range []func() error{
 		func() error { return apiserver.Register(a, "iam", c.projectKind()) },
 		func() error { return apiserver.Register(a, "iam", c.userKind()) },
@@ -191,6 +206,7 @@ func (c *Component) Register(a *apiserver.API) error {
 		func() error { return apiserver.Register(a, "iam", c.roleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.clusterRoleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.accessKeyKind()) },
+		func() error { return c.endpoints(a) },
 	} {
 		if err := reg(); err != nil {
 			return fmt.Errorf("iam: %w", err)
@@ -207,16 +223,6 @@ func (c *Component) Name() string { return "iam" }
 // changes, rotates keys, writes audit records and sweeps expired state.
 // It returns after the audit queue is flushed.
 func (c *Component) Run(ctx context.Context) error {
-	if c.reg != nil {
-		for _, m := range []prometheus.Collector{c.audit.written, c.audit.dropped} {
-			if err := c.reg.Register(m); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					return fmt.Errorf("iam: registering metrics: %w", err)
-				}
-			}
-		}
-	}
 	if err := c.keys.EnsureCurrent(ctx); err != nil {
 		return err
 	}

@@ -134,6 +134,7 @@ func (c *Component) userKind() apiserver.KindDef[iamv1.UserSpec, iamv1.UserStatu
 			return nil
 		},
 		AfterWrite: c.waitPolicy(iamv1.UserCollection),
+		Actions:    []apiserver.Action{c.passwordAction()},
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -602,22 +601,6 @@ func (p *Policy) Bindings(principal string) ([]string, map[string][]string) {
 // cluster-wide); for iam's own endpoints.
 func (p *Policy) Allowed(ctx context.Context, pr apiserver.Principal, perm Permission, project string) bool {
 	return p.Authorize(ctx, pr, apiserver.Attributes{Component: perm.Component, Collection: perm.Collection, Verb: perm.Verb, Project: project}) == apiserver.Allow
-}
-
-// authorizeEndpoint checks perm for the principal of r's context and
-// returns nil, a 403, or (for a project the principal cannot see) a 404.
-func (p *Policy) authorizeEndpoint(r *http.Request, perm Permission, project string) error {
-	pr, ok := apiserver.PrincipalFrom(r.Context())
-	if !ok {
-		return apiserver.ErrNoToken()
-	}
-	switch p.Authorize(r.Context(), pr, apiserver.Attributes{Component: perm.Component, Collection: perm.Collection, Verb: perm.Verb, Project: project}) {
-	case apiserver.Allow:
-		return nil
-	case apiserver.Hide:
-		return apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "project %q not found", project)
-	}
-	return apiserver.Errorf(http.StatusForbidden, api.CodeForbidden, "%s is not allowed %s; ask an administrator for a role that grants it", pr.Name, perm)
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix.

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/controller"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -19,6 +22,12 @@ import (
 // ProjectController marks every project Active once it exists. It is the
 // first controller built on internal/runtime/controller and talks to the API
 // through the SDK like any other client, so it starts after the listener.
+//
+// Two copies (one per iam node) do no harm: every status write carries the
+// revision it read, so the slower copy gets a conflict, rereads, finds the
+// project Active and stops. They do double the reads and conflicting
+// writes and keep a checkpoint per node, so a cluster runs it as a
+// singleton (WithElector) where it has a coordination store.
 type ProjectController struct {
 	component.Readiness
 	endpoint   func(context.Context) (string, error)
@@ -26,16 +35,58 @@ type ProjectController struct {
 	checkpoint string
 	log        *slog.Logger
 	reg        prometheus.Registerer
+	singleton  *controller.Singleton
+
+	ctrl atomic.Pointer[controller.Controller] // set once Run built it
 }
 
 var _ component.Component = (*ProjectController)(nil)
 
+// ProjectControllerOption adjusts a ProjectController.
+type ProjectControllerOption func(*ProjectController)
+
+// WithElector runs the controller as a cluster-wide singleton: every node
+// campaigns in el (a coord.Election, the same name on every node, e.g.
+// ProjectControllerElection) as identity (its node name), and only the
+// leader reconciles. A singleton keeps no checkpoint: it lists every
+// project when it gains leadership (see internal/runtime/controller).
+func WithElector(el coord.Elector, identity string) ProjectControllerOption {
+	return func(p *ProjectController) {
+		p.singleton = &controller.Singleton{Elector: el, Identity: identity}
+	}
+}
+
+// ProjectControllerElection is the name of the election the project
+// controllers of a cluster campaign in.
+const ProjectControllerElection = "iam-projects"
+
 // NewProjectController returns the controller component. endpoint yields the
 // API URL once the listener is up; tokens authenticates it (in a node, the
 // system principal system:iam-projects, allowed only to read projects and
-// write their status); checkpointPath keeps its progress.
-func NewProjectController(endpoint func(context.Context) (string, error), tokens client.TokenSource, checkpointPath string, log *slog.Logger, reg prometheus.Registerer) *ProjectController {
-	return &ProjectController{endpoint: endpoint, tokens: tokens, checkpoint: checkpointPath, log: log, reg: reg}
+// write their status); checkpointPath keeps its progress (unused by a
+// singleton).
+func NewProjectController(endpoint func(context.Context) (string, error), tokens client.TokenSource, checkpointPath string, log *slog.Logger, reg prometheus.Registerer, opts ...ProjectControllerOption) *ProjectController {
+	p := &ProjectController{endpoint: endpoint, tokens: tokens, checkpoint: checkpointPath, log: log, reg: reg}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Leading reports whether this copy is the singleton's leader. Without
+// WithElector it is always false (every copy works).
+func (p *ProjectController) Leading() bool {
+	c := p.ctrl.Load()
+	return c != nil && c.Leading()
+}
+
+// StatusDetails describes the controller for /v1/status: whether it runs
+// as a singleton and, if so, whether this node leads it.
+func (p *ProjectController) StatusDetails() map[string]string {
+	if p.singleton == nil {
+		return map[string]string{"mode": "every-node"}
+	}
+	return map[string]string{"mode": "singleton", "leader": strconv.FormatBool(p.Leading())}
 }
 
 // Name implements component.Component.
@@ -53,17 +104,22 @@ func (p *ProjectController) Run(ctx context.Context) error {
 	}
 	defer cl.CloseIdleConnections()
 	projects := cl.Resources(iamv1.ProjectCollection, "")
-	ctrl, err := controller.New(controller.Options{
+	opts := controller.Options{
 		Name:       p.Name(),
 		Source:     controller.FromClient(projects, ""),
 		Reconciler: projectReconciler{projects},
-		Checkpoint: controller.FileCheckpoint(p.checkpoint),
 		Logger:     p.log,
 		Registerer: p.reg,
-	})
+		Singleton:  p.singleton,
+	}
+	if p.singleton == nil {
+		opts.Checkpoint = controller.FileCheckpoint(p.checkpoint)
+	}
+	ctrl, err := controller.New(opts)
 	if err != nil {
 		return err
 	}
+	p.ctrl.Store(ctrl)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {

@@ -157,7 +157,7 @@ func TestTokensRejected(t *testing.T) {
 // exactly as long as a token it signed can be valid; rotation also happens
 // by itself after signingKeyRotation.
 func TestKeyRotation(t *testing.T) {
-	e := newTestEnv(t, func(c *Config) { c.SigningKeyRotation = 2 * time.Hour })
+	e := newTestEnv(t, func(c *Config, _ *Options) { c.SigningKeyRotation = 2 * time.Hour })
 	e.create(iamv1.ProjectCollection, "", "p", iamv1.ProjectSpec{})
 	e.user("alice", "alice-password-1")
 	e.bind("alice", "viewer", "user:alice", "p")
@@ -497,7 +497,7 @@ func TestPasswords(t *testing.T) {
 // address with 429 problem+json and Retry-After, whether the password is
 // right or not, and recover with time.
 func TestLoginRateLimit(t *testing.T) {
-	e := newTestEnv(t, func(c *Config) {
+	e := newTestEnv(t, func(_ *Config, c *Options) {
 		c.LoginPerUser = RateLimit{Burst: 3, Per: time.Minute}
 		c.LoginPerIP = RateLimit{Burst: 6, Per: time.Minute}
 	})

@@ -21,19 +21,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/ultracloud/ultracloud/internal/chainfire"
-	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/compactor"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
-	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
@@ -42,20 +40,57 @@ import (
 
 // Node is one running ultracloud process.
 type Node struct {
-	cfg config.Config
+	cfg Config
 	log *slog.Logger
 
 	ready   chan struct{}
 	apiAddr string
 	token   string
-	iam     *iam.Component
-	// The replicated stores this node is a member of, for /v1/status.
-	chainfire *chainfire.Server
-	flaredb   *flaredb.Server
+	// admin is the module that can create the first admin's credentials
+	// (iam), when this node runs it.
+	admin adminIssuer
+	mux   *recordingMux
+}
+
+// Routes returns every route pattern mounted on the node's listener (for
+// the test that keeps /openapi.json complete); valid after Ready.
+func (n *Node) Routes() []string { return n.mux.patterns() }
+
+// recordingMux is the node's ServeMux, remembering what is mounted.
+type recordingMux struct {
+	mux *http.ServeMux
+	mu  sync.Mutex
+	pat []string
+}
+
+func (m *recordingMux) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.pat = append(m.pat, pattern)
+	m.mu.Unlock()
+	m.mux.Handle(pattern, h)
+}
+
+func (m *recordingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
+}
+
+func (m *recordingMux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+
+func (m *recordingMux) patterns() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pat)
+}
+
+// adminIssuer is what `ultracloud up` needs from iam for its client
+// config.
+type adminIssuer interface {
+	InitialAdminPassword() string
+	IssueUserTokens(ctx context.Context, user string) (*iamv1.TokenResponse, error)
 }
 
 // New returns a node for cfg, which must have passed Validate.
-func New(cfg config.Config, log *slog.Logger) *Node {
+func New(cfg Config, log *slog.Logger) *Node {
 	return &Node{cfg: cfg, log: log, ready: make(chan struct{})}
 }
 
@@ -68,7 +103,9 @@ func (n *Node) APIURL() string { return "http://" + n.apiAddr }
 // Token returns the bootstrap admin token; valid after Ready.
 func (n *Node) Token() string { return n.token }
 
-// Run runs the node until ctx ends or a component fails.
+// Run runs the node until ctx ends or a component fails: it opens the
+// store, builds every module whose role the node runs, registers their
+// kinds on the shared API and runs all units as one group.
 func (n *Node) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", n.cfg.DataDir, err)
@@ -87,101 +124,120 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := n.openStore(reg)
-	if err != nil {
-		return err
-	}
-	n.flaredb = store.member
-	defer func() {
-		if cerr := store.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
-		}
-	}()
-
-	mux := http.NewServeMux()
+	mux := &recordingMux{mux: http.NewServeMux()}
+	n.mux = mux
 	var group *component.Group
 	var a *apiserver.API
 	srv := httpserver.New(httpserver.Config{Addr: n.cfg.API.Listen, ShutdownGrace: n.cfg.ShutdownGrace}, mux, n.log, reg,
 		func() error { return readiness(group) }, func() { a.CloseStreams() })
 
-	roles := n.cfg.RolesOrAll()
-	opts := apiserver.Options{Logger: n.log.With("component", "apiserver")}
-	if slices.Contains(roles, "iam") {
-		key, err := iam.LoadOrCreateKeyFile(n.cfg.IAM.EncryptionKeyFile)
-		if err != nil {
-			return err
-		}
-		n.iam, err = iam.New(iam.Config{
-			Node: n.cfg.Node, Issuer: n.issuer(srv), BootstrapToken: token, EncryptionKey: key,
-			AccessTokenLifetime: n.cfg.IAM.AccessTokenLifetime, RefreshTokenLifetime: n.cfg.IAM.RefreshTokenLifetime,
-			SigningKeyRotation: n.cfg.IAM.SigningKeyRotation, AuditRetention: n.cfg.IAM.AuditRetention,
-		}, store, n.log, reg)
-		if err != nil {
-			return err
-		}
-		opts.Authenticator, opts.Authorizer, opts.Auditor = n.iam, n.iam.Authorizer(), n.iam.Auditor()
-	} else {
-		// Without iam on this node only the break-glass token is accepted.
-		opts.Authenticator = apiserver.TokenAuthenticator{Token: token}
+	// Tokens for the node's system principals come from the module that
+	// issues them (iam), known once the modules are built.
+	var tokens func(string) client.TokenSource
+	deps := component.Deps{
+		Logger:  n.log,
+		Metrics: reg,
+		Node:    component.Identity{Name: n.cfg.Node, DataDir: n.cfg.DataDir, BootstrapToken: token, Issuer: n.issuer(srv)},
+		Client: component.APIClient{
+			Endpoint: func(ctx context.Context) (string, error) {
+				addr, err := srv.Addr(ctx)
+				return "http://" + addr, err
+			},
+			Tokens: func(principal string) client.TokenSource {
+				if tokens == nil {
+					return client.TokenFunc(func(context.Context) (string, error) { return "", component.ErrNoTokens })
+				}
+				return tokens(principal)
+			},
+		},
 	}
-	a = apiserver.New(store, opts)
+
+	store, err := n.openStore(deps)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing the store: %w", cerr))
+		}
+	}()
+	deps.Store = store
 
 	// The unit named "store" (the compactor) stands for the store: what
-	// uses the store depends on it, and it depends on the flaredb member
-	// when this node runs one.
-	units := store.units()
+	// uses the store depends on it, and it depends on the units serving
+	// it (the flaredb member when this node runs one).
+	storeUnits := append([]component.Unit(nil), store.units...)
 	storeUnit := component.Unit{Component: compactor.New(store, n.cfg.Storage.RetainRevisions, n.cfg.Storage.CompactInterval, n.log)}
-	if store.member != nil {
-		storeUnit.DependsOn = []string{store.member.Name()}
+	for _, u := range store.units {
+		storeUnit.DependsOn = append(storeUnit.DependsOn, u.Component.Name())
 	}
-	units = append(units, storeUnit)
-	if slices.Contains(roles, "chainfire") {
-		cf, err := chainfire.New(n.cfg.Chainfire, n.log)
+	storeUnits = append(storeUnits, storeUnit)
+
+	var built []component.Module
+	for _, m := range modules() {
+		if !n.cfg.HasRole(m.role) || m.build == nil {
+			continue
+		}
+		mod, err := m.build(&n.cfg, deps)
 		if err != nil {
 			return err
 		}
-		reg.MustRegister(cf.Collector())
-		n.chainfire = cf
-		// chainfire needs nothing else; nothing depends on it yet either,
-		// so it stops last of the components, after every client of it.
-		units = append([]component.Unit{{Component: cf}}, units...)
+		built = append(built, mod)
 	}
-	var serving []string
-	if n.iam != nil {
-		if err := n.iam.Register(a); err != nil {
-			return err
-		}
-		units = append(units, component.Unit{Component: n.iam, DependsOn: []string{"store"}})
-		serving = append(serving, "iam")
-	}
-	units = append(units, component.Unit{Component: srv, DependsOn: append([]string{"store"}, serving...)})
 
-	if n.iam != nil {
-		pc := iam.NewProjectController(func(ctx context.Context) (string, error) {
-			addr, err := srv.Addr(ctx)
-			return "http://" + addr, err
-		}, client.TokenFunc(n.iam.SystemTokenSource("iam-projects")),
-			filepath.Join(n.cfg.DataDir, "controllers", "iam-projects.checkpoint"), n.log, reg)
-		units = append(units, component.Unit{Component: pc, DependsOn: []string{"http"}})
+	opts := apiserver.Options{Logger: n.log.With("component", "apiserver"),
+		// Without a module that secures the API (iam) only the
+		// break-glass token is accepted.
+		Authenticator: apiserver.TokenAuthenticator{Token: token}}
+	apiDeps := []string{"store"}
+	for _, mod := range built {
+		if sec := mod.Security; sec != nil {
+			opts.Authenticator, opts.Authorizer, opts.Auditor = sec.Authenticator, sec.Authorizer, sec.Auditor
+		}
+		if mod.Tokens != nil {
+			tokens = mod.Tokens
+		}
+		if ia, ok := findAdmin(mod); ok {
+			n.admin = ia
+		}
+		apiDeps = append(apiDeps, mod.APIDependsOn...)
+	}
+	a = apiserver.New(store, opts)
+	// Ties in start order keep list order: the modules' units come first,
+	// so chainfire, which depends on nothing and nothing on it yet,
+	// starts first and stops last, after every client of it.
+	var units []component.Unit
+	for _, mod := range built {
+		if mod.Register != nil {
+			if err := mod.Register(a); err != nil {
+				return err
+			}
+		}
+		units = append(units, mod.Units...)
+	}
+	units = append(units, storeUnits...)
+	units = append(units, component.Unit{Component: srv, DependsOn: apiDeps})
+	for _, u := range units {
+		if ms, ok := u.Component.(component.MetricsSource); ok {
+			if err := reg.Register(multiCollector(ms.Collectors())); err != nil {
+				return fmt.Errorf("registering the metrics of %s: %w", u.Component.Name(), err)
+			}
+		}
 	}
 
 	group, err = component.NewGroup(units, component.Options{StopGrace: n.cfg.ShutdownGrace, Logger: n.log})
 	if err != nil {
 		return err
 	}
-	a.Mount(mux)
-	if n.iam != nil {
-		n.iam.Mount(mux)
+	if err := a.Handle("node", apiserver.Endpoint{Method: http.MethodGet, Path: "/v1/status", OperationID: "getNodeStatus",
+		Summary: "this node's components and stores", Collection: "status", Verb: "get",
+		Handler: apiserver.JSON(func(c *apiserver.Call, _ *apiserver.NoBody) (*api.NodeStatus, error) {
+			st := n.status(c.Context(), group, units)
+			return &st, nil
+		})}); err != nil {
+		return err
 	}
-	mux.Handle("GET /v1/status", a.Authenticated(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.Authorize(r.Context(), apiserver.Attributes{Component: "node", Collection: "status", Verb: "get"},
-			apiserver.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")); err != nil {
-			apiserver.WriteError(w, r, n.log, err)
-			return
-		}
-		addr, _ := srv.Addr(r.Context())
-		apiserver.WriteJSON(w, http.StatusOK, n.status(r.Context(), group, "http://"+addr))
-	}))
+	a.Mount(mux)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -201,14 +257,38 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	return <-done
 }
 
-// issuer returns the token issuer: the configured one, else http:// and
-// the address the API listens on (known once it is bound; requests and
-// token issuance only happen after that).
-func (n *Node) issuer(srv *httpserver.Server) func() string {
-	if n.cfg.IAM.Issuer != "" {
-		iss := n.cfg.IAM.Issuer
-		return func() string { return iss }
+// findAdmin returns the module's unit that issues the first admin's
+// credentials, if it has one.
+func findAdmin(mod component.Module) (adminIssuer, bool) {
+	for _, u := range mod.Units {
+		if ia, ok := u.Component.(adminIssuer); ok {
+			return ia, true
+		}
 	}
+	return nil, false
+}
+
+// multiCollector registers a component's collectors as one, so a
+// component's metrics are registered (and fail) together.
+type multiCollector []prometheus.Collector
+
+func (m multiCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m {
+		c.Describe(ch)
+	}
+}
+
+func (m multiCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m {
+		c.Collect(ch)
+	}
+}
+
+// issuer returns the URL clients reach the API under: http:// and the
+// address the API listens on (known once it is bound; requests and token
+// issuance only happen after that). iam uses it unless its section names
+// an issuer.
+func (n *Node) issuer(srv *httpserver.Server) func() string {
 	var bound atomic.Pointer[string]
 	return func() string {
 		if s := bound.Load(); s != nil {
@@ -229,19 +309,19 @@ func (n *Node) issuer(srv *httpserver.Server) func() string {
 // InitialAdminPassword returns the first admin's password when this start
 // created it (once per cluster), else "". Valid after Ready.
 func (n *Node) InitialAdminPassword() string {
-	if n.iam == nil {
+	if n.admin == nil {
 		return ""
 	}
-	return n.iam.InitialAdminPassword()
+	return n.admin.InitialAdminPassword()
 }
 
 // AdminCredentials issues tokens for the bootstrap admin user, for the
 // client config `ultracloud up` writes. Valid after Ready.
 func (n *Node) AdminCredentials(ctx context.Context) (*iamv1.TokenResponse, error) {
-	if n.iam == nil {
+	if n.admin == nil {
 		return nil, errors.New("this node does not run iam")
 	}
-	return n.iam.IssueUserTokens(ctx, iam.BootstrapAdmin)
+	return n.admin.IssueUserTokens(ctx, iam.BootstrapAdmin)
 }
 
 func waitAllReady(ctx context.Context, units []component.Unit) bool {
@@ -271,23 +351,22 @@ func readiness(g *component.Group) error {
 	return nil
 }
 
-func (n *Node) status(ctx context.Context, g *component.Group, url string) api.NodeStatus {
+// status reports every unit's state, with the endpoints and details of
+// those that report them (component.Reporter).
+func (n *Node) status(ctx context.Context, g *component.Group, units []component.Unit) api.NodeStatus {
+	byName := make(map[string]component.Component, len(units))
+	for _, u := range units {
+		byName[u.Component.Name()] = u.Component
+	}
 	st := api.NodeStatus{Node: n.cfg.Node, Version: api.Version, Ready: g.Ready()}
 	for _, s := range g.Statuses() {
 		cs := api.ComponentStatus{Name: s.Name, State: string(s.State)}
 		if s.Err != nil {
 			cs.Error = s.Err.Error()
 		}
-		if s.Name == "http" {
-			cs.Endpoints = map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}
-		}
-		if s.Name == "chainfire" {
-			cs.Endpoints = map[string]string{"etcd": n.cfg.Chainfire.ClientURL}
-			cs.Details = n.chainfireDetails(ctx)
-		}
-		if s.Name == "flaredb" {
-			cs.Endpoints = map[string]string{"api": n.cfg.FlareDB.APIAdvertise, "raft": n.cfg.FlareDB.RaftAdvertise}
-			cs.Details = n.flaredbDetails()
+		if r, ok := byName[s.Name].(component.Reporter); ok {
+			rep := r.Report(ctx)
+			cs.Endpoints, cs.Details = rep.Endpoints, rep.Details
 		}
 		st.Components = append(st.Components, cs)
 	}

@@ -130,6 +130,12 @@ func TestHTTPAPI(t *testing.T) {
 		if err := json.Unmarshal(r.body, &oa); err != nil || r.status != 200 || !strings.HasPrefix(oa.OpenAPI, "3.1") || len(oa.Paths) == 0 {
 			t.Errorf("GET /openapi.json: HTTP %d, openapi %q, %d paths, %v", r.status, oa.OpenAPI, len(oa.Paths), err)
 		}
+		// The node's own non-resource routes are documented too.
+		for _, p := range []string{"/v1/status", "/v1", "/openapi.json", "/v1/auth/login", "/v1/users/{name}/password"} {
+			if _, ok := oa.Paths[p]; !ok {
+				t.Errorf("GET /openapi.json lacks %s", p)
+			}
+		}
 		var d api.Discovery
 		r = c.do("GET", "/v1", "", "")
 		if err := json.Unmarshal(r.body, &d); err != nil || r.status != 200 || d.Version != api.Version {

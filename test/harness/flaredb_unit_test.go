@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
@@ -78,8 +79,8 @@ func TestNodeConfigFlareDBLoads(t *testing.T) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := config.Default()
-		if err := cfg.LoadFile(path); err != nil {
+		cfg := node.Default()
+		if err := config.LoadFile(&cfg, path); err != nil {
 			t.Fatalf("%s: %v\n%s", h.name, err, b)
 		}
 		if err := cfg.Validate(); err != nil {

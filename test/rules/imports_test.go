@@ -10,9 +10,14 @@ import (
 )
 
 type pkgInfo struct {
-	ImportPath string
-	Imports    []string
-	Deps       []string
+	ImportPath   string
+	Doc          string
+	Dir          string
+	GoFiles      []string
+	TestGoFiles  []string
+	XTestGoFiles []string
+	Imports      []string
+	Deps         []string
 }
 
 func listPackages(t *testing.T, pattern string) []pkgInfo {

@@ -11,5 +11,5 @@ func NodeName(env Env) string {
 	if v := env.Getenv(config.EnvName("node")); v != "" {
 		return v
 	}
-	return config.Default().Node
+	return config.DefaultCore().Node
 }

@@ -61,7 +61,7 @@ func startFlaredb(t *testing.T, clusterID string, n int) []*fdbMember {
 }
 
 func fastFlaredbConfig(id, clusterID, dir, raftAddr, apiAddr string, voters []flaredb.Peer) flaredb.Config {
-	cfg := flaredb.DefaultConfig()
+	cfg := flaredb.Default()
 	cfg.ID, cfg.ClusterID, cfg.DataDir = id, clusterID, dir
 	cfg.RaftAddress, cfg.APIAddress, cfg.InitialVoters = raftAddr, apiAddr, voters
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 400*time.Millisecond

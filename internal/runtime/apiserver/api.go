@@ -3,7 +3,10 @@
 // them as REST/JSON (list with pagination and label selectors, get, create,
 // update with optimistic concurrency, delete, watch, status), stores them in a
 // storage.Store, reports errors as problem+json, and generates the OpenAPI
-// document from the Go types.
+// document from the Go types. Non-resource routes are declared here too:
+// actions and sub-resources on a kind's objects (Action), component
+// endpoints (Endpoint, API.Handle) and long-lived streams (Stream), and
+// Mount is the one place every route is mounted.
 //
 // It owns the HTTP semantics of resources and the enforcement points of
 // security: every resource request is authenticated (an Authenticator),
@@ -61,6 +64,14 @@ type API struct {
 
 	mu    sync.RWMutex
 	kinds map[string]*kind // by collection
+	// endpoints are the declared non-resource endpoints, in declaration
+	// order; operationIDs the operation IDs they and actions take.
+	endpoints    []*endpoint
+	operationIDs map[string]bool
+	// mounted is set by Mount, after which nothing may be declared;
+	// routes are the patterns it registered.
+	mounted bool
+	routes  []string
 
 	// streams is cancelled when the server shuts down so long-running watch
 	// responses end and graceful shutdown can finish.
@@ -89,7 +100,25 @@ func New(store storage.Store, opts Options) *API {
 		opts.MaxLimit = 5000
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &API{store: store, opts: opts, log: opts.Logger, kinds: map[string]*kind{}, streams: ctx, closeStreams: cancel}
+	a := &API{store: store, opts: opts, log: opts.Logger, kinds: map[string]*kind{}, operationIDs: map[string]bool{},
+		streams: ctx, closeStreams: cancel}
+	discovery := JSON(func(*Call, *NoBody) (*api.Discovery, error) {
+		return &api.Discovery{Version: api.Version, Kinds: a.Kinds()}, nil
+	})
+	for _, e := range []*endpoint{
+		{Endpoint: Endpoint{Method: http.MethodGet, Path: "/v1", OperationID: "getDiscovery",
+			Summary: "the API version and the kinds this endpoint serves", Access: AccessPublic, Handler: discovery}},
+		{Endpoint: Endpoint{Method: http.MethodGet, Path: "/v1/{$}", OperationID: "getDiscoverySlash",
+			Summary: "the same as GET /v1", Access: AccessPublic, Handler: discovery}, docPath: "/v1/"},
+		{Endpoint: Endpoint{Method: http.MethodGet, Path: "/openapi.json", OperationID: "getOpenAPI",
+			Summary: "this OpenAPI 3.1 document", Access: AccessPublic,
+			Handler: JSON(func(*Call, *NoBody) (*map[string]any, error) { doc := a.OpenAPI(); return &doc, nil })}},
+	} {
+		e.component = "apiserver"
+		a.operationIDs[e.OperationID] = true
+		a.endpoints = append(a.endpoints, e)
+	}
+	return a
 }
 
 // CloseStreams ends every open watch stream. The HTTP server calls it when it
@@ -102,6 +131,14 @@ func (a *API) addKind(k *kind) error {
 	if k.info.Collection == "projects" && k.info.Scope != api.ScopeCluster {
 		return fmt.Errorf("apiserver: collection %q is reserved for the cluster-scoped Project kind", k.info.Collection)
 	}
+	if a.mounted {
+		return fmt.Errorf("apiserver: kind %s registered after Mount", k.info.Kind)
+	}
+	for _, ac := range k.actions {
+		if a.operationIDs[ac.OperationID] {
+			return fmt.Errorf("apiserver: kind %s: action %s: operationId %q is taken", k.info.Kind, ac.Name, ac.OperationID)
+		}
+	}
 	if _, dup := a.kinds[k.info.Collection]; dup {
 		return fmt.Errorf("apiserver: collection %q registered twice", k.info.Collection)
 	}
@@ -111,6 +148,9 @@ func (a *API) addKind(k *kind) error {
 		}
 	}
 	a.kinds[k.info.Collection] = k
+	for _, ac := range k.actions {
+		a.operationIDs[ac.OperationID] = true
+	}
 	return nil
 }
 
@@ -133,32 +173,84 @@ func (a *API) kind(collection string) (*kind, bool) {
 	return k, ok
 }
 
-// Mount registers the API's routes on mux: discovery at GET /v1, the OpenAPI
-// document at GET /openapi.json, and the resource routes.
-func (a *API) Mount(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1", a.discovery)
-	mux.HandleFunc("GET /v1/{$}", a.discovery)
-	mux.HandleFunc("GET /openapi.json", a.serveOpenAPI)
-
-	auth := func(h http.HandlerFunc) http.Handler { return a.Audited(a.Authenticated(h)) }
-	// Cluster-scoped kinds, and cross-project lists of project-scoped ones.
-	mux.Handle("GET /v1/{collection}", auth(a.handleList))
-	mux.Handle("POST /v1/{collection}", auth(a.handleCreate))
-	mux.Handle("GET /v1/{collection}/{name}", auth(a.handleGet))
-	mux.Handle("PUT /v1/{collection}/{name}", auth(a.handleUpdate))
-	mux.Handle("DELETE /v1/{collection}/{name}", auth(a.handleDelete))
-	mux.Handle("PUT /v1/{collection}/{name}/status", auth(a.handleStatus))
-	// Project-scoped kinds.
-	mux.Handle("GET /v1/projects/{project}/{collection}", auth(a.handleList))
-	mux.Handle("POST /v1/projects/{project}/{collection}", auth(a.handleCreate))
-	mux.Handle("GET /v1/projects/{project}/{collection}/{name}", auth(a.handleGet))
-	mux.Handle("PUT /v1/projects/{project}/{collection}/{name}", auth(a.handleUpdate))
-	mux.Handle("DELETE /v1/projects/{project}/{collection}/{name}", auth(a.handleDelete))
-	mux.Handle("PUT /v1/projects/{project}/{collection}/{name}/status", auth(a.handleStatus))
+// Mux is what Mount registers routes on; *http.ServeMux is one.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
 }
 
-func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
-	WriteJSON(w, http.StatusOK, api.Discovery{Version: api.Version, Kinds: a.Kinds()})
+// Mount registers every route of the API on mux: the resource routes of
+// all kinds, their actions, and every declared endpoint (discovery at GET
+// /v1 and the OpenAPI document at GET /openapi.json among them), each
+// wrapped in audit, authentication and authorization. It is the one place
+// routes are mounted, so Routes lists them all. Register kinds and declare
+// endpoints before calling it; call it once.
+func (a *API) Mount(mux Mux) {
+	a.mu.Lock()
+	a.mounted = true
+	endpoints := a.endpoints
+	scopes := map[api.Scope]bool{}
+	actionMethods := map[api.Scope]map[string]bool{api.ScopeCluster: {}, api.ScopeProject: {}}
+	for _, k := range a.kinds {
+		scopes[k.info.Scope] = true
+		for _, ac := range k.actions {
+			actionMethods[k.info.Scope][ac.Method] = true
+		}
+	}
+	a.mu.Unlock()
+	handle := func(pattern string, h http.Handler) {
+		a.mu.Lock()
+		a.routes = append(a.routes, pattern)
+		a.mu.Unlock()
+		mux.Handle(pattern, h)
+	}
+	auth := func(h http.HandlerFunc) http.Handler { return a.audited(a.authenticated(h)) }
+	// Resource routes are mounted for the scopes some kind has, so that
+	// every route is one /openapi.json documents. Lists of cluster-scoped
+	// kinds, and cross-project lists of project-scoped ones:
+	if len(scopes) > 0 {
+		handle("GET /v1/{collection}", auth(a.handleList))
+	}
+	if scopes[api.ScopeCluster] {
+		handle("POST /v1/{collection}", auth(a.handleCreate))
+		handle("GET /v1/{collection}/{name}", auth(a.handleGet))
+		handle("PUT /v1/{collection}/{name}", auth(a.handleUpdate))
+		handle("DELETE /v1/{collection}/{name}", auth(a.handleDelete))
+		handle("PUT /v1/{collection}/{name}/status", auth(a.handleStatus))
+	}
+	if scopes[api.ScopeProject] {
+		handle("GET /v1/projects/{project}/{collection}", auth(a.handleList))
+		handle("POST /v1/projects/{project}/{collection}", auth(a.handleCreate))
+		handle("GET /v1/projects/{project}/{collection}/{name}", auth(a.handleGet))
+		handle("PUT /v1/projects/{project}/{collection}/{name}", auth(a.handleUpdate))
+		handle("DELETE /v1/projects/{project}/{collection}/{name}", auth(a.handleDelete))
+		handle("PUT /v1/projects/{project}/{collection}/{name}/status", auth(a.handleStatus))
+	}
+	// Actions, for the methods some kind's actions use.
+	for _, m := range sortedKeys(actionMethods[api.ScopeCluster]) {
+		handle(m+" /v1/{collection}/{name}/{action}", auth(a.handleAction))
+	}
+	for _, m := range sortedKeys(actionMethods[api.ScopeProject]) {
+		handle(m+" /v1/projects/{project}/{collection}/{name}/{action}", auth(a.handleAction))
+	}
+	for _, e := range endpoints {
+		handle(e.Method+" "+e.Path, a.endpointHandler(e))
+	}
+}
+
+// Routes returns the patterns Mount registered, in order.
+func (a *API) Routes() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return append([]string(nil), a.routes...)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // target is the resource (or collection) a request addresses.

@@ -66,10 +66,11 @@ func defaultVerb(method string) string {
 	return method
 }
 
-// Audited wraps h so every mutating request through it is recorded with the
-// Auditor after it finishes, whatever its outcome (401s included). Resource
-// routes are wrapped by Mount; components wrap their own mutating endpoints.
-func (a *API) Audited(h http.Handler) http.Handler {
+// audited wraps h so every mutating request through it is recorded with the
+// Auditor after it finishes, whatever its outcome (401s included). Mount
+// wraps every route it registers in it: resource routes, actions and
+// declared endpoints.
+func (a *API) audited(h http.Handler) http.Handler {
 	if a.opts.Auditor == nil {
 		return h
 	}

@@ -114,10 +114,10 @@ func ErrNoToken() *Error {
 		"missing bearer token: run `ultracloud login`, pass --token, set ULTRACLOUD_TOKEN, or use the client config written by `ultracloud up`")
 }
 
-// Authenticated wraps h so it runs only for authenticated requests, with
+// authenticated wraps h so it runs only for authenticated requests, with
 // the principal in the request context (and in the audit record of
 // mutating requests).
-func (a *API) Authenticated(h http.HandlerFunc) http.Handler {
+func (a *API) authenticated(h http.HandlerFunc) http.Handler {
 	if a.opts.Authenticator == nil {
 		return h
 	}

@@ -58,6 +58,9 @@ type KindDef[S, T any] struct {
 	// before the response is sent: e.g. to wait until a cache reflects it,
 	// so the writer reads its own writes.
 	AfterWrite func(ctx context.Context, revision int64)
+	// Actions are the kind's endpoints on named objects (POST
+	// .../vms/{name}/start); see Action.
+	Actions []Action
 }
 
 // Creation is what an OnCreate hook sees and may change.
@@ -135,13 +138,15 @@ type kind struct {
 	// afterWrite runs the AfterWrite hook (nil without one).
 	afterWrite func(ctx context.Context, revision int64)
 	objType    reflect.Type
+	// actions are the kind's declared actions (see checkActions).
+	actions []*Action
 }
 
 // isProjects reports whether k is the Project kind, whose objects are the
 // projects themselves (addKind reserves the collection for it).
 func (k *kind) isProjects() bool { return k.info.Collection == "projects" }
 
-// Register adds kind def to the API. It must be called before the API serves.
+// Register adds kind def to the API. It must be called before Mount.
 func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 	if def.Kind == "" || def.Collection == "" || def.Singular == "" {
 		return errors.New("apiserver: kind needs Kind, Collection and Singular")
@@ -290,6 +295,9 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		}
 	}
 	k.afterWrite = def.AfterWrite
+	if err := checkActions(k, def.Actions); err != nil {
+		return err
+	}
 	return a.addKind(k)
 }
 

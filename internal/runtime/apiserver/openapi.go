@@ -1,8 +1,9 @@
 package apiserver
 
 import (
-	"net/http"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 
@@ -12,11 +13,13 @@ import (
 // OpenAPI builds the OpenAPI 3.1 document of every registered kind from its
 // Go types, so the document can never drift from what the decoder accepts.
 func (a *API) OpenAPI() map[string]any {
-	a.mu.RLock()
 	kinds := make([]*kind, 0, len(a.kinds))
 	for _, info := range a.Kinds() {
-		kinds = append(kinds, a.kinds[info.Collection])
+		k, _ := a.kind(info.Collection)
+		kinds = append(kinds, k)
 	}
+	a.mu.RLock()
+	endpoints := append([]*endpoint(nil), a.endpoints...)
 	a.mu.RUnlock()
 
 	schemas := map[string]any{
@@ -71,6 +74,13 @@ func (a *API) OpenAPI() map[string]any {
 					"404": errResp("a project the caller cannot see"), "410": errResp("revision compacted")}},
 			"post": map[string]any{"operationId": "create" + name, "tags": []string{k.info.Component}, "parameters": params, "requestBody": body, "responses": one("201", "created")},
 		}
+		if k.info.Scope == api.ScopeProject {
+			paths["/v1/"+k.info.Collection] = map[string]any{
+				"get": map[string]any{"operationId": "list" + name + "AllProjects", "tags": []string{k.info.Component},
+					"summary": "list or watch " + k.info.Collection + " across the projects the caller may see", "parameters": listParams[1:],
+					"responses": paths[coll].(map[string]any)["get"].(map[string]any)["responses"]},
+			}
+		}
 		itemParams := append(append([]any{}, params...), pathParam("name"))
 		paths[item] = map[string]any{
 			"get":    map[string]any{"operationId": "get" + name, "tags": []string{k.info.Component}, "parameters": itemParams, "responses": one("200", "the "+k.info.Singular)},
@@ -80,6 +90,38 @@ func (a *API) OpenAPI() map[string]any {
 		paths[item+"/status"] = map[string]any{
 			"put": map[string]any{"operationId": "update" + name + "Status", "tags": []string{k.info.Component}, "parameters": itemParams, "requestBody": body, "responses": one("200", "status updated")},
 		}
+		for _, ac := range k.actions {
+			op := operation(ac.OperationID, ac.Summary, k.info.Component, itemParams, nil, &ac.Handler, name, errResp)
+			resp := op["responses"].(map[string]any)
+			resp["401"] = errResp("not authenticated")
+			resp["403"] = errResp("not allowed " + k.info.Component + "." + k.info.Collection + "." + ac.Verb + " (the object is visible to the caller)")
+			resp["404"] = errResp("no such " + k.info.Singular + ", or one the caller cannot see")
+			addOperation(paths, item+"/"+ac.Name, ac.Method, op)
+		}
+	}
+	for _, e := range endpoints {
+		path := e.Path
+		if e.docPath != "" {
+			path = e.docPath
+		}
+		names, _ := pathParams(path)
+		params := []any{}
+		for _, n := range names {
+			params = append(params, pathParam(n))
+		}
+		op := operation(e.OperationID, e.Summary, e.component, params, e.Query, &e.Handler, "", errResp)
+		resp := op["responses"].(map[string]any)
+		switch e.Access {
+		case AccessPublic:
+			op["security"] = []any{} // no credentials needed
+		case AccessAuthenticated:
+			resp["401"] = errResp("not authenticated")
+		case AccessPermission:
+			resp["401"] = errResp("not authenticated")
+			resp["403"] = errResp("not allowed " + e.component + "." + e.Collection + "." + e.Verb)
+			resp["404"] = errResp("not found, or in a project the caller cannot see")
+		}
+		addOperation(paths, path, e.Method, op)
 	}
 	return map[string]any{
 		"openapi": "3.1.0",
@@ -93,6 +135,55 @@ func (a *API) OpenAPI() map[string]any {
 	}
 }
 
+// operation documents one endpoint or action served by h: its parameters,
+// request body and responses, with schemas reflected from h's Go types. A
+// response of type api.Object refers to the schema of kind (if set).
+func operation(id, summary, tag string, params []any, query []string, h *Handler, kind string, errResp func(string) map[string]any) map[string]any {
+	ps := append([]any{}, params...)
+	for _, q := range query {
+		ps = append(ps, map[string]any{"name": q, "in": "query", "schema": map[string]any{"type": "string"}})
+	}
+	op := map[string]any{"operationId": id, "tags": []string{tag}, "parameters": ps}
+	if summary != "" {
+		op["summary"] = summary
+	}
+	resp := map[string]any{"default": errResp("an error")}
+	if h.request != nil {
+		op["requestBody"] = map[string]any{"required": true,
+			"content": map[string]any{"application/json": map[string]any{"schema": reflectSchema(h.request)}}}
+		resp["413"] = errResp("request body too large")
+		resp["415"] = errResp("request body is not JSON")
+	}
+	if h.request != nil || len(query) > 0 || len(params) > 0 {
+		resp["400"] = errResp("invalid request")
+	}
+	ok := map[string]any{"description": "success"}
+	switch {
+	case h.stream:
+		ok["description"] = "a stream of " + h.mediaType + " that lasts until the client or the server ends it"
+		ok["content"] = map[string]any{h.mediaType: map[string]any{}}
+	case h.response != nil:
+		var schema any = reflectSchema(h.response)
+		if kind != "" && h.response == reflect.TypeFor[api.Object]() {
+			schema = map[string]any{"$ref": "#/components/schemas/" + kind}
+		}
+		ok["content"] = map[string]any{h.mediaType: map[string]any{"schema": schema}}
+	}
+	resp[strconv.Itoa(h.status)] = ok
+	op["responses"] = resp
+	return op
+}
+
+// addOperation adds op under path and method to paths.
+func addOperation(paths map[string]any, path, method string, op map[string]any) {
+	item, _ := paths[path].(map[string]any)
+	if item == nil {
+		item = map[string]any{}
+		paths[path] = item
+	}
+	item[strings.ToLower(method)] = op
+}
+
 func pathParam(name string) map[string]any {
 	return map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string"}}
 }
@@ -104,8 +195,4 @@ func reflectSchema(t reflect.Type) *jsonschema.Schema {
 	s := r.ReflectFromType(t)
 	s.Version = ""
 	return s
-}
-
-func (a *API) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
-	WriteJSON(w, http.StatusOK, a.OpenAPI())
 }

@@ -1,12 +1,48 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
+
+// testSection stands for a component's section.
+type testSection struct {
+	// Name is named after the node unless set.
+	Name string `yaml:"name"`
+	// Listen is a host:port.
+	Listen string `yaml:"listen"`
+	// Wait is a duration.
+	Wait time.Duration `yaml:"wait"`
+	// Nested holds more.
+	Nested struct {
+		// Flag is a bool.
+		Flag bool `yaml:"flag"`
+	} `yaml:"nested"`
+}
+
+func (s *testSection) Derive(core *Core) {
+	if s.Name == "" {
+		s.Name = core.Node
+	}
+}
+
+func (s *testSection) Validate() error {
+	p := &Problems{}
+	p.AddErr("listen", CheckListen(s.Listen))
+	if s.Name == "bad" {
+		p.Add("name", "%q is bad", s.Name)
+	}
+	return p.Err()
+}
+
+type testConfig struct {
+	Core    `yaml:",inline"`
+	Section testSection `yaml:"section"`
+}
 
 func writeFile(t *testing.T, body string) string {
 	t.Helper()
@@ -17,84 +53,85 @@ func writeFile(t *testing.T, body string) string {
 	return p
 }
 
+// TestPrecedence: defaults < file < env < flags, through an inline core
+// and a nested section.
 func TestPrecedence(t *testing.T) {
-	c := Default()
-	p := writeFile(t, "node: n1\ndataDir: /tmp/x\napi:\n  listen: 127.0.0.1:8000\nlog:\n  level: debug\nshutdownGrace: 20s\n")
-	if err := c.LoadFile(p); err != nil {
+	c := testConfig{Core: DefaultCore()}
+	c.Section.Listen = "127.0.0.1:1"
+	p := writeFile(t, "node: n1\ndataDir: /tmp/x\napi:\n  listen: 127.0.0.1:8000\nlog:\n  level: debug\nsection:\n  wait: 2s\n  listen: 127.0.0.1:2\n")
+	if err := LoadFile(&c, p); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"ULTRACLOUD_API_LISTEN": "127.0.0.1:9000", "ULTRACLOUD_ROLES": "iam", "ULTRACLOUD_STORAGE_RETAIN_REVISIONS": "5000",
-		"ULTRACLOUD_STORAGE_ENDPOINTS": "127.0.0.1:7711,127.0.0.2:7711", "ULTRACLOUD_FLAREDB_CLUSTER_ID": "prod", "ULTRACLOUD_FLAREDB_ALLOW_PLAINTEXT": "true"}
-	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	env := map[string]string{"ULTRACLOUD_API_LISTEN": "127.0.0.1:9000", "ULTRACLOUD_ROLES": "a,b", "ULTRACLOUD_SECTION_NESTED_FLAG": "true",
+		"ULTRACLOUD_SECTION_WAIT": "3s"}
+	if err := LoadEnv(&c, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Set("log.level", "warn"); err != nil {
+	if err := Set(&c, "log.level", "warn"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := Set(&c, "section.listen", "127.0.0.1:3"); err != nil {
 		t.Fatal(err)
 	}
-	if c.Node != "n1" || c.API.Listen != "127.0.0.1:9000" || c.Log.Level != "warn" || c.ShutdownGrace != 20*time.Second ||
-		len(c.Roles) != 1 || c.Storage.RetainRevisions != 5000 || c.API.TokenFile != "/tmp/x/admin-token" ||
-		len(c.Storage.Endpoints) != 2 || c.FlareDB.ClusterID != "prod" || !c.FlareDB.AllowPlaintext {
+	c.Section.Derive(&c.Core)
+	if err := errors.Join(c.Core.Validate([]string{"a", "b"}), Within("section", c.Section.Validate())); err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "n1" || c.API.Listen != "127.0.0.1:9000" || c.Log.Level != "warn" || len(c.Roles) != 2 ||
+		c.API.TokenFile != "/tmp/x/admin-token" || c.Section.Wait != 3*time.Second || !c.Section.Nested.Flag ||
+		c.Section.Listen != "127.0.0.1:3" || c.Section.Name != "n1" {
 		t.Fatalf("merged config wrong: %+v", c)
 	}
 }
 
 func TestUnknownKeyNamed(t *testing.T) {
-	c := Default()
-	err := c.LoadFile(writeFile(t, "node: n1\napi:\n  lisen: 1.2.3.4:5\n"))
+	c := testConfig{Core: DefaultCore()}
+	err := LoadFile(&c, writeFile(t, "node: n1\nsection:\n  lisen: 1.2.3.4:5\n"))
 	if err == nil || !strings.Contains(err.Error(), "lisen") {
 		t.Fatalf("err = %v, want it to name the unknown key", err)
 	}
 }
 
-func TestValidateNamesFields(t *testing.T) {
-	cases := map[string]func(*Config){
-		"api.listen":              func(c *Config) { c.API.Listen = "nonsense" },
-		"roles[0]":                func(c *Config) { c.Roles = []string{"bogus"} },
-		"log.level":               func(c *Config) { c.Log.Level = "loud" },
-		"log.format":              func(c *Config) { c.Log.Format = "xml" },
-		"dataDir":                 func(c *Config) { c.DataDir = "" },
-		"shutdownGrace":           func(c *Config) { c.ShutdownGrace = 0 },
-		"storage.retainRevisions": func(c *Config) { c.Storage.RetainRevisions = 1 },
-		"storage.backend":         func(c *Config) { c.Storage.Backend = "etcd" },
-		"storage.endpoints":       func(c *Config) { c.Roles = []string{"iam"}; c.FlareDB.ClusterID = "prod" },
-		"storage.endpoints[0]": func(c *Config) {
-			c.Roles, c.FlareDB.ClusterID, c.Storage.Endpoints = []string{"iam"}, "prod", []string{"nohost"}
-		},
-		"flaredb.clusterID": func(c *Config) { c.Roles, c.Storage.Endpoints = []string{"iam"}, []string{"10.0.0.1:7711"} },
-		// A client-only node needs a flaredb client certificate, or
-		// plaintext on loopback only.
-		"flaredb.tls": func(c *Config) {
-			c.Roles, c.FlareDB.ClusterID, c.Storage.Endpoints = []string{"iam"}, "prod", []string{"10.0.0.1:7711"}
-		},
-		"storage.endpoints[1]": func(c *Config) {
-			c.Roles, c.FlareDB.ClusterID, c.FlareDB.AllowPlaintext = []string{"iam"}, "prod", true
-			c.Storage.Endpoints = []string{"127.0.0.1:7711", "10.0.0.1:7711"}
-		},
-	}
-	for field, mutate := range cases {
-		c := Default()
-		c.DataDir = "/tmp/d"
-		mutate(&c)
-		err := c.Validate()
-		if err == nil || !strings.Contains(err.Error(), "config: "+field+":") {
-			t.Errorf("%s: err = %v", field, err)
+// TestOneErrorForm: core, section and environment problems all read
+// "config: <full path>: <problem>".
+func TestOneErrorForm(t *testing.T) {
+	c := testConfig{Core: DefaultCore()}
+	c.Roles, c.Log.Format, c.Section.Name, c.Section.Listen = []string{"x"}, "xml", "bad", "nope"
+	err := errors.Join(c.Core.Validate([]string{"a"}), Within("section", c.Section.Validate()))
+	for _, want := range []string{"config: dataDir: must not be empty", "config: roles[0]: unknown role \"x\" (known roles: a)",
+		"config: log.format: ", "config: section.name: \"bad\" is bad", "config: section.listen: \"nope\" is not host:port"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want %q", err, want)
 		}
+	}
+	err = LoadEnv(&c, func(k string) (string, bool) { return "soon", k == "ULTRACLOUD_SECTION_WAIT" })
+	if err == nil || err.Error() != `config: section.wait: environment ULTRACLOUD_SECTION_WAIT: "soon" is not a duration (e.g. 30s, 5m)` {
+		t.Fatalf("err = %v", err)
+	}
+	if err := Set(&c, "section.nope", "1"); err == nil || !strings.Contains(err.Error(), `no field "section.nope"`) {
+		t.Fatalf("err = %v", err)
 	}
 }
 
-func TestBadEnvValue(t *testing.T) {
-	c := Default()
-	err := c.LoadEnv(func(k string) (string, bool) {
-		if k == "ULTRACLOUD_SHUTDOWN_GRACE" {
-			return "soon", true
+// TestWithin: relative paths get the section's prefix (also for indexes),
+// sentinels survive, absolute paths and plain errors are kept readable.
+func TestWithin(t *testing.T) {
+	sentinel := errors.New("sentinel")
+	p := &Problems{Sentinel: sentinel}
+	p.Add("a.b", "x")
+	p.Add("[0]", "y")
+	p.AddAbsolute("storage.endpoints[1]", "z")
+	err := Within("sec", errors.Join(p.Err(), errors.New("plain")))
+	for _, want := range []string{"config: sec.a.b: x", "config: sec[0]: y", "config: storage.endpoints[1]: z", "config: sec: plain"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want %q", err, want)
 		}
-		return "", false
-	})
-	if err == nil || !strings.Contains(err.Error(), "ULTRACLOUD_SHUTDOWN_GRACE") {
-		t.Fatalf("err = %v", err)
+	}
+	if !errors.Is(err, sentinel) {
+		t.Error("sentinel lost")
+	}
+	if Within("sec", nil) != nil {
+		t.Error("Within(nil) is not nil")
 	}
 }
 
@@ -106,41 +143,36 @@ func TestEnvNames(t *testing.T) {
 			t.Errorf("EnvName(%s) = %s, want %s", path, got, want)
 		}
 	}
-	if len(Fields()) < 8 {
-		t.Fatalf("Fields() = %v", Fields())
+	var paths []string
+	for _, f := range Fields(&testConfig{}) {
+		paths = append(paths, f.Path)
+	}
+	if got := strings.Join(paths, " "); got != "node dataDir roles api.listen api.tokenFile log.level log.format storage.backend "+
+		"storage.endpoints storage.retainRevisions storage.compactInterval shutdownGrace section.name section.listen section.wait section.nested.flag" {
+		t.Fatalf("Fields = %s", got)
 	}
 }
 
-// The single-node profile: a flaredb member with nothing configured forms
-// a one-member group named after the node, and keeps resources in it.
-func TestFlareDBSingleNodeDefaults(t *testing.T) {
-	c := Default()
-	c.Node, c.DataDir, c.Chainfire.AllowPlaintext, c.FlareDB.AllowPlaintext = "n1", "/tmp/d", true, true
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	f := c.FlareDB
-	if f.ID != "n1" || f.ClusterID != "n1" || f.DataDir != "/tmp/d/flaredb" || len(f.InitialVoters) != 1 ||
-		f.InitialVoters[0].RaftAddress != f.RaftAddress || f.InitialVoters[0].APIAddress != f.APIAddress || c.Storage.Backend != BackendFlareDB {
-		t.Fatalf("flaredb defaults wrong: %+v", f)
-	}
-	// Without tls the member must be told plaintext is meant.
-	c = Default()
-	c.Node, c.DataDir, c.Chainfire.AllowPlaintext = "n1", "/tmp/d", true
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "config: flaredb.tls:") || !strings.Contains(err.Error(), "allowPlaintext: true") {
-		t.Fatalf("err = %v, want it to ask for flaredb.tls or allowPlaintext", err)
-	}
-	// A cluster ID without voters or join is a cluster member that was not
-	// told its peers: an error, not a silent group of one.
-	c = Default()
-	c.Node, c.DataDir, c.FlareDB.ClusterID, c.Chainfire.AllowPlaintext = "n1", "/tmp/d", "prod", true
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "flaredb.initialVoters") {
-		t.Fatalf("err = %v, want it to ask for flaredb.initialVoters", err)
-	}
-	// The local backend needs no flaredb at all.
-	c = Default()
-	c.Node, c.DataDir, c.Roles, c.Storage.Backend = "n1", "/tmp/d", []string{"iam"}, BackendLocal
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
+func TestChecks(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{CheckListen("127.0.0.1:0"), ""},
+		{CheckListen(":7700"), ""},
+		{CheckListen("example.com:1"), "must be an IP address or localhost"},
+		{CheckListen("1.2.3.4:99999"), "not a number from 0 to 65535"},
+		{CheckDialable("10.0.0.1:7711"), ""},
+		{CheckDialable("0.0.0.0:7711"), "not an address others can dial"},
+		{CheckDialable("10.0.0.1:0"), "from 1 to 65535"},
+		{CheckLoopback("[::1]:1"), ""},
+		{CheckLoopback("10.0.0.1:1"), "not a loopback address"},
+		{CheckDuration(time.Second, time.Second, time.Minute), ""},
+		{CheckDuration(0, time.Second, 0), "too short (at least 1s)"},
+		{CheckDuration(time.Hour, time.Second, time.Minute), "between 1s and 1m0s"},
+	} {
+		if (tc.err == nil) != (tc.want == "") || (tc.err != nil && !strings.Contains(tc.err.Error(), tc.want)) {
+			t.Errorf("got %v, want %q", tc.err, tc.want)
+		}
 	}
 }

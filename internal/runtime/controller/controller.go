@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
@@ -115,6 +116,22 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, if set, gets the controller's metrics while Run runs.
 	Registerer prometheus.Registerer
+	// Singleton, if set, makes the controller run on one instance in the
+	// cluster at a time (see "Singleton mode" in the package doc). A
+	// singleton lists everything whenever it gains leadership, so it takes
+	// no Checkpoint.
+	Singleton *Singleton
+}
+
+// Singleton is the cluster-wide election a singleton controller runs under.
+type Singleton struct {
+	// Elector is the election every instance of this controller campaigns
+	// in: a *coord.Election named after the controller, with the same name
+	// and TTL on every node. Required.
+	Elector coord.Elector
+	// Identity is the value this instance campaigns with (its node name);
+	// coord.Election.Leader reports the leader's. Required.
+	Identity string
 }
 
 // Controller follows a Source and reconciles every key that changes. Build
@@ -124,6 +141,9 @@ type Controller struct {
 	opts    Options
 	log     *slog.Logger
 	started atomic.Bool
+	// leading is true while this instance holds leadership and may run
+	// reconciles (always false without Options.Singleton).
+	leading atomic.Bool
 
 	// hints holds, for queued keys only, the state seen when they were
 	// queued; a worker takes a key's hint when it dequeues the key.
@@ -163,6 +183,16 @@ func New(o Options) (*Controller, error) {
 	case o.Workers < 0:
 		return nil, fmt.Errorf("controller %s: Options.Workers is %d: use a positive number (0 means %d)", o.Name, o.Workers, DefaultWorkers)
 	}
+	if s := o.Singleton; s != nil {
+		switch {
+		case s.Elector == nil:
+			return nil, fmt.Errorf("controller %s: Options.Singleton.Elector is nil: pass the election the instances campaign in (e.g. a coord.Election)", o.Name)
+		case s.Identity == "":
+			return nil, fmt.Errorf("controller %s: Options.Singleton.Identity is empty: name this instance (e.g. the node name)", o.Name)
+		case o.Checkpoint != nil:
+			return nil, fmt.Errorf("controller %s: Options.Checkpoint is set on a singleton: a singleton lists everything when it gains leadership, and a checkpoint kept on one node would be stale or missing on the next leader; leave Checkpoint nil", o.Name)
+		}
+	}
 	if o.Workers == 0 {
 		o.Workers = DefaultWorkers
 	}
@@ -194,18 +224,133 @@ func New(o Options) (*Controller, error) {
 func (c *Controller) Name() string { return c.opts.Name }
 
 // Run follows the source and reconciles until ctx ends. It becomes ready
-// once the initial list (or the resume from the checkpoint) has been queued.
-// After ctx ends it waits for running reconciles to return (they see ctx
-// cancelled), saves the checkpoint and returns nil. Run may be called once.
+// once the initial list (or the resume from the checkpoint) has been queued;
+// a singleton becomes ready at once, leading or standing by (see the
+// package doc). After ctx ends it waits for running reconciles to return
+// (they see ctx cancelled), saves the checkpoint, gives up leadership if it
+// held it, and returns nil. Run may be called once.
 func (c *Controller) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("controller %s: Run called twice", c.opts.Name)
 	}
-	m := newMetrics(c.opts.Name, c.opts.Registerer)
+	m := newMetrics(c.opts.Name, c.opts.Registerer, c.opts.Singleton != nil)
 	if err := m.register(); err != nil {
 		return err
 	}
 	defer m.unregister()
+	if c.opts.Singleton != nil {
+		c.runSingleton(ctx, m)
+		return nil
+	}
+	c.runTerm(ctx, m)
+	return nil
+}
+
+// Leading reports whether this instance currently leads and may reconcile.
+// It is always false without Options.Singleton. It turns true before the
+// first reconcile of a term, and false only after the term's reconciles
+// have returned.
+func (c *Controller) Leading() bool { return c.leading.Load() }
+
+// resignTimeout bounds giving leadership up after a term.
+const resignTimeout = 5 * time.Second
+
+// runSingleton campaigns, runs a term (runTerm) while it leads, and
+// campaigns again after losing leadership, until ctx ends.
+func (c *Controller) runSingleton(ctx context.Context, m *metrics) {
+	s := c.opts.Singleton
+	c.MarkReady()
+	// Leadership is campaigned for under electCtx, which ends with ctx only
+	// while campaigning: a lease granted under ctx itself would be revoked
+	// by its keeper the moment ctx ends, handing leadership on while this
+	// instance's reconciles may still run. While leading, the end of ctx
+	// stops the term; the term's reconciles return; then lead resigns.
+	electCtx, cancelElect := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelElect()
+	failures := 0
+	for ctx.Err() == nil {
+		stop := context.AfterFunc(ctx, cancelElect)
+		c.log.Info("campaigning for leadership", "identity", s.Identity)
+		lead, err := s.Elector.Campaign(electCtx, s.Identity)
+		stop()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			delay := backoff(c.opts.BaseDelay, c.opts.MaxDelay, failures-1)
+			c.log.Warn("campaign failed; retrying", "err", err, "failures", failures, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		failures = 0
+		c.lead(ctx, lead, m)
+	}
+}
+
+// leadershipKey carries the term's Leadership in the reconcile context.
+type leadershipKey struct{}
+
+// LeadershipOf returns the leadership a singleton controller's reconcile
+// runs under, for writes that carry a fencing token (Revision) or
+// comparison (IsLeaderCmp). ok is false outside a singleton's reconcile.
+func LeadershipOf(ctx context.Context) (l coord.Leadership, ok bool) {
+	l, ok = ctx.Value(leadershipKey{}).(coord.Leadership)
+	return l, ok
+}
+
+// lead runs one term under lead until leadership is lost or ctx ends, then
+// resigns. Leading is true exactly while the term's workers may run.
+//
+// No key is reconciled by two instances at once: the term's context is
+// the leadership's (plus ctx), which coord ends at least its safety margin
+// (a fifth of the TTL, >= 500ms) before the server could expire the lease
+// and let another instance be elected (coord's Lease.keep gives the
+// argument); runTerm returns only after every running reconcile has
+// returned, and only then does Leading turn false and the lease get
+// revoked. Reconcilers must therefore return promptly once their context
+// ends, well within that margin; one that does not can overlap with the
+// next leader, which is what fencing (LeadershipOf) is for.
+func (c *Controller) lead(ctx context.Context, lead coord.Leadership, m *metrics) {
+	term, cancel := context.WithCancel(context.WithValue(lead.Context(), leadershipKey{}, lead))
+	stop := context.AfterFunc(ctx, cancel)
+	c.leading.Store(true)
+	m.setLeader(true)
+	c.log.Info("leading; listing everything", "term", lead.Revision())
+	began := time.Now()
+	c.runTerm(term, m)
+	// Every reconcile of the term has returned.
+	c.leading.Store(false)
+	m.setLeader(false)
+	stop()
+	cancel()
+	lost := lead.Context().Err() != nil && ctx.Err() == nil
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
+	defer rcancel()
+	rerr := lead.Resign(rctx)
+	switch {
+	case lost:
+		c.log.Warn("leadership lost; workers stopped", "term", lead.Revision(), "led_for", time.Since(began), "cause", context.Cause(lead.Context()))
+	case rerr != nil:
+		c.log.Warn("resigning leadership failed; the lease expires by itself", "term", lead.Revision(), "err", rerr)
+	default:
+		c.log.Info("resigned leadership", "term", lead.Revision(), "led_for", time.Since(began))
+	}
+}
+
+// runTerm follows the source and reconciles until ctx ends, then waits for
+// the workers and saves the checkpoint: the whole of an ordinary
+// controller's Run, and one leadership term of a singleton's.
+func (c *Controller) runTerm(ctx context.Context, m *metrics) {
+	c.hintMu.Lock()
+	clear(c.hints) // a previous term's leftovers
+	c.hintMu.Unlock()
 
 	since, resume := int64(0), false
 	if c.opts.Checkpoint != nil {
@@ -251,7 +396,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	wg.Wait()
 	c.saveCheckpoint(q, m, &saved, &saveFailing)
 	c.log.Info("controller stopped", "checkpoint", saved)
-	return nil
 }
 
 // saveCheckpoint saves the checkpoint if it changed since *saved. Failures

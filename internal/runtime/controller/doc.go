@@ -9,8 +9,10 @@
 // does not own what reconciling means: a Reconciler reads the current state
 // itself (the Key carries no object) and makes the world match it; a deleted
 // object is reconciled too (its Get answers not found) so it can clean up. The
-// package never writes resources itself and never decides leadership; the
-// caller runs one Controller per collection where it should run.
+// package never writes resources itself. The caller runs one Controller per
+// collection where it should run; a controller of which two copies would do
+// harm runs in singleton mode, where a coord election decides which
+// instance works.
 //
 // # Queue
 //
@@ -59,4 +61,39 @@
 // restart whose checkpoint was compacted, such deletions are not reported;
 // reconcilers owning external state must also garbage-collect it by
 // comparing against a List.
+//
+// # Singleton mode
+//
+// With Options.Singleton, every instance (one per node) campaigns in the
+// same coord election and only the leader follows the source and
+// reconciles. Run campaigns; on winning it starts a term: a fresh queue, a
+// full list, the watch and the workers, all under the leadership's context.
+// When leadership is lost (coord ends that context: lease lost, leader key
+// gone) the term stops, Run waits for the running reconciles to return,
+// turns Leading false, resigns and campaigns again. When ctx ends, the
+// leader stops its term the same way and only then resigns, so a standby
+// takes over at once after a clean shutdown and within the election's TTL
+// after a crash or partition.
+//
+// One key is never reconciled by two instances at once, given reconcilers
+// that return promptly once their context ends: coord ends a leadership's
+// context at least its safety margin (TTL/5, at least 500ms) before the
+// server could expire the lease and elect another instance, measured on the
+// holder's clock from before its last acknowledged keepalive was sent (see
+// coord's Lease.keep), and Run treats leadership as gone only after the
+// term's reconciles returned. A reconciler that may outlive that margin
+// (or a host paused for longer) should fence its writes with LeadershipOf.
+//
+// Checkpoints: a singleton takes no CheckpointStore; each term lists
+// everything, so a leader that moves to another node never resumes from a
+// stale or missing per-node checkpoint and skips nothing that exists. The
+// cost is one list and one reconcile of every object per change of leader.
+// As with a compacted checkpoint, deletions that happen between the old
+// leader's last reconcile and the new leader's list are not reported as
+// deletions; reconcilers owning external state garbage-collect against a
+// List.
+//
+// Readiness: a singleton is ready as soon as Run runs, whether it leads or
+// stands by (a standby is healthy); Leading says which, and the
+// ultracloud_controller_leader gauge (1 or 0) reports it per controller.
 package controller

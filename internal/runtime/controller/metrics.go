@@ -22,11 +22,12 @@ type metrics struct {
 	duration   prometheus.Histogram
 	depth      prometheus.Gauge
 	checkpoint prometheus.Gauge
+	leader     prometheus.Gauge // singletons only; nil otherwise
 }
 
-func newMetrics(name string, reg prometheus.Registerer) *metrics {
+func newMetrics(name string, reg prometheus.Registerer, singleton bool) *metrics {
 	labels := prometheus.Labels{"controller": name}
-	return &metrics{
+	m := &metrics{
 		reg: reg,
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ultracloud", Subsystem: "controller", Name: "reconciles_total",
@@ -50,10 +51,34 @@ func newMetrics(name string, reg prometheus.Registerer) *metrics {
 			ConstLabels: labels,
 		}),
 	}
+	if singleton {
+		m.leader = prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ultracloud", Subsystem: "controller", Name: "leader",
+			Help:        "1 while this instance of a singleton controller leads (and may reconcile), else 0.",
+			ConstLabels: labels,
+		})
+	}
+	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.reconciles, m.duration, m.depth, m.checkpoint}
+	cs := []prometheus.Collector{m.reconciles, m.duration, m.depth, m.checkpoint}
+	if m.leader != nil {
+		cs = append(cs, m.leader)
+	}
+	return cs
+}
+
+// setLeader reports whether a singleton leads.
+func (m *metrics) setLeader(leading bool) {
+	if m.leader == nil {
+		return
+	}
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	m.leader.Set(v)
 }
 
 // register adds the collectors to the registerer, if any; on failure none

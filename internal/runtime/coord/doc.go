@@ -22,9 +22,11 @@
 // # Loss detection and fencing
 //
 // A lease is lost when its keepalive stream ends (the lease expired or was
-// revoked), when no keepalive was acknowledged for the lease's TTL minus a
-// safety margin (so the holder gives up before the server can expire the
-// lease and hand the role to someone else), or, for leadership and locks,
+// revoked), when no keepalive sent within the last TTL minus a safety
+// margin has been acknowledged (measured on the holder's clock from before
+// the request was sent, so the holder gives up before the server can expire
+// the lease and hand the role to someone else; Lease.keep gives the
+// argument), when the client closes, or, for leadership and locks,
 // when the held key is deleted or replaced. Loss cancels the holder's
 // context with a cause wrapping ErrLeaseLost or ErrKeyLost. Clock-based
 // detection is best effort (it assumes bounded pauses of the holder's

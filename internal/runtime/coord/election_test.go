@@ -169,3 +169,62 @@ func TestElectionResignAndClientLoss(t *testing.T) {
 		t.Fatalf("election name with '/': %v", err)
 	}
 }
+
+// TestLeadershipEndsBeforeExpiryWhenAnswersLag: the leader's link delivers
+// answers late (3s with a 10s TTL), which must not cost it leadership;
+// then its requests stop reaching the server while late answers still
+// arrive. The server expires the lease TTL after the last keepalive it
+// received, and that keepalive's answer reaches the leader 3s later: a
+// leader that measured its trust from when answers arrive would keep
+// leading up to the expiry or past it, into the next leader's term.
+// Measured from when the keepalive was sent, it stops the safety margin
+// before.
+func TestLeadershipEndsBeforeExpiryWhenAnswersLag(t *testing.T) {
+	ep := startEtcd(t)
+	p := newSlowProxy(t, ep)
+	a, _ := newCoord(t, p.url())
+	b, _ := newCoord(t, ep)
+	const ttl, lag = 10 * time.Second, 3 * time.Second // margin 2s
+	elA, _ := a.Election("slow", ttl)
+	elB, _ := b.Election("slow", ttl)
+	leadA, err := elA.Campaign(ctxT(t, 60*time.Second), "a") // the leadership lives as long
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leadA.Resign(context.Background())
+	bCh := campaignAsync(ctxT(t, 60*time.Second), elB, "b")
+
+	p.setDelay(lag)
+	select {
+	case <-leadA.Context().Done():
+		t.Fatalf("a lost leadership while its answers were only late: %v", context.Cause(leadA.Context()))
+	case r := <-bCh:
+		t.Fatalf("b became leader while a leads: %+v", r)
+	case <-time.After(ttl): // several renewals, each answered 3s late
+	}
+
+	cutAt := time.Now()
+	p.dropRequests()
+	cause := waitDone(t, leadA.Context(), 2*ttl, "a's leadership after its requests stopped arriving")
+	aLost := time.Now()
+	if !errors.Is(cause, ErrLeaseLost) {
+		t.Fatalf("a's leadership ended with %v, want ErrLeaseLost", cause)
+	}
+	var rb campaignResult
+	select {
+	case rb = <-bCh:
+	case <-time.After(2 * ttl):
+		t.Fatal("b did not become leader")
+	}
+	if rb.err != nil {
+		t.Fatal(rb.err)
+	}
+	defer rb.lead.Resign(context.Background())
+	t.Logf("a stopped leading %s after the cut, b began %s after it", aLost.Sub(cutAt), rb.at.Sub(cutAt))
+	// a must stop a good part of the safety margin (2s) before b can
+	// lead, so a's users (a controller's running reconciles) have time to
+	// stop; trust measured from late answers leaves them nothing.
+	if gap := rb.at.Sub(aLost); gap < time.Second {
+		t.Fatalf("a stopped leading %s after the cut, only %s before b began", aLost.Sub(cutAt), gap)
+	}
+}

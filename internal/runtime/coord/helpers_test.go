@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,4 +299,131 @@ func (p *proxy) restore(t *testing.T) {
 		return err == nil
 	})
 	p.serve(ln)
+}
+
+// slowProxy forwards TCP to upstream; answers (upstream to client) are
+// delivered setDelay late, in order, and dropRequests makes it swallow
+// everything the client sends from then on while late answers still
+// arrive. It models a link whose answers lag behind the server.
+type slowProxy struct {
+	upstream string
+	ln       net.Listener
+	delay    atomic.Int64 // nanoseconds
+	drop     atomic.Bool
+
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newSlowProxy(t *testing.T, upstreamURL string) *slowProxy {
+	t.Helper()
+	u, err := url.Parse(upstreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{upstream: u.Host, ln: ln}
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *slowProxy) url() string              { return "http://" + p.ln.Addr().String() }
+func (p *slowProxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
+func (p *slowProxy) dropRequests()            { p.drop.Store(true) }
+func (p *slowProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range cs {
+			c.Close()
+		}
+		return false
+	}
+	p.conns = append(p.conns, cs...)
+	return true
+}
+
+func (p *slowProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if !p.track(c, up) {
+			continue
+		}
+		p.wg.Go(func() { p.requests(up, c) })
+		p.wg.Go(func() { p.answers(c, up) })
+	}
+}
+
+// requests copies client bytes upstream unless dropping.
+func (p *slowProxy) requests(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.drop.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// answers copies upstream bytes to the client, each chunk delay after it
+// arrived.
+func (p *slowProxy) answers(dst, src net.Conn) {
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	ch := make(chan chunk, 1024)
+	p.wg.Go(func() {
+		failed := false
+		for c := range ch { // drained to the end, so the reader never blocks
+			if failed {
+				continue
+			}
+			time.Sleep(time.Until(c.at.Add(time.Duration(p.delay.Load()))))
+			if _, err := dst.Write(c.b); err != nil {
+				failed = true
+			}
+		}
+	})
+	defer close(ch)
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := src.Read(buf)
+		if n > 0 {
+			ch <- chunk{buf[:n], time.Now()}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *slowProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }

@@ -37,8 +37,11 @@ type Lease struct {
 	// cancels it, after ctx ends.
 	kaCtx    context.Context
 	kaCancel context.CancelFunc
-	ka       <-chan *clientv3.LeaseKeepAliveResponse
-	granted  time.Time // when the grant was acknowledged
+	// sent is when the grant request was sent: the start of the first
+	// trusted period (see keep).
+	sent time.Time
+	// renewals carries the outcome of each keepalive the renewer sends.
+	renewals chan renewal
 
 	guardMu sync.Mutex
 	guard   *heldKey      // key whose deletion ends the lease (leadership, lock)
@@ -46,6 +49,13 @@ type Lease struct {
 
 	done      chan struct{} // closed when the keeper has stopped
 	revokeErr error         // set by the keeper before done closes
+}
+
+// renewal is the outcome of one keepalive request sent at sent.
+type renewal struct {
+	sent time.Time
+	ttl  time.Duration // the TTL the server renewed the lease to
+	err  error
 }
 
 // heldKey is a key this lease holds, identified by its creation revision.
@@ -65,32 +75,26 @@ func (c *Client) Grant(ctx context.Context, ttl time.Duration) (*Lease, error) {
 		return nil, fmt.Errorf("%w: lease TTL %s is below the minimum %s", ErrInvalid, ttl, MinTTL)
 	}
 	secs := int64(math.Ceil(ttl.Seconds()))
+	// The server starts the lease's TTL when it applies the grant, which is
+	// after this moment: trusting the lease for TTL - margin from here
+	// ends the trust before the server can expire it (see keep).
+	sent := time.Now()
 	resp, err := c.cli.Grant(ctx, secs)
 	if err != nil {
 		return nil, fmt.Errorf("coord: granting a %ds lease: %w", secs, err)
 	}
-	granted := time.Now()
 	l := &Lease{
-		cli:     c.cli,
-		log:     c.log.With("lease", fmt.Sprintf("%x", int64(resp.ID))),
-		id:      resp.ID,
-		ttl:     time.Duration(resp.TTL) * time.Second,
-		granted: granted,
-		guardCh: make(chan struct{}),
-		done:    make(chan struct{}),
+		cli:      c.cli,
+		log:      c.log.With("lease", fmt.Sprintf("%x", int64(resp.ID))),
+		id:       resp.ID,
+		ttl:      time.Duration(resp.TTL) * time.Second,
+		sent:     sent,
+		renewals: make(chan renewal),
+		guardCh:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	l.kaCtx, l.kaCancel = context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := c.cli.KeepAlive(l.kaCtx, resp.ID)
-	if err != nil {
-		l.kaCancel()
-		l.cancel(err)
-		revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-		_, _ = c.cli.Revoke(revokeCtx, resp.ID)
-		cancel()
-		return nil, fmt.Errorf("coord: starting keepalive for lease %x: %w", int64(resp.ID), err)
-	}
-	l.ka = ka
 	go l.keep()
 	return l, nil
 }
@@ -153,22 +157,55 @@ func (l *Lease) setGuard(key string, createRev int64) {
 
 // safetyMargin is how much earlier than the server could expire the lease
 // the holder gives up when keepalives go unanswered: a fifth of the TTL,
-// at least 500ms. It covers the time a keepalive takes to reach the server
-// and scheduling delays of the holder.
+// at least 500ms. It covers the difference between the holder's and the
+// server's clock rates, timer and scheduling delays of the holder, and the
+// time the holder's users take to stop acting once Context ends (a
+// singleton controller's running reconciles).
 func (l *Lease) safetyMargin() time.Duration {
 	return max(l.ttl/5, 500*time.Millisecond)
 }
 
-// keep is the lease's only goroutine: it watches keepalive responses, the
-// deadline by which one must arrive, and the guarded key, and on the end of
-// the lease stops the keepalive and revokes it.
+// renewRetry is how soon a failed keepalive is retried.
+const renewRetry = 200 * time.Millisecond
+
+// keep is the lease's keeper goroutine: it runs the renewer (renew), and
+// watches the renewals, the deadline by which one must succeed, the guarded
+// key and the client; on the end of the lease it stops the renewer and
+// revokes the lease.
+//
+// Why the holder stops before anyone else can take over. The server
+// expires a lease TTL after the last renewal it processed (the grant counts
+// as one), and it processes a request only after the request was sent. The
+// keeper trusts the lease until sent + TTL - margin, where sent is the
+// holder's clock reading taken before the newest acknowledged request was
+// sent (Grant, or a keepalive of renew). The server cannot expire the lease
+// earlier than sent + TTL, and the leader key or lock key under it is
+// deleted only by that expiry (or by a revoke, which only the holder
+// sends), so another candidate can be elected only after it. Hence the
+// holder's Context ends at least margin before another holder can exist.
+// Measuring from the acknowledgement instead would be wrong: a response can
+// arrive long after the server renewed (a stalled connection), and the
+// keepalive stream of clientv3 does not say when its requests were sent,
+// which is why renew sends its own with KeepAliveOnce and the lease does
+// not use that stream (a concurrency.Session on the lease still runs one;
+// its renewals only make the server's expiry later). A Raft leader change
+// on the server only extends leases (the new leader restarts their TTLs).
+// Clock-based detection assumes the holder is not paused for longer than
+// the margin; writes that must never come from a stale holder carry a
+// fencing comparison as well (see the package doc).
 func (l *Lease) keep() {
 	defer close(l.done)
 	defer l.kaCancel()
 
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		l.renew()
+	}()
+
 	// deadline is when the holder stops trusting the lease unless a
-	// keepalive is acknowledged before.
-	deadline := l.granted.Add(l.ttl - l.safetyMargin())
+	// keepalive sent before then - (TTL - margin) is acknowledged.
+	deadline := l.sent.Add(l.ttl - l.safetyMargin())
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 
@@ -206,18 +243,22 @@ func (l *Lease) keep() {
 	for l.ctx.Err() == nil {
 		select {
 		case <-l.ctx.Done():
-		case resp, ok := <-l.ka:
+		case r := <-l.renewals:
 			switch {
-			case !ok:
-				l.lose(fmt.Errorf("%w: keepalive stream ended (the lease expired or was revoked, or the client closed)", ErrLeaseLost))
-			case resp.TTL <= 0:
-				l.lose(fmt.Errorf("%w: the lease expired", ErrLeaseLost))
+			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
+				l.lose(fmt.Errorf("%w: the lease expired or was revoked", ErrLeaseLost))
+			case r.err != nil:
+				l.log.Debug("keepalive failed; retrying", "err", r.err, "trusted_for", time.Until(deadline))
 			default:
-				deadline = time.Now().Add(time.Duration(resp.TTL)*time.Second - l.safetyMargin())
-				timer.Reset(time.Until(deadline))
+				if d := r.sent.Add(r.ttl - l.safetyMargin()); d.After(deadline) {
+					deadline = d
+					timer.Reset(time.Until(deadline))
+				}
 			}
+		case <-l.cli.Ctx().Done():
+			l.lose(fmt.Errorf("%w: the client closed", ErrLeaseLost))
 		case <-timer.C:
-			l.lose(fmt.Errorf("%w: no keepalive acknowledged within %s (TTL %s); the server may expire the lease", ErrLeaseLost, l.ttl-l.safetyMargin(), l.ttl))
+			l.lose(fmt.Errorf("%w: no keepalive acknowledged within %s of being sent (TTL %s); the server may expire the lease", ErrLeaseLost, l.ttl-l.safetyMargin(), l.ttl))
 		case <-guardCh:
 			guardCh = nil
 			l.guardMu.Lock()
@@ -238,8 +279,9 @@ func (l *Lease) keep() {
 		}
 	}
 
-	// Teardown: stop the keepalive first so it cannot race the revoke.
+	// Teardown: stop the keepalives first so they cannot race the revoke.
 	l.kaCancel()
+	<-renewDone
 	stopW()
 	if l.cli.Ctx().Err() != nil {
 		return // the client is closed; the lease expires on its own
@@ -250,6 +292,43 @@ func (l *Lease) keep() {
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		l.revokeErr = fmt.Errorf("coord: revoking lease %x: %w", int64(l.id), err)
 		l.log.Debug("revoking lease failed", "err", err)
+	}
+}
+
+// renew sends a keepalive every TTL/3 (counted from when the previous one
+// was sent, so slow answers do not stretch the period; sooner after a
+// failure) until kaCtx ends, and hands each outcome, with the time its
+// request was sent, to the keeper. An attempt is given up after TTL -
+// margin: an answer to an older request could not extend the trust anyway.
+func (l *Lease) renew() {
+	interval := l.ttl / 3
+	next := l.sent.Add(interval)
+	t := time.NewTimer(time.Until(next))
+	defer t.Stop()
+	for {
+		select {
+		case <-l.kaCtx.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(l.kaCtx, l.ttl-l.safetyMargin())
+		resp, err := l.cli.KeepAliveOnce(ctx, l.id)
+		cancel()
+		r := renewal{sent: sent, err: err}
+		if err == nil {
+			r.ttl = time.Duration(resp.TTL) * time.Second
+		}
+		select {
+		case l.renewals <- r:
+		case <-l.kaCtx.Done():
+			return
+		}
+		next = sent.Add(interval)
+		if err != nil {
+			next = time.Now().Add(renewRetry)
+		}
+		t.Reset(time.Until(next))
 	}
 }
 

@@ -32,11 +32,18 @@ type Config struct {
 	ShutdownGrace time.Duration
 }
 
+// Mux is the router the server serves and adds its own routes to;
+// *http.ServeMux is one (tests wrap it to record every pattern).
+type Mux interface {
+	http.Handler
+	Handle(pattern string, handler http.Handler)
+}
+
 // Server is the HTTP listener component.
 type Server struct {
 	component.Readiness
 	cfg      Config
-	mux      *http.ServeMux
+	mux      Mux
 	log      *slog.Logger
 	registry *prometheus.Registry
 	ready    func() error
@@ -55,7 +62,7 @@ var _ component.Component = (*Server)(nil)
 // error) for /readyz. registry receives the HTTP metrics and is served at
 // /metrics. onStop functions run when shutdown begins (e.g. to end watch
 // streams so shutdown does not wait for them).
-func New(cfg Config, mux *http.ServeMux, log *slog.Logger, registry *prometheus.Registry, ready func() error, onStop ...func()) *Server {
+func New(cfg Config, mux Mux, log *slog.Logger, registry *prometheus.Registry, ready func() error, onStop ...func()) *Server {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
@@ -96,11 +103,11 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	}
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	s.mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	s.mux.Handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		if err := s.ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -108,7 +115,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
-	})
+	}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 
 	ln, err := net.Listen("tcp", s.cfg.Addr)
@@ -211,4 +218,16 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// Report implements component.Reporter: the API's base URL, the metrics
+// endpoint and the API's OpenAPI document (mounted by the API on this
+// listener's mux).
+func (s *Server) Report(ctx context.Context) component.Report {
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		return component.Report{}
+	}
+	url := "http://" + addr
+	return component.Report{Endpoints: map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}}
 }

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/node"
 )
 
 // MainPackage is the import path of the binary under test.
@@ -426,30 +428,21 @@ func (b *Binary) StartNode(ctx context.Context, o NodeOptions) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		// chainfire's two listeners get free ports too, so nodes of tests
-		// running in parallel never collide on etcd's default 2379/2380.
-		cport, err := FreePort()
-		if err != nil {
-			return nil, err
+		// Every other listener the node's components declare (chainfire's
+		// client and peer URLs, flaredb's Raft and API addresses) gets a
+		// free port too, so nodes of tests running in parallel never
+		// collide on the defaults.
+		args := []string{"up", "--data-dir", o.DataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		for _, f := range node.Flags() {
+			if f.Listener == "" || f.Name == "listen" {
+				continue
+			}
+			p, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, "--"+f.Name, fmt.Sprintf(f.Listener, p))
 		}
-		pport, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		// And flaredb's Raft and API listeners (default 7710/7711).
-		fraft, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		fapi, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		args := []string{"up", "--data-dir", o.DataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--chainfire-client-url", fmt.Sprintf("http://127.0.0.1:%d", cport),
-			"--chainfire-peer-url", fmt.Sprintf("http://127.0.0.1:%d", pport),
-			"--flaredb-raft-address", fmt.Sprintf("127.0.0.1:%d", fraft),
-			"--flaredb-api-address", fmt.Sprintf("127.0.0.1:%d", fapi)}
 		if o.LogLevel != "" {
 			args = append(args, "--log-level", o.LogLevel)
 		}

@@ -1,0 +1,169 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ultracloud/ultracloud/internal/node"
+	"github.com/ultracloud/ultracloud/internal/node/nodetest"
+	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/config"
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
+	"github.com/ultracloud/ultracloud/pkg/client"
+)
+
+// TestAllInOneWiring: the single-node profile, built by the real wiring,
+// runs every module's units in dependency order, each reporting its own
+// endpoints and details; every component's metrics are registered once;
+// resources go through flaredb and iam's controller reconciles them.
+func TestAllInOneWiring(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := n.Admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	byName := map[string]api.ComponentStatus{}
+	for _, c := range st.Components {
+		names = append(names, c.Name)
+		byName[c.Name] = c
+		if c.State != "ready" {
+			t.Errorf("%s is %s", c.Name, c.State)
+		}
+	}
+	if got := strings.Join(names, " "); got != "chainfire flaredb store iam http iam-projects" {
+		t.Errorf("start order %q", got)
+	}
+	if e := byName["chainfire"].Endpoints["etcd"]; e != n.Config.Chainfire.ClientURL || byName["chainfire"].Details["leader"] != "nodetest" {
+		t.Errorf("chainfire reports %+v", byName["chainfire"])
+	}
+	if f := byName["flaredb"]; f.Endpoints["api"] != n.Config.FlareDB.APIAdvertise || f.Details["state"] != "Leader" {
+		t.Errorf("flaredb reports %+v", f)
+	}
+	if h := byName["http"]; h.Endpoints["api"] != n.APIURL() || h.Endpoints["openapi"] != n.APIURL()+"/openapi.json" {
+		t.Errorf("http reports %+v", h)
+	}
+
+	resp, err := http.Get(n.APIURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, family := range []string{"chainfire_", "flaredb_", "ultracloud_iam_audit_records_total", "go_goroutines"} {
+		if !strings.Contains(string(body), family) {
+			t.Errorf("/metrics has no %s metrics", family)
+		}
+	}
+
+	projects := n.Admin.Resources(iamv1.ProjectCollection, "")
+	spec, _ := json.Marshal(iamv1.ProjectSpec{DisplayName: "Wiring"})
+	if _, err := projects.Create(ctx, &api.Object{Kind: iamv1.ProjectKind, Metadata: api.ObjectMeta{Name: "wiring"}, Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o, err := projects.Get(ctx, "wiring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s iamv1.ProjectStatus
+		_ = json.Unmarshal(o.Status, &s)
+		if s.Phase == "Active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("project never became active: %s", o.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNodeWithoutIAM: a node that runs no iam builds no iam units, and its
+// API accepts only the break-glass token.
+func TestNodeWithoutIAM(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Roles = []string{"flaredb"}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := n.Admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range st.Components {
+		names = append(names, c.Name)
+	}
+	if slices.Contains(names, "iam") || slices.Contains(names, "chainfire") || !slices.Contains(names, "flaredb") {
+		t.Errorf("units %v", names)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer not-the-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a wrong token got %d", resp.StatusCode)
+	}
+	if n.InitialAdminPassword() != "" {
+		t.Error("a node without iam created an admin")
+	}
+}
+
+// TestLocalBackend: with storage.backend local the node runs no flaredb
+// member even with the role listed elsewhere, and keeps resources.
+func TestLocalBackend(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Roles, c.Storage.Backend = []string{"iam"}, config.BackendLocal
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := n.Admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Components {
+		if c.Name == "flaredb" {
+			t.Errorf("flaredb runs with the local backend")
+		}
+	}
+	if _, err := n.Admin.Resources(iamv1.ProjectCollection, "").List(ctx, client.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEveryRouteIsInOpenAPI: every route the node mounts is in its
+// /openapi.json, except the listener's health, readiness and metrics.
+func TestEveryRouteIsInOpenAPI(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Roles, c.Storage.Backend = []string{"iam"}, config.BackendLocal
+	}})
+	resp, err := http.Get(n.APIURL() + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	undocumented, unserved := apiserver.CheckRoutes(doc, n.Routes())
+	if got := strings.Join(undocumented, ", "); got != "GET /healthz, GET /metrics, GET /readyz" {
+		t.Errorf("routes missing from /openapi.json: %s", got)
+	}
+	if len(unserved) > 0 {
+		t.Errorf("documented but not served: %v", unserved)
+	}
+}
