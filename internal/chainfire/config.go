@@ -1,17 +1,14 @@
 package chainfire
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/chainfire/client"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
@@ -150,7 +147,7 @@ const (
 )
 
 // DefaultClusterToken is the cluster token when none is configured.
-const DefaultClusterToken = "ultracloud-chainfire"
+const DefaultClusterToken = client.DefaultClusterToken
 
 // Default returns the defaults. They are not valid on their own: Name and
 // DataDir must be set, and the default loopback http URLs need
@@ -192,7 +189,7 @@ func (c *Config) Derive(core *config.Core) {
 	}
 }
 
-var memberNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
+var memberNameRE = client.MemberNameRE
 
 // Validate checks every field and fills derived values (an absolute DataDir,
 // InitialCluster of this member alone when empty). Each error is a
@@ -401,42 +398,8 @@ func (c *Config) validateTLS(client, peer *url.URL, bad func(field, format strin
 	exists("tls.peer.keyFile", t.Peer.KeyFile)
 }
 
-// parseMemberURL checks a client or peer URL: http or https, host:port, no
-// path. bind additionally requires a host this process can listen on (an IP
-// address or localhost, not the unspecified address).
-func parseMemberURL(raw string, bind bool) (*url.URL, error) {
-	if raw == "" {
-		return nil, errors.New("must not be empty (e.g. https://10.0.0.1:2379)")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL: %v", raw, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("%q must start with https:// (or http:// on loopback)", raw)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%q must be scheme://host:port with nothing else", raw)
-	}
-	host, port, err := net.SplitHostPort(u.Host)
-	if err != nil || host == "" {
-		return nil, fmt.Errorf("%q needs host:port (e.g. %s://10.0.0.1:2379)", raw, u.Scheme)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return nil, fmt.Errorf("%q: port %q is not a number from 1 to 65535", raw, port)
-	}
-	if bind {
-		ip := net.ParseIP(host)
-		if host != "localhost" && ip == nil {
-			return nil, fmt.Errorf("%q: host %q must be an IP address or localhost (the member listens on it)", raw, host)
-		}
-		if ip != nil && ip.IsUnspecified() {
-			return nil, fmt.Errorf("%q: host %s is the unspecified address, but the URL is also advertised to others; use this node's address", raw, host)
-		}
-	}
-	u.Path = ""
-	return u, nil
-}
+// parseMemberURL checks a client or peer URL (client.ParseMemberURL).
+func parseMemberURL(raw string, bind bool) (*url.URL, error) { return client.ParseMemberURL(raw, bind) }
 
 // members returns the initial cluster as name -> peer URL. It assumes
 // Validate passed.

@@ -1,6 +1,10 @@
 package chainfire
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire/client"
+)
 
 // Sentinel errors. Callers match them with errors.Is; the messages wrapping
 // them carry the details.
@@ -17,10 +21,7 @@ var (
 	// ErrStopped: etcd stopped the member while it was running (for
 	// example because it was removed from the cluster).
 	ErrStopped = errors.New("chainfire: member stopped unexpectedly")
-	// ErrMemberNotFound: no member has the given name or ID.
-	ErrMemberNotFound = errors.New("chainfire: member not found")
-	// ErrMemberExists: a member with that name or peer URL already exists.
-	ErrMemberExists = errors.New("chainfire: member already exists")
-	// ErrSnapshot: a snapshot could not be saved or restored.
-	ErrSnapshot = errors.New("chainfire: snapshot failed")
+	// ErrSnapshot: a snapshot could not be saved or restored (the same
+	// error as the client's, which saves them).
+	ErrSnapshot = client.ErrSnapshot
 )

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire/client"
 )
 
 // TestSnapshotSaveRestore: save a snapshot, restore it into a new data
@@ -35,7 +37,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	delete(want, "/snap/07")
 
 	path := filepath.Join(t.TempDir(), "chainfire.snapshot")
-	info, err := SnapshotSave(ctxT(t, 10*time.Second), c, path)
+	info, err := client.SnapshotSave(ctxT(t, 10*time.Second), c, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +98,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 }
 
 // TestMemberAddListRemove grows a one-member cluster to two with
-// MemberAdd, then removes the new member again; the removed member's Run
+// client.MemberAdd, then removes the new member again; the removed member's Run
 // ends with ErrStopped.
 func TestMemberAddListRemove(t *testing.T) {
 	ms := specs(t, "http", "first", "second")
@@ -107,13 +109,13 @@ func TestMemberAddListRemove(t *testing.T) {
 	}
 	defer c.Close()
 
-	if _, err := MemberAdd(ctxT(t, 5*time.Second), c, "first", ms[1].peerURL); !errors.Is(err, ErrMemberExists) {
+	if _, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "first", ms[1].peerURL); !errors.Is(err, client.ErrMemberExists) {
 		t.Fatalf("adding a taken name: %v", err)
 	}
-	if _, err := MemberAdd(ctxT(t, 5*time.Second), c, "second", "not-a-url"); err == nil {
+	if _, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "second", "not-a-url"); err == nil {
 		t.Fatal("adding a bad peer URL succeeded")
 	}
-	added, err := MemberAdd(ctxT(t, 5*time.Second), c, "second", ms[1].peerURL)
+	added, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "second", ms[1].peerURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestMemberAddListRemove(t *testing.T) {
 	cfg.InitialState = StateExisting
 	second := startReady(t, cfg)
 
-	list, err := MemberList(ctxT(t, 5*time.Second), c)
+	list, err := client.MemberList(ctxT(t, 5*time.Second), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,21 +143,21 @@ func TestMemberAddListRemove(t *testing.T) {
 		return err == nil && v == "members"
 	})
 
-	if err := MemberRemove(ctxT(t, 5*time.Second), c, "nobody"); !errors.Is(err, ErrMemberNotFound) {
+	if err := client.MemberRemove(ctxT(t, 5*time.Second), c, "nobody"); !errors.Is(err, client.ErrMemberNotFound) {
 		t.Fatalf("removing an unknown member: %v", err)
 	}
 	// etcd counts a member toward quorum only after it has been connected
 	// for a few seconds, so the removal may be refused at first.
 	var removeErr error
 	waitFor(t, 20*time.Second, "the removal of second to be accepted", func() bool {
-		removeErr = MemberRemove(ctxT(t, 5*time.Second), c, "second")
+		removeErr = client.MemberRemove(ctxT(t, 5*time.Second), c, "second")
 		return removeErr == nil
 	})
 	if err := second.waitExit(t, 20*time.Second); !errors.Is(err, ErrStopped) {
 		t.Fatalf("removed member's Run = %v, want ErrStopped", err)
 	}
 	waitFor(t, 20*time.Second, "one member left", func() bool {
-		l, err := MemberList(ctxT(t, 2*time.Second), c)
+		l, err := client.MemberList(ctxT(t, 2*time.Second), c)
 		return err == nil && len(l) == 1
 	})
 	if _, err := c.Put(ctxT(t, 5*time.Second), "/one", "again"); err != nil {

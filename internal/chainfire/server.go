@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/ultracloud/ultracloud/internal/chainfire/client"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
 )
@@ -465,14 +466,7 @@ func (s *Server) Client() (*clientv3.Client, error) {
 }
 
 // Member is one cluster member.
-type Member struct {
-	// ID is the member ID in hex, as etcdctl shows it.
-	ID         string   `json:"id"`
-	Name       string   `json:"name"` // empty until an added member starts
-	PeerURLs   []string `json:"peerURLs"`
-	ClientURLs []string `json:"clientURLs"`
-	IsLearner  bool     `json:"isLearner,omitempty"`
-}
+type Member = client.Member
 
 // Status is this member's view of the cluster.
 type Status struct {

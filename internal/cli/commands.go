@@ -8,136 +8,79 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit/manifest"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
-// findKind resolves what the user typed (collection, singular, short name
-// or kind, any case) to a kind the endpoint serves.
-func findKind(ctx context.Context, c *client.Client, what string) (api.KindInfo, error) {
-	d, err := c.Discovery(ctx)
-	if err != nil {
-		return api.KindInfo{}, err
-	}
-	w := strings.ToLower(what)
-	var names []string
-	for _, k := range d.Kinds {
-		names = append(names, k.Collection)
-		if w == k.Collection || w == k.Singular || w == strings.ToLower(k.Kind) {
-			return k, nil
-		}
-		for _, s := range k.ShortNames {
-			if w == s {
-				return k, nil
-			}
-		}
-	}
-	return api.KindInfo{}, fmt.Errorf("%q is not a resource type here (available: %s)", what, strings.Join(names, ", "))
-}
-
-// resourcesFor returns the collection handle for kind k, checking that a
-// project is given for project-scoped kinds unless allProjects.
-func resourcesFor(c *client.Client, k api.KindInfo, project string, allProjects bool) (*client.Resources, error) {
-	if k.Scope == api.ScopeCluster {
-		return c.Resources(k.Collection, ""), nil
-	}
-	if allProjects {
-		return c.Resources(k.Collection, ""), nil
-	}
-	if project == "" {
-		return nil, fmt.Errorf("%s are project-scoped: pass -p PROJECT (or --all-projects to list every project)", k.Collection)
-	}
-	return c.Resources(k.Collection, project), nil
-}
-
-// collection connects and resolves what the user typed to a collection
-// handle, checking the project for project-scoped kinds.
-func (f *clientFlags) collection(ctx context.Context, typ string, allProjects bool) (*client.Resources, api.KindInfo, error) {
-	c, cc, err := f.client()
-	if err != nil {
-		return nil, api.KindInfo{}, err
-	}
-	k, err := findKind(ctx, c, typ)
-	if err != nil {
-		return nil, k, err
-	}
-	rs, err := resourcesFor(c, k, cc.Project, allProjects)
-	return rs, k, err
-}
-
-func newStatusCmd(cf *clientFlags) *cobra.Command {
+func newStatusCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show every component's health and the endpoint URLs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context())
-			if _, answered := client.ProblemOf(err); answered {
-				return err
-			}
-			if err != nil {
-				return fmt.Errorf("cannot reach %s: %w (is `ultracloud up` running?)", c.Endpoint(), err)
-			}
-			w := cmd.OutOrStdout()
-			if f != "table" {
-				return printData(w, f, st)
-			}
-			ready := "ready"
-			if !st.Ready {
-				ready = "NOT READY"
-			}
-			fmt.Fprintf(w, "Node %s (API v%d): %s\n\n", st.Node, st.Version, ready)
-			tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "COMPONENT\tSTATE\tENDPOINTS\tERROR")
-			for _, cs := range st.Components {
-				var eps []string
-				for _, k := range []string{"api", "raft", "metrics", "openapi", "etcd"} {
-					if v, ok := cs.Endpoints[k]; ok {
-						eps = append(eps, k+"="+v)
-					}
+			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (*api.NodeStatus, error) {
+				st, err := c.Client.Status(ctx)
+				if _, answered := client.ProblemOf(err); answered {
+					return nil, err
 				}
-				ep := strings.Join(eps, " ")
-				if ep == "" {
-					ep = "-"
+				if err != nil {
+					return nil, fmt.Errorf("cannot reach %s: %w (is `ultracloud up` running?)", c.Client.Endpoint(), err)
 				}
-				e := cs.Error
-				if e == "" {
-					e = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cs.Name, cs.State, ep, e)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			printDetails(w, st.Components)
-			if !st.Ready {
-				return &ExitError{Code: 2, Err: errors.New("node is not ready")}
-			}
-			return nil
+				return st, nil
+			}, clikit.Table(printStatus))
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	return cmd
 }
 
-func newGetCmd(cf *clientFlags) *cobra.Command {
+// printStatus prints a node's status for people; a node that is not ready
+// exits with code 2.
+func printStatus(w io.Writer, st *api.NodeStatus) error {
+	ready := "ready"
+	if !st.Ready {
+		ready = "NOT READY"
+	}
+	fmt.Fprintf(w, "Node %s (API v%d): %s\n\n", st.Node, st.Version, ready)
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tSTATE\tENDPOINTS\tERROR")
+	for _, cs := range st.Components {
+		var eps []string
+		for _, k := range []string{"api", "raft", "metrics", "openapi", "etcd"} {
+			if v, ok := cs.Endpoints[k]; ok {
+				eps = append(eps, k+"="+v)
+			}
+		}
+		ep := strings.Join(eps, " ")
+		if ep == "" {
+			ep = "-"
+		}
+		e := cs.Error
+		if e == "" {
+			e = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cs.Name, cs.State, ep, e)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	printDetails(w, st.Components)
+	if !st.Ready {
+		return &ExitError{Code: 2, Err: errors.New("node is not ready")}
+	}
+	return nil
+}
+
+func newGetCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var out, selector string
 	var allProjects bool
 	cmd := &cobra.Command{
@@ -148,55 +91,55 @@ func newGetCmd(cf *clientFlags) *cobra.Command {
   ultracloud get projects -l team=web`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			c, cc, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			k, err := findKind(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			rs, err := resourcesFor(c, k, cc.Project, allProjects && len(args) == 1)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if len(args) == 2 {
-				o, err := rs.Get(ctx, args[1])
+			// One object prints as itself in JSON and YAML, and as a
+			// one-row table; a list as a List.
+			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (clikit.Objects, error) {
+				k, err := c.Kind(ctx, args[0])
 				if err != nil {
-					return err
+					return clikit.Objects{}, err
 				}
-				if f == "table" {
-					return printObjects(w, f, k, []api.Object{*o}, o.Metadata.Revision, false)
+				rs, err := c.Resources(k, allProjects && len(args) == 1)
+				if err != nil {
+					return clikit.Objects{}, err
 				}
-				return printData(w, f, o)
-			}
-			items, rev, err := rs.ListAll(ctx, client.ListOptions{LabelSelector: selector})
-			if err != nil {
-				return err
-			}
-			return printObjects(w, f, k, items, rev, allProjects && k.Scope == api.ScopeProject)
+				if len(args) == 2 {
+					o, err := rs.Get(ctx, args[1])
+					if err != nil {
+						return clikit.Objects{}, err
+					}
+					return clikit.Objects{Kind: k, Items: []api.Object{*o}, Revision: o.Metadata.Revision}, nil
+				}
+				items, rev, err := rs.ListAll(ctx, client.ListOptions{LabelSelector: selector})
+				if err != nil {
+					return clikit.Objects{}, err
+				}
+				return clikit.Objects{Kind: k, Items: items, Revision: rev, ShowProject: allProjects && k.Scope == api.ScopeProject}, nil
+			}, func(w io.Writer, f clikit.Format, l clikit.Objects) error {
+				if len(args) == 2 && f != clikit.FormatTable {
+					return clikit.PrintData(w, f, l.Items[0])
+				}
+				return clikit.PrintObjects(w, f, l)
+			})
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. app=web,tier!=db")
 	cmd.Flags().BoolVarP(&allProjects, "all-projects", "A", false, "list project-scoped resources of every project")
 	return cmd
 }
 
-func newDescribeCmd(cf *clientFlags) *cobra.Command {
+func newDescribeCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "describe TYPE NAME",
 		Short: "Show one resource in full, for people",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			rs, _, err := cf.collection(ctx, args[0], false)
+			c, err := cf.Connect()
+			if err != nil {
+				return err
+			}
+			rs, _, err := c.Collection(ctx, args[0], false)
 			if err != nil {
 				return err
 			}
@@ -212,10 +155,10 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 			}
 			fmt.Fprintf(w, "UID:        %s\nRevision:   %d\n", m.UID, m.Revision)
 			if m.CreatedAt != nil {
-				fmt.Fprintf(w, "Created:    %s (%s ago)\n", m.CreatedAt.Format("2006-01-02 15:04:05 MST"), age(m.CreatedAt))
+				fmt.Fprintf(w, "Created:    %s (%s ago)\n", m.CreatedAt.Format("2006-01-02 15:04:05 MST"), clikit.Age(m.CreatedAt))
 			}
 			if m.UpdatedAt != nil {
-				fmt.Fprintf(w, "Updated:    %s (%s ago)\n", m.UpdatedAt.Format("2006-01-02 15:04:05 MST"), age(m.UpdatedAt))
+				fmt.Fprintf(w, "Updated:    %s (%s ago)\n", m.UpdatedAt.Format("2006-01-02 15:04:05 MST"), clikit.Age(m.UpdatedAt))
 			}
 			if len(m.Labels) == 0 {
 				fmt.Fprintln(w, "Labels:     <none>")
@@ -246,64 +189,13 @@ func newDescribeCmd(cf *clientFlags) *cobra.Command {
 
 func printIndented(w io.Writer, v any) error {
 	var y bytes.Buffer
-	if err := writeYAML(&y, v); err != nil {
+	if err := clikit.WriteYAML(&y, v); err != nil {
 		return err
 	}
 	for _, line := range strings.Split(strings.TrimRight(y.String(), "\n"), "\n") {
 		fmt.Fprintf(w, "  %s\n", line)
 	}
 	return nil
-}
-
-// readObjects parses a YAML or JSON file (or "-" for stdin) holding one or
-// more resources ("---"-separated YAML documents).
-func readObjects(path string, stdin io.Reader) ([]api.Object, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(io.LimitReader(stdin, 64<<20))
-	} else {
-		data, err = os.ReadFile(path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var out []api.Object
-	for i := 1; ; i++ {
-		var doc any
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i, err)
-		}
-		if doc == nil {
-			continue
-		}
-		b, err := json.Marshal(doc)
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w (YAML that has no JSON form, such as non-string keys)", path, i, err)
-		}
-		jd := json.NewDecoder(bytes.NewReader(b))
-		jd.DisallowUnknownFields()
-		var o api.Object
-		if err := jd.Decode(&o); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i, err)
-		}
-		if o.Kind == "" {
-			return nil, fmt.Errorf("%s: document %d: missing kind (e.g. kind: Project)", path, i)
-		}
-		if o.Metadata.Name == "" {
-			return nil, fmt.Errorf("%s: document %d: missing metadata.name", path, i)
-		}
-		out = append(out, o)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no resources", path)
-	}
-	return out, nil
 }
 
 // kindByName finds a kind by its Kind name among the discovery document.
@@ -336,7 +228,7 @@ func targetFor(c *client.Client, d *api.Discovery, o *api.Object, defaultProject
 	return c.Resources(k.Collection, project), k, nil
 }
 
-func newApplyCmd(cf *clientFlags) *cobra.Command {
+func newApplyCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var file, out string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
@@ -346,15 +238,15 @@ func newApplyCmd(cf *clientFlags) *cobra.Command {
 			if file == "" {
 				return errors.New("-f FILE is required (use -f - for stdin)")
 			}
-			f, err := parseOutput(out)
+			f, err := clikit.ParseOutput(out)
 			if err != nil {
 				return err
 			}
-			objs, err := readObjects(file, cmd.InOrStdin())
+			objs, err := manifest.Read(file, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
-			c, cc, err := cf.client()
+			c, cc, err := cf.Client()
 			if err != nil {
 				return err
 			}
@@ -374,30 +266,30 @@ func newApplyCmd(cf *clientFlags) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("%s/%s: %w", k.Singular, objs[i].Metadata.Name, err)
 				}
-				if f == "table" {
+				if f == clikit.FormatTable {
 					fmt.Fprintf(w, "%s/%s %s (%d of %d)\n", k.Singular, res.Metadata.Name, verb, i+1, len(objs))
 				}
 				applied = append(applied, *res)
 			}
-			if f != "table" {
-				return printData(w, f, applied)
+			if f != clikit.FormatTable {
+				return clikit.PrintData(w, f, applied)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "file with resources (YAML or JSON; - for stdin)")
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	return cmd
 }
 
-func newDeleteCmd(cf *clientFlags) *cobra.Command {
+func newDeleteCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var file string
 	var ignoreMissing bool
 	cmd := &cobra.Command{
 		Use:   "delete (TYPE NAME... | -f FILE)",
 		Short: "Delete resources by name or as listed in a file",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, cc, err := cf.client()
+			c, cc, err := cf.Client()
 			if err != nil {
 				return err
 			}
@@ -419,7 +311,7 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 				if len(args) > 0 {
 					return errors.New("give either -f FILE or TYPE NAME, not both")
 				}
-				objs, err := readObjects(file, cmd.InOrStdin())
+				objs, err := manifest.Read(file, cmd.InOrStdin())
 				if err != nil {
 					return err
 				}
@@ -441,11 +333,11 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 			if len(args) < 2 {
 				return errors.New("usage: ultracloud delete TYPE NAME... (or -f FILE)")
 			}
-			k, err := findKind(ctx, c, args[0])
+			k, err := clikit.FindKind(ctx, c, args[0])
 			if err != nil {
 				return err
 			}
-			rs, err := resourcesFor(c, k, cc.Project, false)
+			rs, err := clikit.ResourcesFor(c, k, cc.Project, false)
 			if err != nil {
 				return err
 			}
@@ -462,7 +354,7 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 	return cmd
 }
 
-func newWatchCmd(cf *clientFlags) *cobra.Command {
+func newWatchCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var out, selector string
 	var since int64
 	var allProjects bool
@@ -474,12 +366,16 @@ current resource as ADDED. With --since REV it prints every change after
 revision REV (a list's revision). Broken connections resume by themselves.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := parseOutput(out)
+			f, err := clikit.ParseOutput(out)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			rs, k, err := cf.collection(ctx, args[0], allProjects)
+			c, err := cf.Connect()
+			if err != nil {
+				return err
+			}
+			rs, k, err := c.Collection(ctx, args[0], allProjects)
 			if err != nil {
 				return err
 			}
@@ -498,12 +394,12 @@ revision REV (a list's revision). Broken connections resume by themselves.`,
 					continue
 				}
 				switch f {
-				case "json":
+				case clikit.FormatJSON:
 					b, _ := json.Marshal(ev)
 					fmt.Fprintf(w, "%s\n", b)
-				case "yaml":
+				case clikit.FormatYAML:
 					fmt.Fprintln(w, "---")
-					_ = printData(w, f, ev)
+					_ = clikit.PrintData(w, f, ev)
 				default:
 					name := ev.Object.Metadata.Name
 					if ev.Object.Metadata.Project != "" {
@@ -518,7 +414,7 @@ revision REV (a list's revision). Broken connections resume by themselves.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector")
 	cmd.Flags().Int64Var(&since, "since", 0, "print changes after this revision")
 	cmd.Flags().BoolVarP(&allProjects, "all-projects", "A", false, "watch every project")

@@ -10,10 +10,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/logging"
-	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // addNodeFlags adds a flag for every config field the node offers as one
@@ -78,22 +79,22 @@ Stop it with Ctrl-C; it shuts down cleanly.`,
 				if !writeClient {
 					return nil
 				}
-				path := clientConfigPath(env)
-				cc := ClientConfig{Endpoint: n.APIURL()}
-				if old, err := readClientConfig(path); err == nil && old.Endpoint == cc.Endpoint {
+				path := clikit.ClientConfigPath(env)
+				cc := clikit.ClientConfig{Endpoint: n.APIURL()}
+				if old, err := clikit.ReadClientConfig(path); err == nil && old.Endpoint == cc.Endpoint {
 					cc.Project = old.Project
 				}
 				// The CLI acts as the admin user; if that user was deleted
 				// or disabled, it falls back to the break-glass token.
 				who := "user admin"
 				if t, err := n.AdminCredentials(cmd.Context()); err == nil {
-					creds := client.CredentialsFrom(t)
+					creds := iamclient.CredentialsFrom(t)
 					cc.Credentials = &creds
 				} else {
 					cc.Token = n.Token()
 					who = "the break-glass admin token (user admin is missing or disabled)"
 				}
-				if err := writeClientConfig(path, cc); err != nil {
+				if err := clikit.WriteClientConfig(path, cc); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "Client config:  %s (mode 0600, acting as %s)\n", path, who)

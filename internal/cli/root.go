@@ -1,43 +1,38 @@
-// Package cli is the ultracloud command line: daemon commands (up, server)
-// that run a node, and client commands (status, get, describe, apply, delete,
-// watch, login, logout, iam) that talk to an API through the Go SDK only.
+// Package cli is the ultracloud command line's shell: the command tree,
+// the daemon commands (up, server) that run a node, and the generic
+// resource verbs (status, get, describe, apply, delete, watch, version) that
+// talk to an API through the Go SDK only.
 //
-// Commands return errors; only main exits. Nothing here holds global state:
-// every command reads its settings from flags, the environment and files.
+// Each component's verbs live in internal/cli/<component> and the helpers
+// they share in internal/cli/clikit; this package only puts them in the
+// tree (and passes the components' offline data-directory tools to their
+// verbs, see offline.go). Commands return errors; only main exits. Nothing
+// here holds global state: every command reads its settings from flags, the
+// environment and files.
 package cli
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/spf13/cobra"
+
+	chainfirecli "github.com/ultracloud/ultracloud/internal/cli/chainfire"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
+	flaredbcli "github.com/ultracloud/ultracloud/internal/cli/flaredb"
+	iamcli "github.com/ultracloud/ultracloud/internal/cli/iam"
 )
 
 // Env is what the commands may touch of the outside world, so tests can run
 // them in-process.
-type Env struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	Getenv         func(string) string
-	LookupEnv      func(string) (string, bool)
-}
+type Env = clikit.Env
 
 // OSEnv is the real process environment.
-func OSEnv() Env {
-	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv}
-}
+func OSEnv() Env { return clikit.OSEnv() }
 
 // ExitError carries a specific exit code.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string { return e.Err.Error() }
-func (e *ExitError) Unwrap() error { return e.Err }
+type ExitError = clikit.ExitError
 
 // Main runs the CLI with args and returns the process exit code.
 func Main(ctx context.Context, args []string, env Env) int {
@@ -66,8 +61,8 @@ func NewRoot(env Env) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cf := &clientFlags{env: env}
-	cf.register(root)
+	cf := clikit.NewClientFlags(env)
+	cf.Register(root)
 	root.AddCommand(
 		newUpCmd(env),
 		newServerCmd(env),
@@ -77,12 +72,12 @@ func NewRoot(env Env) *cobra.Command {
 		newApplyCmd(cf),
 		newDeleteCmd(cf),
 		newWatchCmd(cf),
-		newLoginCmd(cf),
-		newLogoutCmd(cf),
-		newIAMCmd(cf),
+		iamcli.NewLoginCmd(cf),
+		iamcli.NewLogoutCmd(cf),
+		iamcli.NewCmd(cf),
 		newVersionCmd(env),
-		newChainfireCmd(env),
-		newFlaredbCmd(env),
+		chainfirecli.NewCmd(env, chainfireOffline()),
+		flaredbcli.NewCmd(env, flaredbOffline()),
 	)
 	return root
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb/client"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
@@ -198,22 +199,15 @@ func (t TLS) Enabled() bool {
 	return t.Auto || t.AutoCAFile != "" || t.AutoCAKeyFile != "" || t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
 }
 
-// Peer is one member of InitialVoters.
-type Peer struct {
-	// ID is the member's ID.
-	ID string `yaml:"id"`
-	// RaftAddress is where its Raft transport is reached (its RaftAdvertise).
-	RaftAddress string `yaml:"raftAddress"`
-	// APIAddress is where its API is reached (its APIAdvertise).
-	APIAddress string `yaml:"apiAddress"`
-}
+// Peer is one member of InitialVoters (fields: id, raftAddress, apiAddress).
+type Peer = client.Peer
 
 // DefaultConfig returns the defaults for a member; ID, ClusterID and
 // DataDir still have to be set.
 func Default() Config {
 	return Config{
-		RaftAddress:             "127.0.0.1:7710",
-		APIAddress:              "127.0.0.1:7711",
+		RaftAddress:             client.DefaultRaftAddress,
+		APIAddress:              client.DefaultAPIAddress,
 		SnapshotThreshold:       8192,
 		SnapshotInterval:        30 * time.Second,
 		TrailingLogs:            10240,

@@ -22,6 +22,7 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // fakeClock is a settable clock for iam (tokens, caches, rate limits).
@@ -217,7 +218,7 @@ func (e *testEnv) create(coll, project, name string, spec any) *api.Object {
 func (e *testEnv) user(name, password string) {
 	e.t.Helper()
 	e.create(iamv1.UserCollection, "", name, iamv1.UserSpec{})
-	if _, err := e.admin.SetPassword(e.ctx(), name, password, ""); err != nil {
+	if _, err := iamclient.New(e.admin).SetPassword(e.ctx(), name, password, ""); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -236,7 +237,7 @@ func (e *testEnv) bind(name, role, principal, project string) {
 // token response.
 func (e *testEnv) login(user, password string) (*client.Client, *iamv1.TokenResponse) {
 	e.t.Helper()
-	t, err := e.clientWith("").Login(e.ctx(), user, password)
+	t, err := iamclient.New(e.clientWith("")).Login(e.ctx(), user, password)
 	if err != nil {
 		e.t.Fatalf("login %s: %v", user, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 func TestProjectsBecomeActive(t *testing.T) {
@@ -101,7 +102,7 @@ func TestBootstrapAdmin(t *testing.T) {
 	if tok.Principal != "user:admin" || tok.RefreshToken == "" {
 		t.Fatalf("token response %+v", tok)
 	}
-	me, err := c.WhoAmI(e.ctx())
+	me, err := iamclient.New(c).WhoAmI(e.ctx())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // TestCustomRolesAndBindings: custom roles with wildcards and exclusions
@@ -187,7 +188,7 @@ func TestAccessKeys(t *testing.T) {
 	if b, _ := json.Marshal(list); strings.Contains(string(b), st.SecretAccessKey) {
 		t.Fatal("the secret appears in a list")
 	}
-	tok, err := e.clientWith("").ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
+	tok, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,14 +200,14 @@ func TestAccessKeys(t *testing.T) {
 		t.Fatalf("service account reading bravo: %v", err)
 	}
 	// The SDK's access key source.
-	sdk, err := client.New(client.Config{Endpoint: e.url, TokenSource: e.clientWith("").AccessKeySource(st.AccessKeyID, st.SecretAccessKey)})
+	sdk, err := client.New(client.Config{Endpoint: e.url, TokenSource: iamclient.New(e.clientWith("")).AccessKeySource(st.AccessKeyID, st.SecretAccessKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if me, err := sdk.WhoAmI(e.ctx()); err != nil || me.Principal != "serviceaccount:alpha/ci" {
+	if me, err := iamclient.New(sdk).WhoAmI(e.ctx()); err != nil || me.Principal != "serviceaccount:alpha/ci" {
 		t.Fatalf("whoami via access key: %+v %v", me, err)
 	}
-	if _, err := e.clientWith("").ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey+"x"); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey+"x"); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("wrong secret: %v", err)
 	}
 	// Status is server-owned.
@@ -234,7 +235,7 @@ func TestAudit(t *testing.T) {
 
 	var recs []iamv1.AuditRecord
 	waitFor(t, "audit records of alice", 5*time.Second, func() bool {
-		l, err := e.admin.Audit(e.ctx(), client.AuditOptions{Principal: "user:alice", Since: start})
+		l, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Principal: "user:alice", Since: start})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +260,7 @@ func TestAudit(t *testing.T) {
 		}
 	}
 	// The unauthenticated attempt is recorded without a principal.
-	all, err := e.admin.Audit(e.ctx(), client.AuditOptions{Since: start, Limit: 1000})
+	all, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Since: start, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,26 +274,26 @@ func TestAudit(t *testing.T) {
 		t.Error("the unauthenticated create is not in the audit log")
 	}
 	// Paging.
-	page, err := e.admin.Audit(e.ctx(), client.AuditOptions{Since: start, Limit: 2})
+	page, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Since: start, Limit: 2})
 	if err != nil || len(page.Items) != 2 || page.Continue == "" {
 		t.Fatalf("page: %+v %v", page, err)
 	}
-	next, err := e.admin.Audit(e.ctx(), client.AuditOptions{Since: start, Limit: 2, Continue: page.Continue})
+	next, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Since: start, Limit: 2, Continue: page.Continue})
 	if err != nil || len(next.Items) != 2 || next.Items[0].ID <= page.Items[1].ID {
 		t.Fatalf("next page: %+v %v", next, err)
 	}
 	// Time filter.
-	if l, err := e.admin.Audit(e.ctx(), client.AuditOptions{Since: e.clock.Now().Add(time.Hour)}); err != nil || len(l.Items) != 0 {
+	if l, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Since: e.clock.Now().Add(time.Hour)}); err != nil || len(l.Items) != 0 {
 		t.Fatalf("future since: %+v %v", l, err)
 	}
 	// Who may read it: a member may not; a project admin reads only its
 	// project; other projects are hidden.
 	alice := e.clientWith(at.AccessToken)
-	if _, err := alice.Audit(e.ctx(), client.AuditOptions{}); !client.HasCode(err, api.CodeForbidden) {
+	if _, err := iamclient.New(alice).Audit(e.ctx(), iamclient.AuditOptions{}); !client.HasCode(err, api.CodeForbidden) {
 		t.Fatalf("member reading the audit log: %v", err)
 	}
 	e.bind("alice-admin", "admin", "user:alice", "alpha")
-	l, err := alice.Audit(e.ctx(), client.AuditOptions{Project: "alpha"})
+	l, err := iamclient.New(alice).Audit(e.ctx(), iamclient.AuditOptions{Project: "alpha"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestAudit(t *testing.T) {
 			t.Errorf("project audit shows %+v", r)
 		}
 	}
-	if _, err := alice.Audit(e.ctx(), client.AuditOptions{Project: "bravo"}); !client.IsNotFound(err) {
+	if _, err := iamclient.New(alice).Audit(e.ctx(), iamclient.AuditOptions{Project: "bravo"}); !client.IsNotFound(err) {
 		t.Fatalf("alice reading bravo's audit: %v", err)
 	}
 	// Append-only: there is no way to change or delete records.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
-	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // TestSecretsNeverLeak drives every flow that handles a secret (logins
@@ -73,7 +73,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	req("DELETE", "/v1/users/alice", tr2.AccessToken, "")
 	// Wait for the audit writer to catch up, then read everything.
 	waitFor(t, "the audit log to hold the last request", 5*time.Second, func() bool {
-		l, err := e.admin.Audit(e.ctx(), client.AuditOptions{Limit: 1000})
+		l, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +84,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 		return false
 	})
-	audit, err := e.admin.Audit(e.ctx(), client.AuditOptions{Limit: 5000})
+	audit, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Limit: 5000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // kidOf returns the key ID in a JWT's header.
@@ -178,7 +179,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	_, t1 := e.login("alice", "alice-password-1")
 	k1 := kidOf(t, t1.AccessToken)
-	kid2, err := e.admin.RotateSigningKey(e.ctx())
+	kid2, err := iamclient.New(e.admin).RotateSigningKey(e.ctx())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestOIDCDiscovery(t *testing.T) {
 	if _, err := other.Verify(ctx, tr.AccessToken); err == nil {
 		t.Fatal("token verified for another audience")
 	}
-	if _, err := e.admin.RotateSigningKey(e.ctx()); err != nil {
+	if _, err := iamclient.New(e.admin).RotateSigningKey(e.ctx()); err != nil {
 		t.Fatal(err)
 	}
 	_, tr2 := e.login("alice", "alice-password-1")
@@ -302,10 +303,10 @@ func TestRevocation(t *testing.T) {
 	if c := get(tr.AccessToken); c != http.StatusUnauthorized {
 		t.Fatalf("token of a disabled user: %d", c)
 	}
-	if _, err := e.clientWith("").Refresh(e.ctx(), tr.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).Refresh(e.ctx(), tr.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh of a disabled user: %v", err)
 	}
-	if _, err := e.clientWith("").Login(e.ctx(), "alice", "alice-password-1"); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).Login(e.ctx(), "alice", "alice-password-1"); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("login of a disabled user: %v", err)
 	}
 	e.update(iamv1.UserCollection, "", "alice", iamv1.UserSpec{})
@@ -322,10 +323,10 @@ func TestRevocation(t *testing.T) {
 	if c := get(tr.AccessToken); c != http.StatusUnauthorized {
 		t.Fatalf("old token of a recreated user: %d", c)
 	}
-	if _, err := e.clientWith("").Refresh(e.ctx(), tr.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).Refresh(e.ctx(), tr.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("old refresh token of a recreated user: %v", err)
 	}
-	if _, err := e.clientWith("").Login(e.ctx(), "alice", "alice-password-1"); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).Login(e.ctx(), "alice", "alice-password-1"); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("old password of a recreated user: %v", err)
 	}
 
@@ -335,7 +336,7 @@ func TestRevocation(t *testing.T) {
 	ak := e.create(iamv1.AccessKeyCollection, "p", "k1", iamv1.AccessKeySpec{ServiceAccount: "ci"})
 	var st iamv1.AccessKeyStatus
 	_ = json.Unmarshal(ak.Status, &st)
-	sat, err := e.clientWith("").ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
+	sat, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +350,7 @@ func TestRevocation(t *testing.T) {
 	if c := get(sat.AccessToken); c != http.StatusUnauthorized {
 		t.Fatalf("token of a disabled key: %d", c)
 	}
-	if _, err := e.clientWith("").ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("exchange of a disabled key: %v", err)
 	}
 	e.update(iamv1.AccessKeyCollection, "p", "k1", iamv1.AccessKeySpec{ServiceAccount: "ci"})
@@ -367,7 +368,7 @@ func TestRevocation(t *testing.T) {
 	}
 	ak2 := e.create(iamv1.AccessKeyCollection, "p", "k2", iamv1.AccessKeySpec{ServiceAccount: "ci"})
 	_ = json.Unmarshal(ak2.Status, &st)
-	sat, err = e.clientWith("").ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
+	sat, err = iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), st.AccessKeyID, st.SecretAccessKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,28 +387,28 @@ func TestRefreshTokens(t *testing.T) {
 	e.user("alice", "alice-password-1")
 	anon := e.clientWith("")
 	_, t1 := e.login("alice", "alice-password-1")
-	t2, err := anon.Refresh(e.ctx(), t1.RefreshToken)
+	t2, err := iamclient.New(anon).Refresh(e.ctx(), t1.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if t2.RefreshToken == t1.RefreshToken || t2.AccessToken == "" || t2.Principal != "user:alice" {
 		t.Fatalf("refresh response %+v", t2)
 	}
-	if _, err := anon.Refresh(e.ctx(), t1.RefreshToken); err != nil {
+	if _, err := iamclient.New(anon).Refresh(e.ctx(), t1.RefreshToken); err != nil {
 		t.Fatalf("reuse within the grace period: %v", err)
 	}
 	e.clock.Add(61 * time.Second)
-	if _, err := anon.Refresh(e.ctx(), t1.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(anon).Refresh(e.ctx(), t1.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("reuse after the grace period: %v", err)
 	}
-	t3, err := anon.Refresh(e.ctx(), t2.RefreshToken)
+	t3, err := iamclient.New(anon).Refresh(e.ctx(), t2.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The SDK: the server considers the access token expired; the client
 	// gets a 401, refreshes, saves the new credentials, and retries.
-	var saved []client.Credentials
-	ts, err := client.NewRefreshingTokenSource(e.url, e.hc, client.CredentialsFrom(t3), func(c client.Credentials) { saved = append(saved, c) })
+	var saved []iamclient.Credentials
+	ts, err := iamclient.NewRefreshingTokenSource(e.url, e.hc, iamclient.CredentialsFrom(t3), func(c iamclient.Credentials) { saved = append(saved, c) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +417,7 @@ func TestRefreshTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Add(16 * time.Minute)
-	me, err := sdk.WhoAmI(e.ctx())
+	me, err := iamclient.New(sdk).WhoAmI(e.ctx())
 	if err != nil || me.Principal != "user:alice" {
 		t.Fatalf("whoami after expiry: %+v %v", me, err)
 	}
@@ -425,25 +426,25 @@ func TestRefreshTokens(t *testing.T) {
 	}
 	// Logout revokes.
 	cur := ts.Credentials()
-	if err := anon.Logout(e.ctx(), cur.RefreshToken); err != nil {
+	if err := iamclient.New(anon).Logout(e.ctx(), cur.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := anon.Refresh(e.ctx(), cur.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(anon).Refresh(e.ctx(), cur.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh after logout: %v", err)
 	}
 	// A password change ends every session.
 	_, t4 := e.login("alice", "alice-password-1")
-	if _, err := e.admin.SetPassword(e.ctx(), "alice", "alice-password-2", ""); err != nil {
+	if _, err := iamclient.New(e.admin).SetPassword(e.ctx(), "alice", "alice-password-2", ""); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Add(time.Millisecond)
-	if _, err := anon.Refresh(e.ctx(), t4.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(anon).Refresh(e.ctx(), t4.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh after a password change: %v", err)
 	}
 	// Idle expiry.
 	_, t5 := e.login("alice", "alice-password-2")
 	e.clock.Add(721 * time.Hour)
-	if _, err := anon.Refresh(e.ctx(), t5.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
+	if _, err := iamclient.New(anon).Refresh(e.ctx(), t5.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh of an idle-expired token: %v", err)
 	}
 	n, err := e.iam.tokens.sweep(e.ctx())
@@ -459,19 +460,19 @@ func TestPasswords(t *testing.T) {
 	e.user("alice", "alice-password-1")
 	e.user("bob", "bob-password-123")
 	alice, _ := e.login("alice", "alice-password-1")
-	if _, err := alice.SetPassword(e.ctx(), "alice", "alice-password-2", "wrong-current-pw"); !client.HasCode(err, api.CodeInvalidField) {
+	if _, err := iamclient.New(alice).SetPassword(e.ctx(), "alice", "alice-password-2", "wrong-current-pw"); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("own change with a wrong current password: %v", err)
 	}
-	if _, err := alice.SetPassword(e.ctx(), "alice", "alice-password-2", ""); !client.HasCode(err, api.CodeInvalidField) {
+	if _, err := iamclient.New(alice).SetPassword(e.ctx(), "alice", "alice-password-2", ""); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("own change without the current password: %v", err)
 	}
-	if _, err := alice.SetPassword(e.ctx(), "alice", "short", "alice-password-1"); !client.HasCode(err, api.CodeInvalidField) {
+	if _, err := iamclient.New(alice).SetPassword(e.ctx(), "alice", "short", "alice-password-1"); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("short password: %v", err)
 	}
-	if _, err := alice.SetPassword(e.ctx(), "alice", "alice-password-2", "alice-password-1"); err != nil {
+	if _, err := iamclient.New(alice).SetPassword(e.ctx(), "alice", "alice-password-2", "alice-password-1"); err != nil {
 		t.Fatalf("own change: %v", err)
 	}
-	if _, err := alice.SetPassword(e.ctx(), "bob", "bob-password-999", ""); !client.HasCode(err, api.CodeForbidden) {
+	if _, err := iamclient.New(alice).SetPassword(e.ctx(), "bob", "bob-password-999", ""); !client.HasCode(err, api.CodeForbidden) {
 		t.Fatalf("changing someone else's password: %v", err)
 	}
 	e.login("alice", "alice-password-2")
@@ -531,11 +532,11 @@ func TestLoginRateLimit(t *testing.T) {
 	// Access key exchanges share the limits.
 	e.clock.Add(10 * time.Minute)
 	for i := 0; i < 3; i++ {
-		if _, err := e.clientWith("").ExchangeAccessKey(e.ctx(), "UCAKAAAAAAAAAAAAAAAA", "nope"); !client.HasCode(err, api.CodeUnauthenticated) {
+		if _, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), "UCAKAAAAAAAAAAAAAAAA", "nope"); !client.HasCode(err, api.CodeUnauthenticated) {
 			t.Fatalf("bad key %d: %v", i, err)
 		}
 	}
-	if _, err := e.clientWith("").ExchangeAccessKey(e.ctx(), "UCAKAAAAAAAAAAAAAAAA", "nope"); !client.HasCode(err, api.CodeTooManyRequests) {
+	if _, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), "UCAKAAAAAAAAAAAAAAAA", "nope"); !client.HasCode(err, api.CodeTooManyRequests) {
 		t.Fatalf("4th bad key: %v", err)
 	}
 }

@@ -4,7 +4,10 @@
 // *api.Problem errors that callers test with the helpers in errors.go.
 //
 // The CLI and every component call UltraCloud through this package. It must
-// never import internal/ packages.
+// never import internal/ packages, and it knows no component: a
+// component's own operations (iam's login, tokens and audit log) live in a
+// client package of their own below this one (iamclient), built on Do and
+// DoNoAuth.
 package client
 
 import (
@@ -31,8 +34,8 @@ type Config struct {
 	// Token is a static bearer token (e.g. the break-glass admin token, or
 	// an access token obtained elsewhere). Ignored when TokenSource is set.
 	Token string
-	// TokenSource supplies bearer tokens per request, e.g. a
-	// RefreshingTokenSource after Login. When the server answers 401, a
+	// TokenSource supplies bearer tokens per request, e.g. iamclient's
+	// RefreshingTokenSource after a login. When the server answers 401, a
 	// source that implements Invalidate is told so and the request is
 	// retried once with a new token.
 	TokenSource TokenSource
@@ -140,6 +143,24 @@ func (c *Client) send(ctx context.Context, build func() (*http.Request, error)) 
 		resp.Body.Close()
 		inv.Invalidate(tok)
 	}
+}
+
+// Do sends a request to path (below the endpoint, e.g. "/v1/status") with
+// query q and body encoded as JSON (none if nil), authenticated as the
+// client is, and decodes a JSON response into out (if non-nil). An error
+// answer comes back as *api.Problem. Per-component client packages build
+// their operations on it (and on DoNoAuth), so this package needs to know
+// no component.
+func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	return c.do(ctx, method, path, q, body, out)
+}
+
+// DoNoAuth is Do without a bearer token, for endpoints that take other
+// credentials in the body (a login, a refresh token).
+func (c *Client) DoNoAuth(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	nc := *c
+	nc.tokens = nil
+	return nc.do(ctx, method, path, q, body, out)
 }
 
 // do sends a request and decodes a JSON response into out (if non-nil).

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
 )
 
@@ -143,7 +144,7 @@ func TestIAM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := anon.ExchangeAccessKey(t.Context(), keyID, keySecret)
+	tr, err := iamclient.New(anon).ExchangeAccessKey(t.Context(), keyID, keySecret)
 	if err != nil || tr.Principal != "serviceaccount:alpha/ci" {
 		t.Fatalf("access key exchange: %+v %v", tr, err)
 	}

@@ -14,8 +14,10 @@
 // the caller decides (for example by re-reading and retrying a CAS).
 //
 // It owns HTTP connections to the members and the goroutine of each watch;
-// Close releases them. It must not import the server or hold process-wide
-// state.
+// Close releases them. It also holds what clients and members share about a
+// cluster's shape (Peer, the single-node addresses), for the operator CLI,
+// which may not import the server. It must not import the server or hold
+// process-wide state.
 package client
 
 import (

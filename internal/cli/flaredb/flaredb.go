@@ -1,4 +1,10 @@
-package cli
+// Package flaredb holds the operator verbs of flaredb, `ultracloud flaredb
+// status|member|snapshot`. They speak the members' own protocol through
+// internal/flaredb/client and internal/flaredb/wire, and never import the
+// member itself: checking a snapshot file and building a data directory
+// from one need the member's storage code, so the command tree passes them
+// in (Offline).
+package flaredb
 
 import (
 	"context"
@@ -19,15 +25,43 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ultracloud/ultracloud/internal/flaredb"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
-	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
 
-// flaredbFlags say how to reach a flaredb cluster's API.
-type flaredbFlags struct {
-	env       Env
+// Offline are the verbs that read or write the member's on-disk formats
+// instead of talking to a cluster.
+type Offline struct {
+	// Inspect reads and checks a whole snapshot file, writing nothing.
+	Inspect func(path string) (SnapshotFile, error)
+	// Restore builds a member's data directory from a snapshot file.
+	Restore func(ctx context.Context, r RestoreRequest) (RestoreResult, error)
+}
+
+// SnapshotFile describes a checked snapshot file.
+type SnapshotFile struct {
+	Bytes, Revision, Compacted int64
+	Keys                       uint64
+}
+
+// RestoreRequest says what a restore builds: the data directory of member
+// ID of cluster ClusterID, whose voters are InitialVoters.
+type RestoreRequest struct {
+	SnapshotPath, DataDir, ID, ClusterID string
+	InitialVoters                        []client.Peer
+}
+
+// RestoreResult describes a restored data directory.
+type RestoreResult struct {
+	DataDir  string
+	Revision int64
+	Keys     uint64
+}
+
+// flags say how to reach a flaredb cluster's API.
+type flags struct {
+	env       clikit.Env
 	endpoints string
 	clusterID string
 	timeout   time.Duration
@@ -35,11 +69,11 @@ type flaredbFlags struct {
 	caFile, certFile, keyFile string
 }
 
-const defaultFlaredbEndpoint = "127.0.0.1:7711"
+const defaultEndpoint = client.DefaultAPIAddress
 
-func (f *flaredbFlags) register(cmd *cobra.Command) {
+func (f *flags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.endpoints, "endpoints", "", "comma-separated flaredb API addresses, host:port (env ULTRACLOUD_FLAREDB_ENDPOINTS; default "+defaultFlaredbEndpoint+")")
+	pf.StringVar(&f.endpoints, "endpoints", "", "comma-separated flaredb API addresses, host:port (env ULTRACLOUD_FLAREDB_ENDPOINTS; default "+defaultEndpoint+")")
 	pf.StringVar(&f.clusterID, "cluster-id", "", "the cluster's flaredb.clusterID (env ULTRACLOUD_FLAREDB_CLUSTER_ID; default the node name, as `up` uses)")
 	pf.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the cluster")
 	pf.StringVar(&f.caFile, "cacert", "", "CA certificate of the cluster (for members with flaredb.tls; env ULTRACLOUD_FLAREDB_CACERT)")
@@ -49,7 +83,7 @@ func (f *flaredbFlags) register(cmd *cobra.Command) {
 
 // tlsFiles returns the TLS files from the flags or the environment; all
 // empty means plaintext (members on loopback with allowPlaintext).
-func (f *flaredbFlags) tlsFiles() (ca, cert, key string, err error) {
+func (f *flags) tlsFiles() (ca, cert, key string, err error) {
 	pick := func(flag, env string) string {
 		if flag != "" {
 			return flag
@@ -64,13 +98,13 @@ func (f *flaredbFlags) tlsFiles() (ca, cert, key string, err error) {
 }
 
 // endpointList returns the endpoints, checked.
-func (f *flaredbFlags) endpointList() ([]string, error) {
+func (f *flags) endpointList() ([]string, error) {
 	raw, from := f.endpoints, "--endpoints"
 	if raw == "" {
 		raw, from = f.env.Getenv("ULTRACLOUD_FLAREDB_ENDPOINTS"), "ULTRACLOUD_FLAREDB_ENDPOINTS"
 	}
 	if raw == "" {
-		return []string{defaultFlaredbEndpoint}, nil
+		return []string{defaultEndpoint}, nil
 	}
 	var eps []string
 	for _, e := range strings.Split(raw, ",") {
@@ -86,28 +120,25 @@ func (f *flaredbFlags) endpointList() ([]string, error) {
 		}
 	}
 	if len(eps) == 0 {
-		return nil, fmt.Errorf("%s is empty: give flaredb API addresses (e.g. %s)", from, defaultFlaredbEndpoint)
+		return nil, fmt.Errorf("%s is empty: give flaredb API addresses (e.g. %s)", from, defaultEndpoint)
 	}
 	return eps, nil
 }
 
 // cluster returns the cluster ID: the flag, the environment, or the node
 // name the single-node profile uses.
-func (f *flaredbFlags) cluster() string {
+func (f *flags) cluster() string {
 	if f.clusterID != "" {
 		return f.clusterID
 	}
 	if v := f.env.Getenv("ULTRACLOUD_FLAREDB_CLUSTER_ID"); v != "" {
 		return v
 	}
-	if v := f.env.Getenv(config.EnvName("node")); v != "" {
-		return v
-	}
-	return config.DefaultCore().Node
+	return clikit.NodeName(f.env)
 }
 
 // connect returns a client for the cluster.
-func (f *flaredbFlags) connect() (*client.Client, []string, error) {
+func (f *flags) connect() (*client.Client, []string, error) {
 	eps, err := f.endpointList()
 	if err != nil {
 		return nil, nil, err
@@ -133,7 +164,7 @@ func (f *flaredbFlags) connect() (*client.Client, []string, error) {
 
 // session connects and returns the client, a context bounded by --timeout,
 // and a function that releases both.
-func (f *flaredbFlags) session(parent context.Context) (*client.Client, context.Context, func(), error) {
+func (f *flags) session(parent context.Context) (*client.Client, context.Context, func(), error) {
 	c, _, err := f.connect()
 	if err != nil {
 		return nil, nil, nil, err
@@ -161,7 +192,7 @@ func checkHostPort(addr string, listen bool) error {
 }
 
 // explain adds the likely fix to errors operators meet first.
-func (f *flaredbFlags) explain(err error) error {
+func (f *flags) explain(err error) error {
 	switch {
 	case errors.Is(err, wire.ErrWrongCluster):
 		return fmt.Errorf("%w (check --cluster-id; it was %q)", err, f.cluster())
@@ -171,22 +202,24 @@ func (f *flaredbFlags) explain(err error) error {
 	return err
 }
 
-func newFlaredbCmd(env Env) *cobra.Command {
-	f := &flaredbFlags{env: env}
+// NewCmd is `ultracloud flaredb`.
+func NewCmd(env clikit.Env, off Offline) *cobra.Command {
+	f := &flags{env: env}
 	cmd := &cobra.Command{
 		Use:   "flaredb",
 		Short: "Operate the flaredb store (status, members, snapshots)",
-		Long: `flaredb operates a flaredb cluster through its API (default ` + defaultFlaredbEndpoint + `, the
+		Long: `flaredb operates a flaredb cluster through its API (default ` + defaultEndpoint + `, the
 member ` + "`ultracloud up`" + ` runs; its cluster ID is the node name). Point --endpoints at
 any members: the others are found from them.`,
 	}
 	f.register(cmd)
-	cmd.AddCommand(newFlaredbStatusCmd(f), newFlaredbMemberCmd(f), newFlaredbSnapshotCmd(f))
+	cmd.AddCommand(newStatusCmd(f), newMemberCmd(f), newSnapshotCmd(f, off))
 	return cmd
 }
 
-// flaredbStatusRow is one member (or unknown endpoint) in `flaredb status`.
-type flaredbStatusRow struct {
+// StatusRow is one member (or unknown endpoint) in `flaredb status` (its
+// JSON form is the -o json output).
+type StatusRow struct {
 	ID                string `json:"id,omitempty"`
 	APIAddress        string `json:"apiAddress"`
 	RaftAddress       string `json:"raftAddress,omitempty"`
@@ -229,7 +262,7 @@ func queryStatus(ctx context.Context, c *client.Client, addrs []string) map[stri
 
 // clusterStatus asks the endpoints, then every member they name, and
 // returns one row per member, then rows for endpoints that are not members.
-func (f *flaredbFlags) clusterStatus(ctx context.Context, c *client.Client, eps []string) ([]flaredbStatusRow, int) {
+func (f *flags) clusterStatus(ctx context.Context, c *client.Client, eps []string) ([]StatusRow, int) {
 	answers := queryStatus(ctx, c, eps)
 	// The member list: the leader's view if an answer is from the leader,
 	// else the first answer's.
@@ -252,10 +285,10 @@ func (f *flaredbFlags) clusterStatus(ctx context.Context, c *client.Client, eps 
 	for a, ans := range queryStatus(ctx, c, more) {
 		answers[a] = ans
 	}
-	var rows []flaredbStatusRow
+	var rows []StatusRow
 	answered := 0
-	row := func(addr string, m wire.Member) flaredbStatusRow {
-		r := flaredbStatusRow{ID: m.ID, APIAddress: addr, RaftAddress: m.RaftAddress, Voter: m.Voter}
+	row := func(addr string, m wire.Member) StatusRow {
+		r := StatusRow{ID: m.ID, APIAddress: addr, RaftAddress: m.RaftAddress, Voter: m.Voter}
 		a, ok := answers[addr]
 		switch {
 		case !ok:
@@ -311,7 +344,7 @@ func shortStatusError(err error) string {
 	return strings.TrimPrefix(err.Error(), "flaredb: status: ")
 }
 
-func newFlaredbStatusCmd(f *flaredbFlags) *cobra.Command {
+func newStatusCmd(f *flags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -321,7 +354,7 @@ one row per member. A member that does not answer gets a row with the error; the
 command fails only if no member answered.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			of, err := parseOutput(out)
+			of, err := clikit.ParseOutput(out)
 			if err != nil {
 				return err
 			}
@@ -333,37 +366,8 @@ command fails only if no member answered.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
 			rows, answered := f.clusterStatus(ctx, c, eps)
-			w := cmd.OutOrStdout()
-			if of != "table" {
-				if err := printData(w, of, rows); err != nil {
-					return err
-				}
-			} else {
-				tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-				fmt.Fprintln(tw, "ID\tAPI ADDRESS\tSTATE\tTERM\tAPPLIED\tREVISION\tCOMPACTED\tDB SIZE\tLAST SNAPSHOT\tERROR")
-				for _, r := range rows {
-					state, snap, size, e := dash(r.State), "-", "-", dash(r.Error)
-					if !r.Voter && r.State != "" && r.ID != "" {
-						state += " (non-voter)"
-					}
-					if r.LastSnapshotIndex > 0 {
-						snap = fmt.Sprintf("%d", r.LastSnapshotIndex)
-						if r.LastSnapshotTime != "" {
-							if t, err := time.Parse(time.RFC3339, r.LastSnapshotTime); err == nil {
-								snap += " (" + age(&t) + " ago)"
-							}
-						}
-					}
-					if r.State != "" {
-						size = humanBytes(r.DBSize)
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", dash(r.ID), r.APIAddress, state, r.Term, r.AppliedIndex, r.Revision, r.Compacted, size, snap, e)
-					} else {
-						fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", dash(r.ID), r.APIAddress, e)
-					}
-				}
-				if err := tw.Flush(); err != nil {
-					return err
-				}
+			if err := clikit.Table(printStatus)(cmd.OutOrStdout(), of, rows); err != nil {
+				return err
 			}
 			if answered == 0 {
 				var first string
@@ -384,8 +388,35 @@ command fails only if no member answered.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	return cmd
+}
+
+// printStatus prints the status rows as a table.
+func printStatus(w io.Writer, rows []StatusRow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAPI ADDRESS\tSTATE\tTERM\tAPPLIED\tREVISION\tCOMPACTED\tDB SIZE\tLAST SNAPSHOT\tERROR")
+	for _, r := range rows {
+		state, snap, size, e := dash(r.State), "-", "-", dash(r.Error)
+		if !r.Voter && r.State != "" && r.ID != "" {
+			state += " (non-voter)"
+		}
+		if r.LastSnapshotIndex > 0 {
+			snap = fmt.Sprintf("%d", r.LastSnapshotIndex)
+			if r.LastSnapshotTime != "" {
+				if t, err := time.Parse(time.RFC3339, r.LastSnapshotTime); err == nil {
+					snap += " (" + clikit.Age(&t) + " ago)"
+				}
+			}
+		}
+		if r.State != "" {
+			size = clikit.HumanBytes(r.DBSize)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", dash(r.ID), r.APIAddress, state, r.Term, r.AppliedIndex, r.Revision, r.Compacted, size, snap, e)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", dash(r.ID), r.APIAddress, e)
+		}
+	}
+	return tw.Flush()
 }
 
 func dash(s string) string {
@@ -395,8 +426,8 @@ func dash(s string) string {
 	return s
 }
 
-// flaredbMember is one row of `flaredb member list`.
-type flaredbMember struct {
+// Member is one row of `flaredb member list`.
+type Member struct {
 	ID          string `json:"id"`
 	RaftAddress string `json:"raftAddress"`
 	APIAddress  string `json:"apiAddress"`
@@ -419,7 +450,16 @@ func membership(ctx context.Context, c *client.Client) (wire.Status, error) {
 	return st, nil
 }
 
-func newFlaredbMemberCmd(f *flaredbFlags) *cobra.Command {
+func printMembers(w io.Writer, ms []Member) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tAPI ADDRESS\tVOTER\tLEADER")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", m.ID, m.RaftAddress, dash(m.APIAddress), m.Voter, m.Leader)
+	}
+	return tw.Flush()
+}
+
+func newMemberCmd(f *flags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{Use: "member", Short: "List, add and remove flaredb members, move leadership"}
 	list := &cobra.Command{
@@ -427,36 +467,20 @@ func newFlaredbMemberCmd(f *flaredbFlags) *cobra.Command {
 		Short: "List the members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			of, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			c, ctx, done, err := f.session(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := membership(ctx, c)
-			if err != nil {
-				return f.explain(err)
-			}
-			ms := make([]flaredbMember, 0, len(st.Members))
-			for _, m := range st.Members {
-				ms = append(ms, flaredbMember{ID: m.ID, RaftAddress: m.RaftAddress, APIAddress: m.APIAddress, Voter: m.Voter, Leader: m.ID == st.Leader.ID})
-			}
-			w := cmd.OutOrStdout()
-			if of != "table" {
-				return printData(w, of, ms)
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tAPI ADDRESS\tVOTER\tLEADER")
-			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", m.ID, m.RaftAddress, dash(m.APIAddress), m.Voter, m.Leader)
-			}
-			return tw.Flush()
+			return clikit.RunWith(cmd, out, f.session, func(ctx context.Context, c *client.Client) ([]Member, error) {
+				st, err := membership(ctx, c)
+				if err != nil {
+					return nil, f.explain(err)
+				}
+				ms := make([]Member, 0, len(st.Members))
+				for _, m := range st.Members {
+					ms = append(ms, Member{ID: m.ID, RaftAddress: m.RaftAddress, APIAddress: m.APIAddress, Voter: m.Voter, Leader: m.ID == st.Leader.ID})
+				}
+				return ms, nil
+			}, clikit.Table(printMembers))
 		},
 	}
-	list.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(list, &out)
 
 	var raftAddr, apiAddr string
 	add := &cobra.Command{
@@ -481,34 +505,33 @@ pre-register it or to change a member's raft address.`,
 					return fmt.Errorf("%s %q: %v", a[0], a[1], err)
 				}
 			}
-			c, ctx, done, err := f.session(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := membership(ctx, c)
-			if err != nil {
-				return f.explain(err)
-			}
-			if err := c.AddMember(ctx, m); err != nil {
-				return f.explain(err)
-			}
-			voters := 1
-			for _, o := range st.Members {
-				if o.Voter && o.ID != m.ID {
-					voters++
+			// The configuration before the add: the other members to join.
+			return clikit.RunWith(cmd, "", f.session, func(ctx context.Context, c *client.Client) (wire.Status, error) {
+				st, err := membership(ctx, c)
+				if err != nil {
+					return st, f.explain(err)
 				}
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Member %s added (raft %s, api %s); the cluster has %d voters and needs %d for a quorum.\n", m.ID, m.RaftAddress, m.APIAddress, voters, voters/2+1)
-			fmt.Fprintf(w, "Start it now with this flaredb config:\n")
-			fmt.Fprintf(w, "  id: %s\n  clusterID: %s\n  raftAddress: %s\n  apiAddress: %s\n  join:\n", m.ID, st.ClusterID, m.RaftAddress, m.APIAddress)
-			for _, o := range st.Members {
-				if o.ID != m.ID && o.APIAddress != "" {
-					fmt.Fprintf(w, "    - %s\n", o.APIAddress)
+				if err := c.AddMember(ctx, m); err != nil {
+					return st, f.explain(err)
 				}
-			}
-			return nil
+				return st, nil
+			}, clikit.Table(func(w io.Writer, st wire.Status) error {
+				voters := 1
+				for _, o := range st.Members {
+					if o.Voter && o.ID != m.ID {
+						voters++
+					}
+				}
+				fmt.Fprintf(w, "Member %s added (raft %s, api %s); the cluster has %d voters and needs %d for a quorum.\n", m.ID, m.RaftAddress, m.APIAddress, voters, voters/2+1)
+				fmt.Fprintf(w, "Start it now with this flaredb config:\n")
+				fmt.Fprintf(w, "  id: %s\n  clusterID: %s\n  raftAddress: %s\n  apiAddress: %s\n  join:\n", m.ID, st.ClusterID, m.RaftAddress, m.APIAddress)
+				for _, o := range st.Members {
+					if o.ID != m.ID && o.APIAddress != "" {
+						fmt.Fprintf(w, "    - %s\n", o.APIAddress)
+					}
+				}
+				return nil
+			}))
 		},
 	}
 	add.Flags().StringVar(&raftAddr, "raft-address", "", "the new member's raft address (its flaredb.raftAdvertise)")
@@ -519,16 +542,12 @@ pre-register it or to change a member's raft address.`,
 		Short: "Remove a member from the cluster (a leader removing itself steps down)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, done, err := f.session(cmd.Context())
-			if err != nil {
+			return clikit.RunWith(cmd, "", f.session, func(ctx context.Context, c *client.Client) (string, error) {
+				return args[0], f.explain(c.RemoveMember(ctx, args[0]))
+			}, clikit.Table(func(w io.Writer, id string) error {
+				_, err := fmt.Fprintf(w, "Member %s removed. Stop it and delete its data directory before it joins again.\n", id)
 				return err
-			}
-			defer done()
-			if err := c.RemoveMember(ctx, args[0]); err != nil {
-				return f.explain(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Member %s removed. Stop it and delete its data directory before it joins again.\n", args[0])
-			return nil
+			}))
 		},
 	}
 
@@ -541,29 +560,26 @@ pre-register it or to change a member's raft address.`,
 			if len(args) == 1 {
 				id = args[0]
 			}
-			c, ctx, done, err := f.session(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := c.TransferLeadership(ctx, id); err != nil {
-				return f.explain(err)
-			}
-			// Report the leader the cluster settled on.
-			leader := ""
-			for ctx.Err() == nil {
-				if st, err := membership(ctx, c); err == nil && st.Leader.ID != "" && (id == "" || st.Leader.ID == id) {
-					leader = st.Leader.ID
-					break
+			return clikit.RunWith(cmd, "", f.session, func(ctx context.Context, c *client.Client) (string, error) {
+				if err := c.TransferLeadership(ctx, id); err != nil {
+					return "", f.explain(err)
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if leader == "" {
-				fmt.Fprintln(cmd.OutOrStdout(), "Leadership transfer requested; no leader confirmed yet (see `ultracloud flaredb status`).")
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Leader is now %s.\n", leader)
-			return nil
+				// Report the leader the cluster settled on.
+				for ctx.Err() == nil {
+					if st, err := membership(ctx, c); err == nil && st.Leader.ID != "" && (id == "" || st.Leader.ID == id) {
+						return st.Leader.ID, nil
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				return "", nil
+			}, clikit.Table(func(w io.Writer, leader string) error {
+				if leader == "" {
+					_, err := fmt.Fprintln(w, "Leadership transfer requested; no leader confirmed yet (see `ultracloud flaredb status`).")
+					return err
+				}
+				_, err := fmt.Fprintf(w, "Leader is now %s.\n", leader)
+				return err
+			}))
 		},
 	}
 	cmd.AddCommand(list, add, remove, transfer)
@@ -588,13 +604,13 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.last.Store(now.UnixNano())
 	if now.Sub(p.shown) >= time.Second && now.Sub(p.started) >= time.Second {
 		p.shown = now
-		fmt.Fprintf(p.report, "  %s received (%s)\n", humanBytes(p.n.Load()), now.Sub(p.started).Round(time.Second))
+		fmt.Fprintf(p.report, "  %s received (%s)\n", clikit.HumanBytes(p.n.Load()), now.Sub(p.started).Round(time.Second))
 	}
 	return n, err
 }
 
-// flaredbSnapshotInfo is what `snapshot save` reports.
-type flaredbSnapshotInfo struct {
+// SnapshotInfo is what `snapshot save` reports.
+type SnapshotInfo struct {
 	Path      string `json:"path"`
 	Bytes     int64  `json:"bytes"`
 	Revision  int64  `json:"revision"`
@@ -602,11 +618,11 @@ type flaredbSnapshotInfo struct {
 	Keys      uint64 `json:"keys"`
 }
 
-// saveFlaredbSnapshot streams a snapshot into path.part, checks it, syncs
-// it and renames it to path. A stream that makes no progress for idle is
-// abandoned.
-func saveFlaredbSnapshot(ctx context.Context, c *client.Client, path string, idle time.Duration, progress io.Writer) (flaredbSnapshotInfo, error) {
-	info := flaredbSnapshotInfo{Path: path}
+// saveSnapshot streams a snapshot into path.part, checks it with inspect,
+// syncs it and renames it to path. A stream that makes no progress for idle
+// is abandoned.
+func saveSnapshot(ctx context.Context, c *client.Client, inspect func(string) (SnapshotFile, error), path string, idle time.Duration, progress io.Writer) (SnapshotInfo, error) {
+	info := SnapshotInfo{Path: path}
 	part := path + ".part"
 	fh, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -655,7 +671,7 @@ func saveFlaredbSnapshot(ctx context.Context, c *client.Client, path string, idl
 	if err := fh.Close(); err != nil {
 		return info, err
 	}
-	si, err := flaredb.InspectSnapshot(part)
+	si, err := inspect(part)
 	if err != nil {
 		return info, fmt.Errorf("the received snapshot does not check out: %w", err)
 	}
@@ -672,8 +688,8 @@ func saveFlaredbSnapshot(ctx context.Context, c *client.Client, path string, idl
 }
 
 // parseVoters parses id=raftAddress=apiAddress entries.
-func parseVoters(entries []string) ([]flaredb.Peer, error) {
-	var ps []flaredb.Peer
+func parseVoters(entries []string) ([]client.Peer, error) {
+	var ps []client.Peer
 	for _, e := range entries {
 		parts := strings.Split(e, "=")
 		if len(parts) != 3 || parts[0] == "" {
@@ -684,12 +700,12 @@ func parseVoters(entries []string) ([]flaredb.Peer, error) {
 				return nil, fmt.Errorf("--initial-voters entry %q: %q: %v", e, a, err)
 			}
 		}
-		ps = append(ps, flaredb.Peer{ID: parts[0], RaftAddress: parts[1], APIAddress: parts[2]})
+		ps = append(ps, client.Peer{ID: parts[0], RaftAddress: parts[1], APIAddress: parts[2]})
 	}
 	return ps, nil
 }
 
-func newFlaredbSnapshotCmd(f *flaredbFlags) *cobra.Command {
+func newSnapshotCmd(f *flags, off Offline) *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshot", Short: "Save a snapshot of the store, or build a member's data directory from one"}
 	var out string
 	save := &cobra.Command{
@@ -700,26 +716,26 @@ started into FILE.part, checks it, syncs it and renames it to FILE. It gives up
 when no data arrives for --timeout.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			of, err := parseOutput(out)
-			if err != nil {
+			// No --timeout context: a large snapshot takes as long as it
+			// takes while data keeps arriving.
+			open := func(ctx context.Context) (*client.Client, context.Context, func(), error) {
+				c, _, err := f.connect()
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				return c, ctx, func() { c.Close() }, nil
+			}
+			return clikit.RunWith(cmd, out, open, func(ctx context.Context, c *client.Client) (SnapshotInfo, error) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Saving snapshot to %s ...\n", args[0])
+				info, err := saveSnapshot(ctx, c, off.Inspect, args[0], f.timeout, cmd.ErrOrStderr())
+				if err != nil {
+					return info, f.explain(err)
+				}
+				return info, nil
+			}, clikit.Table(func(w io.Writer, info SnapshotInfo) error {
+				_, err := fmt.Fprintf(w, "Saved %s: revision %d (compacted %d), %d keys, %s.\n", info.Path, info.Revision, info.Compacted, info.Keys, clikit.HumanBytes(info.Bytes))
 				return err
-			}
-			c, _, err := f.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			fmt.Fprintf(cmd.ErrOrStderr(), "Saving snapshot to %s ...\n", args[0])
-			info, err := saveFlaredbSnapshot(cmd.Context(), c, args[0], f.timeout, cmd.ErrOrStderr())
-			if err != nil {
-				return f.explain(err)
-			}
-			w := cmd.OutOrStdout()
-			if of != "table" {
-				return printData(w, of, info)
-			}
-			fmt.Fprintf(w, "Saved %s: revision %d (compacted %d), %d keys, %s.\n", info.Path, info.Revision, info.Compacted, info.Keys, humanBytes(info.Bytes))
-			return nil
+			}))
 		},
 	}
 	save.Flags().StringVarP(&out, "output", "o", "table", "output format: table (a sentence), json or yaml")
@@ -745,27 +761,23 @@ move the old directory away).`,
 				return errors.New("--data-dir is required: the member's new flaredb data directory")
 			}
 			if id == "" {
-				id = config.DefaultCore().Node
-				if v := f.env.Getenv(config.EnvName("node")); v != "" {
-					id = v
-				}
+				id = clikit.NodeName(f.env)
 			}
 			ps, err := parseVoters(voters)
 			if err != nil {
 				return err
 			}
 			if len(ps) == 0 {
-				d := flaredb.Default()
-				ps = []flaredb.Peer{{ID: id, RaftAddress: d.RaftAddress, APIAddress: d.APIAddress}}
+				ps = []client.Peer{{ID: id, RaftAddress: client.DefaultRaftAddress, APIAddress: client.DefaultAPIAddress}}
 			}
 			cid := f.cluster()
-			res, err := flaredb.RestoreSnapshot(cmd.Context(), flaredb.RestoreOptions{
+			res, err := off.Restore(cmd.Context(), RestoreRequest{
 				SnapshotPath: args[0], DataDir: dataDir, ID: id, ClusterID: cid, InitialVoters: ps,
 			})
 			if err != nil {
 				return err
 			}
-			var self flaredb.Peer
+			var self client.Peer
 			for _, p := range ps {
 				if p.ID == id {
 					self = p

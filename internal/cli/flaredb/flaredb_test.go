@@ -1,4 +1,4 @@
-package cli
+package flaredb_test
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/cli"
+	flaredbcli "github.com/ultracloud/ultracloud/internal/cli/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
@@ -108,14 +110,15 @@ func stopFlaredb(t *testing.T, m *fdbMember) {
 	m.srv = nil
 }
 
-// runCLI runs the CLI in-process and returns its exit code, stdout and
-// stderr.
+// runCLI runs the whole CLI in-process (the real command tree, so the
+// snapshot verbs get the shell's offline tools) and returns its exit code,
+// stdout and stderr.
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	getenv := func(k string) string { return env[k] }
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	code := Main(context.Background(), args, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: getenv, LookupEnv: lookup})
+	code := cli.Main(context.Background(), args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: getenv, LookupEnv: lookup})
 	return code, out.String(), errb.String()
 }
 
@@ -174,7 +177,7 @@ func TestFlaredbCommands(t *testing.T) {
 		if !strings.Contains(out, "m0") || !strings.Contains(out, "leader") || !strings.Contains(out, m.apiAddr) {
 			t.Fatalf("status:\n%s", out)
 		}
-		var rows []flaredbStatusRow
+		var rows []flaredbcli.StatusRow
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "status", "-o", "json")), &rows); err != nil {
 			t.Fatal(err)
 		}
@@ -208,11 +211,11 @@ func TestFlaredbCommands(t *testing.T) {
 	})
 
 	t.Run("member", func(t *testing.T) {
-		var list []flaredbMember
+		var list []flaredbcli.Member
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
-		if len(list) != 1 || list[0] != (flaredbMember{ID: "m0", RaftAddress: m.raftAddr, APIAddress: m.apiAddr, Voter: true, Leader: true}) {
+		if len(list) != 1 || list[0] != (flaredbcli.Member{ID: "m0", RaftAddress: m.raftAddr, APIAddress: m.apiAddr, Voter: true, Leader: true}) {
 			t.Fatalf("member list %+v", list)
 		}
 		if out := cliOK(t, env, "flaredb", "member", "list"); !strings.Contains(out, "RAFT ADDRESS") || !strings.Contains(out, m.raftAddr) {
@@ -244,7 +247,7 @@ func TestFlaredbCommands(t *testing.T) {
 		if _, err := os.Stat(file + ".part"); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf(".part left: %v", err)
 		}
-		var info flaredbSnapshotInfo
+		var info flaredbcli.SnapshotInfo
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "snapshot", "save", file, "-o", "json")), &info); err != nil {
 			t.Fatal(err)
 		}
@@ -283,7 +286,7 @@ func TestFlaredbCommands(t *testing.T) {
 
 		runFlaredb(t, r, "restored", []flaredb.Peer{{ID: "r0", RaftAddress: r.raftAddr, APIAddress: r.apiAddr}}, rl, al)
 		waitFlaredbReady(t, r)
-		var rows []flaredbStatusRow
+		var rows []flaredbcli.StatusRow
 		if err := json.Unmarshal([]byte(cliOK(t, renv, "flaredb", "status", "-o", "json")), &rows); err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +303,7 @@ func TestFlaredbClusterCommands(t *testing.T) {
 	ms := startFlaredb(t, "cli3", 3)
 	env := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": ms[0].apiAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "cli3"}
 	leaderOf := func() string {
-		var list []flaredbMember
+		var list []flaredbcli.Member
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
@@ -312,7 +315,7 @@ func TestFlaredbClusterCommands(t *testing.T) {
 		return ""
 	}
 	// One endpoint is enough: status finds the other members.
-	var rows []flaredbStatusRow
+	var rows []flaredbcli.StatusRow
 	if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "status", "-o", "json")), &rows); err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +354,7 @@ func TestFlaredbClusterCommands(t *testing.T) {
 		t.Fatalf("remove:\n%s", out)
 	}
 	stopFlaredb(t, victim)
-	var list []flaredbMember
+	var list []flaredbcli.Member
 	if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil || len(list) != 2 {
 		t.Fatalf("members after remove: %+v %v", list, err)
 	}

@@ -1,4 +1,12 @@
-package cli
+// Package iam holds the CLI verbs of iam: `ultracloud iam ...` (users,
+// projects, roles, bindings, service accounts, access keys, audit, whoami,
+// signing-key rotation) and `ultracloud login` / `logout`, which the
+// command tree adds at the top level.
+//
+// Like every component's CLI package it talks to the API only through
+// pkg/ (the generic SDK and pkg/client/iamclient) and internal/cli/clikit;
+// it never imports internal/iam.
+package iam
 
 import (
 	"context"
@@ -14,12 +22,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
-func newIAMCmd(cf *clientFlags) *cobra.Command {
+// NewCmd is `ultracloud iam`.
+func NewCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "iam",
 		Short: "Identity and access: users, projects, roles, bindings, service accounts, access keys, audit",
@@ -34,129 +44,7 @@ See docs/iam.md.`,
 	return cmd
 }
 
-// iamConn is a connection plus the kind of one iam collection.
-type iamConn struct {
-	c    *client.Client
-	cc   ClientConfig
-	kind api.KindInfo
-}
-
-func (f *clientFlags) iamConn(ctx context.Context, collection string) (*iamConn, error) {
-	c, cc, err := f.client()
-	if err != nil {
-		return nil, err
-	}
-	k, err := findKind(ctx, c, collection)
-	if err != nil {
-		return nil, err
-	}
-	return &iamConn{c: c, cc: cc, kind: k}, nil
-}
-
-// resources returns the collection in the given project (checked for
-// project-scoped kinds unless all).
-func (ic *iamConn) resources(all bool) (*client.Resources, error) {
-	return resourcesFor(ic.c, ic.kind, ic.cc.Project, all)
-}
-
-// printCreated reports a created object as a line, JSON or YAML.
-func printCreated(w io.Writer, f outputFormat, k api.KindInfo, o *api.Object) error {
-	if f != "table" {
-		return printData(w, f, o)
-	}
-	name := o.Metadata.Name
-	if o.Metadata.Project != "" {
-		name += " in project " + o.Metadata.Project
-	}
-	_, err := fmt.Fprintf(w, "%s/%s created\n", k.Singular, name)
-	return err
-}
-
-// createObject creates a resource with the given spec in collection.
-func (f *clientFlags) createObject(cmd *cobra.Command, collection, name, out string, spec any) (*api.Object, *iamConn, outputFormat, error) {
-	of, err := parseOutput(out)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	ic, err := f.iamConn(cmd.Context(), collection)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	rs, err := ic.resources(false)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	o, err := rs.Create(cmd.Context(), &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: b})
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("%s/%s: %w", ic.kind.Singular, name, err)
-	}
-	return o, ic, of, nil
-}
-
-// listCmd lists one iam collection.
-func listCmd(cf *clientFlags, collection, what string) *cobra.Command {
-	var out string
-	var all bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List " + what,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			ic, err := cf.iamConn(cmd.Context(), collection)
-			if err != nil {
-				return err
-			}
-			rs, err := ic.resources(all)
-			if err != nil {
-				return err
-			}
-			items, rev, err := rs.ListAll(cmd.Context(), client.ListOptions{})
-			if err != nil {
-				return err
-			}
-			return printObjects(cmd.OutOrStdout(), f, ic.kind, items, rev, all && ic.kind.Scope == api.ScopeProject)
-		},
-	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
-	cmd.Flags().BoolVarP(&all, "all-projects", "A", false, "list across every project you may see (project-scoped kinds)")
-	return cmd
-}
-
-// deleteCmd deletes named objects of one iam collection.
-func deleteCmd(cf *clientFlags, collection string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "delete NAME...",
-		Short: "Delete by name",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ic, err := cf.iamConn(cmd.Context(), collection)
-			if err != nil {
-				return err
-			}
-			rs, err := ic.resources(false)
-			if err != nil {
-				return err
-			}
-			for _, name := range args {
-				if _, err := rs.Delete(cmd.Context(), name, 0); err != nil {
-					return fmt.Errorf("%s/%s: %w", ic.kind.Singular, name, err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", ic.kind.Singular, name)
-			}
-			return nil
-		},
-	}
-}
-
-func newIAMUserCmd(cf *clientFlags) *cobra.Command {
+func newIAMUserCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "user", Aliases: []string{"users"}, Short: "Users: people who log in with a password"}
 	var display, email, out string
 	var pwStdin, generate bool
@@ -174,22 +62,23 @@ func newIAMUserCmd(cf *clientFlags) *cobra.Command {
 			var err error
 			switch {
 			case pwStdin:
-				if password, err = readSecretStdin(cmd.InOrStdin()); err != nil {
+				if password, err = clikit.ReadSecretStdin(cmd.InOrStdin()); err != nil {
 					return err
 				}
 			case generate:
 				password = rand.Text()
 			}
-			o, ic, f, err := cf.createObject(cmd, iamv1.UserCollection, args[0], out, iamv1.UserSpec{DisplayName: display, Email: email})
-			if err != nil {
-				return err
-			}
-			if password != "" {
-				if o, err = ic.c.SetPassword(cmd.Context(), args[0], password, ""); err != nil {
-					return fmt.Errorf("user %s was created, but setting its password failed: %w", args[0], err)
+			err = clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (clikit.Created, error) {
+				cr, err := c.Create(ctx, iamv1.UserCollection, args[0], iamv1.UserSpec{DisplayName: display, Email: email})
+				if err != nil || password == "" {
+					return cr, err
 				}
-			}
-			if err := printCreated(cmd.OutOrStdout(), f, ic.kind, o); err != nil {
+				if cr.Object, err = iamclient.New(c.Client).SetPassword(ctx, args[0], password, ""); err != nil {
+					return cr, fmt.Errorf("user %s was created, but setting its password failed: %w", args[0], err)
+				}
+				return cr, nil
+			}, clikit.PrintCreated)
+			if err != nil {
 				return err
 			}
 			if generate {
@@ -202,7 +91,7 @@ func newIAMUserCmd(cf *clientFlags) *cobra.Command {
 	create.Flags().StringVar(&email, "email", "", "email address")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from stdin")
 	create.Flags().BoolVar(&generate, "generate-password", false, "generate a random password and print it once (on stderr)")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(create, &out)
 
 	var spStdin, current bool
 	setPw := &cobra.Command{
@@ -218,7 +107,7 @@ working; access tokens expire within their lifetime.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var cur, pw string
 			if spStdin {
-				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 2*maxSecretInput))
+				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 2*clikit.MaxSecretInput))
 				if err != nil {
 					return err
 				}
@@ -233,14 +122,14 @@ working; access tokens expire within their lifetime.`,
 			} else {
 				var err error
 				if current {
-					if cur, err = promptPassword(cf.env, "Current password: "); err != nil {
+					if cur, err = clikit.PromptPassword(cf.Env(), "Current password: "); err != nil {
 						return err
 					}
 				}
-				if pw, err = promptPassword(cf.env, "New password: "); err != nil {
+				if pw, err = clikit.PromptPassword(cf.Env(), "New password: "); err != nil {
 					return err
 				}
-				again, err := promptPassword(cf.env, "Repeat new password: ")
+				again, err := clikit.PromptPassword(cf.Env(), "Repeat new password: ")
 				if err != nil {
 					return err
 				}
@@ -248,15 +137,13 @@ working; access tokens expire within their lifetime.`,
 					return errors.New("the passwords differ")
 				}
 			}
-			c, _, err := cf.client()
-			if err != nil {
+			return clikit.Run(cmd, cf, "", func(ctx context.Context, c *clikit.Conn) (string, error) {
+				_, err := iamclient.New(c.Client).SetPassword(ctx, args[0], pw, cur)
+				return args[0], err
+			}, clikit.Table(func(w io.Writer, user string) error {
+				_, err := fmt.Fprintf(w, "Password of user %s changed.\n", user)
 				return err
-			}
-			if _, err := c.SetPassword(cmd.Context(), args[0], pw, cur); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Password of user %s changed.\n", args[0])
-			return nil
+			}))
 		},
 	}
 	setPw.Flags().BoolVar(&spStdin, "password-stdin", false, "read the password(s) from stdin, one per line")
@@ -268,7 +155,7 @@ working; access tokens expire within their lifetime.`,
 			Short: strings.ToUpper(use[:1]) + use[1:] + " a user (disabled users cannot log in and their tokens stop working)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, _, err := cf.client()
+				c, _, err := cf.Client()
 				if err != nil {
 					return err
 				}
@@ -299,12 +186,12 @@ working; access tokens expire within their lifetime.`,
 			},
 		}
 	}
-	cmd.AddCommand(create, listCmd(cf, iamv1.UserCollection, "users"), deleteCmd(cf, iamv1.UserCollection), setPw,
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.UserCollection, "users"), clikit.DeleteCmd(cf, iamv1.UserCollection), setPw,
 		enable("disable", true), enable("enable", false))
 	return cmd
 }
 
-func newIAMProjectCmd(cf *clientFlags) *cobra.Command {
+func newIAMProjectCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "project", Aliases: []string{"projects"}, Short: "Projects: the tenant boundary"}
 	var display, desc, out string
 	create := &cobra.Command{
@@ -312,21 +199,17 @@ func newIAMProjectCmd(cf *clientFlags) *cobra.Command {
 		Short: "Create a project",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, ic, f, err := cf.createObject(cmd, iamv1.ProjectCollection, args[0], out, iamv1.ProjectSpec{DisplayName: display, Description: desc})
-			if err != nil {
-				return err
-			}
-			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+			return clikit.CreateCmdRun(cmd, cf, out, iamv1.ProjectCollection, args[0], iamv1.ProjectSpec{DisplayName: display, Description: desc})
 		},
 	}
 	create.Flags().StringVar(&display, "display-name", "", "name for people")
 	create.Flags().StringVar(&desc, "description", "", "what the project is for")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(create, listCmd(cf, iamv1.ProjectCollection, "the projects you may see"), deleteCmd(cf, iamv1.ProjectCollection))
+	clikit.OutputFlag(create, &out)
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.ProjectCollection, "the projects you may see"), clikit.DeleteCmd(cf, iamv1.ProjectCollection))
 	return cmd
 }
 
-func newIAMRoleCmd(cf *clientFlags) *cobra.Command {
+func newIAMRoleCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "role", Aliases: []string{"roles"}, Short: "Custom roles: lists of component.collection.verb patterns"}
 	var perms []string
 	var desc, out string
@@ -345,21 +228,17 @@ member (everything but managing iam), viewer (get, list, watch).`,
 			if len(perms) == 0 {
 				return errors.New("give at least one --permission")
 			}
-			o, ic, f, err := cf.createObject(cmd, iamv1.RoleCollection, args[0], out, iamv1.RoleSpec{Description: desc, Permissions: perms})
-			if err != nil {
-				return err
-			}
-			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+			return clikit.CreateCmdRun(cmd, cf, out, iamv1.RoleCollection, args[0], iamv1.RoleSpec{Description: desc, Permissions: perms})
 		},
 	}
 	create.Flags().StringArrayVar(&perms, "permission", nil, "permission pattern (repeat)")
 	create.Flags().StringVar(&desc, "description", "", "what the role is for")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(create, listCmd(cf, iamv1.RoleCollection, "custom roles"), deleteCmd(cf, iamv1.RoleCollection))
+	clikit.OutputFlag(create, &out)
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.RoleCollection, "custom roles"), clikit.DeleteCmd(cf, iamv1.RoleCollection))
 	return cmd
 }
 
-func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
+func newIAMBindingCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "binding", Aliases: []string{"bindings", "rolebinding"},
 		Short: "Role bindings: grant a role to a user or service account in a project (or --cluster)"}
 	coll := func(cluster bool) string {
@@ -385,7 +264,7 @@ func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
 			if sa != "" {
 				proj, name, ok := strings.Cut(sa, "/")
 				if !ok {
-					c, err := cf.resolved()
+					c, err := cf.Resolved()
 					if err != nil {
 						return err
 					}
@@ -396,18 +275,14 @@ func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
 				}
 				principal = iamv1.ServiceAccountPrincipal(proj, name)
 			}
-			o, ic, f, err := cf.createObject(cmd, coll(cluster), args[0], out, iamv1.RoleBindingSpec{Role: role, Principal: principal})
-			if err != nil {
-				return err
-			}
-			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+			return clikit.CreateCmdRun(cmd, cf, out, coll(cluster), args[0], iamv1.RoleBindingSpec{Role: role, Principal: principal})
 		},
 	}
 	create.Flags().StringVar(&role, "role", "", "role to grant (admin, member, viewer or a custom role)")
 	create.Flags().StringVar(&user, "user", "", "user to grant it to")
 	create.Flags().StringVar(&sa, "serviceaccount", "", "service account to grant it to: NAME (in -p PROJECT) or PROJECT/NAME")
 	create.Flags().BoolVar(&cluster, "cluster", false, "grant everywhere (all projects and cluster-level resources)")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(create, &out)
 
 	var lcluster, lall bool
 	var lout string
@@ -416,28 +291,14 @@ func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
 		Short: "List bindings of a project, of every project you may see (-A), or cluster-wide ones",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseOutput(lout)
-			if err != nil {
-				return err
-			}
-			ic, err := cf.iamConn(cmd.Context(), coll(lcluster))
-			if err != nil {
-				return err
-			}
-			rs, err := ic.resources(lall)
-			if err != nil {
-				return err
-			}
-			items, rev, err := rs.ListAll(cmd.Context(), client.ListOptions{})
-			if err != nil {
-				return err
-			}
-			return printObjects(cmd.OutOrStdout(), f, ic.kind, items, rev, lall && !lcluster)
+			return clikit.Run(cmd, cf, lout, func(ctx context.Context, c *clikit.Conn) (clikit.Objects, error) {
+				return c.List(ctx, coll(lcluster), lall, lall && !lcluster)
+			}, clikit.PrintObjects)
 		},
 	}
 	list.Flags().BoolVar(&lcluster, "cluster", false, "list cluster-wide bindings")
 	list.Flags().BoolVarP(&lall, "all-projects", "A", false, "list bindings of every project you may see")
-	list.Flags().StringVarP(&lout, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(list, &lout)
 
 	var dcluster bool
 	del := &cobra.Command{
@@ -445,7 +306,7 @@ func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
 		Short: "Revoke bindings",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deleteCmd(cf, coll(dcluster)).RunE(cmd, args)
+			return clikit.DeleteNamed(cmd, cf, coll(dcluster), args)
 		},
 	}
 	del.Flags().BoolVar(&dcluster, "cluster", false, "delete cluster-wide bindings")
@@ -453,7 +314,7 @@ func newIAMBindingCmd(cf *clientFlags) *cobra.Command {
 	return cmd
 }
 
-func newIAMServiceAccountCmd(cf *clientFlags) *cobra.Command {
+func newIAMServiceAccountCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "serviceaccount", Aliases: []string{"serviceaccounts", "sa"},
 		Short: "Service accounts: non-human principals of a project, authenticated by access keys"}
 	var display, desc, out string
@@ -462,21 +323,17 @@ func newIAMServiceAccountCmd(cf *clientFlags) *cobra.Command {
 		Short: "Create a service account",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, ic, f, err := cf.createObject(cmd, iamv1.ServiceAccountCollection, args[0], out, iamv1.ServiceAccountSpec{DisplayName: display, Description: desc})
-			if err != nil {
-				return err
-			}
-			return printCreated(cmd.OutOrStdout(), f, ic.kind, o)
+			return clikit.CreateCmdRun(cmd, cf, out, iamv1.ServiceAccountCollection, args[0], iamv1.ServiceAccountSpec{DisplayName: display, Description: desc})
 		},
 	}
 	create.Flags().StringVar(&display, "display-name", "", "name for people")
 	create.Flags().StringVar(&desc, "description", "", "what the account is for")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(create, listCmd(cf, iamv1.ServiceAccountCollection, "service accounts"), deleteCmd(cf, iamv1.ServiceAccountCollection))
+	clikit.OutputFlag(create, &out)
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.ServiceAccountCollection, "service accounts"), clikit.DeleteCmd(cf, iamv1.ServiceAccountCollection))
 	return cmd
 }
 
-func newIAMAccessKeyCmd(cf *clientFlags) *cobra.Command {
+func newIAMAccessKeyCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "accesskey", Aliases: []string{"accesskeys", "ak"},
 		Short: "Access keys: S3-style key ID and secret for a service account or user"}
 	var sa, user, desc, out string
@@ -488,31 +345,30 @@ func newIAMAccessKeyCmd(cf *clientFlags) *cobra.Command {
 			if (sa == "") == (user == "") {
 				return errors.New("give exactly one of --serviceaccount and --user")
 			}
-			o, ic, f, err := cf.createObject(cmd, iamv1.AccessKeyCollection, args[0], out, iamv1.AccessKeySpec{ServiceAccount: sa, User: user, Description: desc})
-			if err != nil {
-				return err
-			}
-			if f != "table" {
-				return printData(cmd.OutOrStdout(), f, o)
-			}
-			var st iamv1.AccessKeyStatus
-			if err := json.Unmarshal(o.Status, &st); err != nil {
-				return fmt.Errorf("reading the new key: %w", err)
-			}
-			w := cmd.OutOrStdout()
-			if err := printCreated(w, f, ic.kind, o); err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "Access key ID:     %s\nSecret access key: %s\n", st.AccessKeyID, st.SecretAccessKey)
-			fmt.Fprintln(w, "The secret is shown only now and cannot be retrieved later; store it safely.")
-			return nil
+			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (clikit.Created, error) {
+				return c.Create(ctx, iamv1.AccessKeyCollection, args[0], iamv1.AccessKeySpec{ServiceAccount: sa, User: user, Description: desc})
+			}, func(w io.Writer, f clikit.Format, cr clikit.Created) error {
+				if f != clikit.FormatTable {
+					return clikit.PrintData(w, f, cr.Object)
+				}
+				var st iamv1.AccessKeyStatus
+				if err := json.Unmarshal(cr.Object.Status, &st); err != nil {
+					return fmt.Errorf("reading the new key: %w", err)
+				}
+				if err := clikit.PrintCreated(w, f, cr); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "Access key ID:     %s\nSecret access key: %s\n", st.AccessKeyID, st.SecretAccessKey)
+				fmt.Fprintln(w, "The secret is shown only now and cannot be retrieved later; store it safely.")
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&sa, "serviceaccount", "", "service account (in the key's project) the key acts as")
 	create.Flags().StringVar(&user, "user", "", "user the key acts as (yourself, unless you administer users)")
 	create.Flags().StringVar(&desc, "description", "", "what the key is for")
-	create.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(create, listCmd(cf, iamv1.AccessKeyCollection, "access keys (never their secrets)"), deleteCmd(cf, iamv1.AccessKeyCollection))
+	clikit.OutputFlag(create, &out)
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.AccessKeyCollection, "access keys (never their secrets)"), clikit.DeleteCmd(cf, iamv1.AccessKeyCollection))
 	return cmd
 }
 
@@ -531,7 +387,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func newIAMAuditCmd(cf *clientFlags) *cobra.Command {
+func newIAMAuditCmd(cf *clikit.ClientFlags) *cobra.Command {
 	var since, until, principal, out string
 	var limit int
 	cmd := &cobra.Command{
@@ -543,137 +399,127 @@ Reading all of it needs iam.audit.list cluster-wide; with -p PROJECT,
 iam.audit.list in that project suffices.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			opts := client.AuditOptions{Principal: principal, Project: cf.project}
-			if opts.Since, err = parseSince(since, now); err != nil {
-				return fmt.Errorf("--since: %w", err)
-			}
-			if opts.Until, err = parseSince(until, now); err != nil {
-				return fmt.Errorf("--until: %w", err)
-			}
-			c, _, err := cf.client()
-			if err != nil {
-				return err
-			}
-			var items []iamv1.AuditRecord
-			for len(items) < limit {
-				opts.Limit = min(limit-len(items), iamv1.AuditMaxLimit)
-				page, err := c.Audit(cmd.Context(), opts)
-				if err != nil {
-					return err
+			var opts iamclient.AuditOptions
+			// The times are checked after -o and before connecting.
+			open := func(ctx context.Context) (*clikit.Conn, context.Context, func(), error) {
+				now := time.Now()
+				opts = iamclient.AuditOptions{Principal: principal, Project: cf.ProjectFlag()}
+				var err error
+				if opts.Since, err = parseSince(since, now); err != nil {
+					return nil, nil, nil, fmt.Errorf("--since: %w", err)
 				}
-				items = append(items, page.Items...)
-				if page.Continue == "" {
-					break
+				if opts.Until, err = parseSince(until, now); err != nil {
+					return nil, nil, nil, fmt.Errorf("--until: %w", err)
 				}
-				opts.Continue = page.Continue
+				return cf.Open(ctx)
 			}
-			w := cmd.OutOrStdout()
-			if f != "table" {
-				return printData(w, f, iamv1.AuditList{Items: items})
-			}
-			if len(items) == 0 {
-				fmt.Fprintln(w, "No audit records found.")
-				return nil
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tPRINCIPAL\tVERB\tRESOURCE\tCODE\tSOURCE")
-			for _, r := range items {
-				res := r.Collection
-				if r.Project != "" {
-					res = r.Project + "/" + res
+			return clikit.RunWith(cmd, out, open, func(ctx context.Context, c *clikit.Conn) (iamv1.AuditList, error) {
+				ic := iamclient.New(c.Client)
+				var items []iamv1.AuditRecord
+				for len(items) < limit {
+					opts.Limit = min(limit-len(items), iamv1.AuditMaxLimit)
+					page, err := ic.Audit(ctx, opts)
+					if err != nil {
+						return iamv1.AuditList{}, err
+					}
+					items = append(items, page.Items...)
+					if page.Continue == "" {
+						break
+					}
+					opts.Continue = page.Continue
 				}
-				if r.Name != "" {
-					res += "/" + r.Name
-				}
-				if res == "" {
-					res = r.Path
-				}
-				p := r.Principal
-				if p == "" {
-					p = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Time.Local().Format("2006-01-02 15:04:05"), p, r.Verb, res, r.Code, r.SourceIP)
-			}
-			return tw.Flush()
+				return iamv1.AuditList{Items: items}, nil
+			}, clikit.Table(printAudit))
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "only records after this: a duration back from now (1h) or an RFC 3339 time")
 	cmd.Flags().StringVar(&until, "until", "", "only records before this (same forms as --since)")
 	cmd.Flags().StringVar(&principal, "principal", "", "only this principal, e.g. user:alice or serviceaccount:dev/ci")
 	cmd.Flags().IntVar(&limit, "limit", 200, "at most this many records")
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	return cmd
 }
 
-func newIAMWhoAmICmd(cf *clientFlags) *cobra.Command {
+// printAudit prints audit records as a table.
+func printAudit(w io.Writer, l iamv1.AuditList) error {
+	items := l.Items
+	if len(items) == 0 {
+		fmt.Fprintln(w, "No audit records found.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tPRINCIPAL\tVERB\tRESOURCE\tCODE\tSOURCE")
+	for _, r := range items {
+		res := r.Collection
+		if r.Project != "" {
+			res = r.Project + "/" + res
+		}
+		if r.Name != "" {
+			res += "/" + r.Name
+		}
+		if res == "" {
+			res = r.Path
+		}
+		p := r.Principal
+		if p == "" {
+			p = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Time.Local().Format("2006-01-02 15:04:05"), p, r.Verb, res, r.Code, r.SourceIP)
+	}
+	return tw.Flush()
+}
+
+func newIAMWhoAmICmd(cf *clikit.ClientFlags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "whoami",
 		Short: "Show who you are and which roles you hold",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseOutput(out)
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.client()
-			if err != nil {
-				return err
-			}
-			me, err := c.WhoAmI(cmd.Context())
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if f != "table" {
-				return printData(w, f, me)
-			}
-			fmt.Fprintf(w, "Principal:     %s\n", me.Principal)
-			if me.Superuser {
-				fmt.Fprintln(w, "Superuser:     yes (break-glass token: authorization is bypassed)")
-			}
-			if !me.ExpiresAt.IsZero() {
-				fmt.Fprintf(w, "Token expires: %s\n", me.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
-			}
-			if len(me.ClusterRoles) > 0 {
-				fmt.Fprintf(w, "Cluster roles: %s\n", strings.Join(me.ClusterRoles, ", "))
-			}
-			projects := make([]string, 0, len(me.ProjectRoles))
-			for p := range me.ProjectRoles {
-				projects = append(projects, p)
-			}
-			sort.Strings(projects)
-			for _, p := range projects {
-				fmt.Fprintf(w, "Project %s: %s\n", p, strings.Join(me.ProjectRoles[p], ", "))
-			}
-			return nil
+			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (*iamv1.WhoAmI, error) {
+				return iamclient.New(c.Client).WhoAmI(ctx)
+			}, clikit.Table(printWhoAmI))
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "table", "output format: table, json or yaml")
+	clikit.OutputFlag(cmd, &out)
 	return cmd
 }
 
-func newIAMRotateCmd(cf *clientFlags) *cobra.Command {
+// printWhoAmI prints a principal and its roles for people.
+func printWhoAmI(w io.Writer, me *iamv1.WhoAmI) error {
+	fmt.Fprintf(w, "Principal:     %s\n", me.Principal)
+	if me.Superuser {
+		fmt.Fprintln(w, "Superuser:     yes (break-glass token: authorization is bypassed)")
+	}
+	if !me.ExpiresAt.IsZero() {
+		fmt.Fprintf(w, "Token expires: %s\n", me.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
+	}
+	if len(me.ClusterRoles) > 0 {
+		fmt.Fprintf(w, "Cluster roles: %s\n", strings.Join(me.ClusterRoles, ", "))
+	}
+	projects := make([]string, 0, len(me.ProjectRoles))
+	for p := range me.ProjectRoles {
+		projects = append(projects, p)
+	}
+	sort.Strings(projects)
+	for _, p := range projects {
+		fmt.Fprintf(w, "Project %s: %s\n", p, strings.Join(me.ProjectRoles[p], ", "))
+	}
+	return nil
+}
+
+func newIAMRotateCmd(cf *clikit.ClientFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate-signing-key",
 		Short: "Sign new tokens with a new key now (tokens signed by the old key stay valid until they expire)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := cf.client()
-			if err != nil {
+			return clikit.Run(cmd, cf, "", func(ctx context.Context, c *clikit.Conn) (string, error) {
+				return iamclient.New(c.Client).RotateSigningKey(ctx)
+			}, clikit.Table(func(w io.Writer, kid string) error {
+				_, err := fmt.Fprintf(w, "New signing key %s is active.\n", kid)
 				return err
-			}
-			kid, err := c.RotateSigningKey(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "New signing key %s is active.\n", kid)
-			return nil
+			}))
 		},
 	}
 }

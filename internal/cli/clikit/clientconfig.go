@@ -1,7 +1,8 @@
-package cli
+package clikit
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // ClientConfig is the CLI's saved connection (~/.config/ultracloud/config.yaml).
@@ -27,12 +29,12 @@ type ClientConfig struct {
 	// Credentials are the tokens of `ultracloud login` (or of the admin
 	// user, written by `ultracloud up`); the CLI refreshes them by itself
 	// and saves the new ones here.
-	Credentials *client.Credentials `yaml:"credentials,omitempty"`
+	Credentials *iamclient.Credentials `yaml:"credentials,omitempty"`
 }
 
-// clientConfigPath is $ULTRACLOUD_CLIENT_CONFIG, else
+// ClientConfigPath is $ULTRACLOUD_CLIENT_CONFIG, else
 // $XDG_CONFIG_HOME/ultracloud/config.yaml, else ~/.config/ultracloud/config.yaml.
-func clientConfigPath(env Env) string {
+func ClientConfigPath(env Env) string {
 	if p := env.Getenv("ULTRACLOUD_CLIENT_CONFIG"); p != "" {
 		return p
 	}
@@ -47,7 +49,9 @@ func clientConfigPath(env Env) string {
 	return filepath.Join(dir, "ultracloud", "config.yaml")
 }
 
-func readClientConfig(path string) (ClientConfig, error) {
+// ReadClientConfig reads the client config at path; a missing file is an
+// empty config.
+func ReadClientConfig(path string) (ClientConfig, error) {
 	var c ClientConfig
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -64,9 +68,9 @@ func readClientConfig(path string) (ClientConfig, error) {
 	return c, nil
 }
 
-// writeClientConfig writes c at path with mode 0600 (it holds a token),
+// WriteClientConfig writes c at path with mode 0600 (it holds a token),
 // atomically.
-func writeClientConfig(path string, c ClientConfig) error {
+func WriteClientConfig(path string, c ClientConfig) error {
 	b, err := yaml.Marshal(&c)
 	if err != nil {
 		return fmt.Errorf("encoding client config: %w", err)
@@ -96,24 +100,37 @@ func writeClientConfig(path string, c ClientConfig) error {
 	return nil
 }
 
-// clientFlags are the persistent connection flags of client commands.
-type clientFlags struct {
+// ClientFlags are the persistent connection flags of client commands
+// (--endpoint, --token, -p), and the connection they make.
+type ClientFlags struct {
 	env      Env
 	endpoint string
 	token    string
 	project  string
 }
 
-func (f *clientFlags) register(root *cobra.Command) {
+// NewClientFlags returns the connection flags of commands run in env;
+// Register adds them to the command tree.
+func NewClientFlags(env Env) *ClientFlags { return &ClientFlags{env: env} }
+
+// Env is the environment the commands run in.
+func (f *ClientFlags) Env() Env { return f.env }
+
+// Register adds the flags to root, for it and every subcommand.
+func (f *ClientFlags) Register(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.endpoint, "endpoint", "", "API endpoint URL (env ULTRACLOUD_ENDPOINT; default from the client config)")
 	pf.StringVar(&f.token, "token", "", "bearer token (env ULTRACLOUD_TOKEN; default from the client config)")
 	pf.StringVarP(&f.project, "project", "p", "", "project for project-scoped kinds (env ULTRACLOUD_PROJECT)")
 }
 
-// resolved is the effective connection: flags > environment > config file.
-func (f *clientFlags) resolved() (ClientConfig, error) {
-	c, err := readClientConfig(clientConfigPath(f.env))
+// ProjectFlag is -p as given on the command line (not the environment or
+// the client config).
+func (f *ClientFlags) ProjectFlag() string { return f.project }
+
+// Resolved is the effective connection: flags > environment > config file.
+func (f *ClientFlags) Resolved() (ClientConfig, error) {
+	c, err := ReadClientConfig(ClientConfigPath(f.env))
 	if err != nil {
 		return c, err
 	}
@@ -131,24 +148,24 @@ func (f *clientFlags) resolved() (ClientConfig, error) {
 	return c, nil
 }
 
-// client connects with the effective settings: a static token if one is
+// Client connects with the effective settings: a static token if one is
 // given, else the saved credentials (refreshed automatically, and saved
 // back to the client config when they are) if they belong to this
 // endpoint.
-func (f *clientFlags) client() (*client.Client, ClientConfig, error) {
-	path := clientConfigPath(f.env)
-	saved, err := readClientConfig(path)
+func (f *ClientFlags) Client() (*client.Client, ClientConfig, error) {
+	path := ClientConfigPath(f.env)
+	saved, err := ReadClientConfig(path)
 	if err != nil {
 		return nil, saved, err
 	}
-	c, err := f.resolved()
+	c, err := f.Resolved()
 	if err != nil {
 		return nil, c, err
 	}
 	cfg := client.Config{Endpoint: c.Endpoint, Token: c.Token, UserAgent: "ultracloud-cli"}
 	if c.Token == "" && c.Credentials != nil && c.Endpoint == saved.Endpoint && c.Endpoint != "" {
-		ts, err := client.NewRefreshingTokenSource(c.Endpoint, nil, *c.Credentials, func(nc client.Credentials) {
-			if err := saveCredentials(path, c.Endpoint, nc); err != nil {
+		ts, err := iamclient.NewRefreshingTokenSource(c.Endpoint, nil, *c.Credentials, func(nc iamclient.Credentials) {
+			if err := SaveCredentials(path, c.Endpoint, nc); err != nil {
 				fmt.Fprintf(f.env.Stderr, "warning: could not save refreshed credentials: %v\n", err)
 			}
 		})
@@ -161,10 +178,29 @@ func (f *clientFlags) client() (*client.Client, ClientConfig, error) {
 	return cl, c, err
 }
 
-// saveCredentials replaces the credentials in the client config at path,
+// Connect is Client as a Conn.
+func (f *ClientFlags) Connect() (*Conn, error) {
+	cl, cc, err := f.Client()
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Client: cl, Config: cc}, nil
+}
+
+// Open is Connect as an Opener for RunWith: the command's own context,
+// nothing to release.
+func (f *ClientFlags) Open(ctx context.Context) (*Conn, context.Context, func(), error) {
+	c, err := f.Connect()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, ctx, func() {}, nil
+}
+
+// SaveCredentials replaces the credentials in the client config at path,
 // if it still belongs to endpoint.
-func saveCredentials(path, endpoint string, creds client.Credentials) error {
-	cur, err := readClientConfig(path)
+func SaveCredentials(path, endpoint string, creds iamclient.Credentials) error {
+	cur, err := ReadClientConfig(path)
 	if err != nil {
 		return err
 	}
@@ -172,5 +208,5 @@ func saveCredentials(path, endpoint string, creds client.Credentials) error {
 		return nil
 	}
 	cur.Credentials = &creds
-	return writeClientConfig(path, cur)
+	return WriteClientConfig(path, cur)
 }

@@ -1,4 +1,4 @@
-package cli
+package manifest
 
 import (
 	"bytes"
@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// FuzzReadObjects: any file content either parses into objects that all have
+// FuzzRead: any file content either parses into objects that all have
 // a kind and a name, or fails with an error; it never panics.
-func FuzzReadObjects(f *testing.F) {
+func FuzzRead(f *testing.F) {
 	for _, s := range []string{
 		"kind: Project\nmetadata:\n  name: a\nspec: {}\n",
 		"kind: Project\nmetadata: {name: a}\n---\nkind: Project\nmetadata: {name: b}\n",
@@ -24,7 +24,7 @@ func FuzzReadObjects(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		objs, err := readObjects(p, nil)
+		objs, err := Read(p, nil)
 		if err != nil {
 			return
 		}
@@ -34,7 +34,7 @@ func FuzzReadObjects(f *testing.F) {
 			}
 		}
 		// stdin gives the same answer as a file.
-		objs2, err := readObjects("-", bytes.NewReader(data))
+		objs2, err := Read("-", bytes.NewReader(data))
 		if err != nil || len(objs2) != len(objs) {
 			t.Fatalf("stdin parse differs: %d vs %d, %v", len(objs2), len(objs), err)
 		}

@@ -1,9 +1,12 @@
-package chainfire
+package client
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,6 +20,20 @@ import (
 // These helpers are thin wrappers over the clientv3 Cluster API for the
 // `ultracloud chainfire member` verbs: they check input, resolve names, and
 // turn etcd's errors into ones that say what to do.
+
+// Member is one cluster member.
+type Member struct {
+	// ID is the member ID in hex, as etcdctl shows it.
+	ID         string   `json:"id"`
+	Name       string   `json:"name"` // empty until an added member starts
+	PeerURLs   []string `json:"peerURLs"`
+	ClientURLs []string `json:"clientURLs"`
+	IsLearner  bool     `json:"isLearner,omitempty"`
+}
+
+// MemberNameRE matches a member name: 1-63 letters, digits, '.', '_' or
+// '-', starting with a letter or digit.
+var MemberNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
 
 // MemberList returns the cluster's members sorted by name (members added
 // but not started yet have no name and sort first).
@@ -62,10 +79,10 @@ type AddedMember struct {
 // the add is refused while it would leave the cluster without a quorum of
 // started members.
 func MemberAdd(ctx context.Context, c *clientv3.Client, name, peerURL string) (AddedMember, error) {
-	if !memberNameRE.MatchString(name) {
+	if !MemberNameRE.MatchString(name) {
 		return AddedMember{}, fmt.Errorf("chainfire: member name %q is not valid: use 1-63 letters, digits, '.', '_' or '-'", name)
 	}
-	u, err := parseMemberURL(peerURL, false)
+	u, err := ParseMemberURL(peerURL, false)
 	if err != nil {
 		return AddedMember{}, fmt.Errorf("chainfire: member %s peer URL: %v", name, err)
 	}
@@ -146,4 +163,41 @@ func MemberRemove(ctx context.Context, c *clientv3.Client, nameOrID string) erro
 		return fmt.Errorf("chainfire: removing member %s: %w", nameOrID, err)
 	}
 	return nil
+}
+
+// ParseMemberURL checks a client or peer URL: http or https, host:port, no
+// path. bind additionally requires a host this process can listen on (an IP
+// address or localhost, not the unspecified address).
+func ParseMemberURL(raw string, bind bool) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("must not be empty (e.g. https://10.0.0.1:2379)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL: %v", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%q must start with https:// (or http:// on loopback)", raw)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%q must be scheme://host:port with nothing else", raw)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("%q needs host:port (e.g. %s://10.0.0.1:2379)", raw, u.Scheme)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return nil, fmt.Errorf("%q: port %q is not a number from 1 to 65535", raw, port)
+	}
+	if bind {
+		ip := net.ParseIP(host)
+		if host != "localhost" && ip == nil {
+			return nil, fmt.Errorf("%q: host %q must be an IP address or localhost (the member listens on it)", raw, host)
+		}
+		if ip != nil && ip.IsUnspecified() {
+			return nil, fmt.Errorf("%q: host %s is the unspecified address, but the URL is also advertised to others; use this node's address", raw, host)
+		}
+	}
+	u.Path = ""
+	return u, nil
 }

@@ -1,4 +1,4 @@
-package cli
+package clikit
 
 import (
 	"encoding/json"
@@ -8,31 +8,45 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/ultracloud/ultracloud/pkg/api"
 )
 
-// outputFormat is the -o flag.
-type outputFormat string
+// Format is the value of the -o flag.
+type Format string
 
-func parseOutput(s string) (outputFormat, error) {
+// The output formats.
+const (
+	FormatTable Format = "table"
+	FormatJSON  Format = "json"
+	FormatYAML  Format = "yaml"
+)
+
+// ParseOutput checks a -o value; empty means table.
+func ParseOutput(s string) (Format, error) {
 	switch s {
 	case "", "table":
-		return "table", nil
+		return FormatTable, nil
 	case "json", "yaml":
-		return outputFormat(s), nil
+		return Format(s), nil
 	}
 	return "", fmt.Errorf("-o %q is not supported (use table, json or yaml)", s)
 }
 
-// printData prints v as JSON or YAML.
-func printData(w io.Writer, f outputFormat, v any) error {
+// OutputFlag adds the -o flag to cmd, stored in out.
+func OutputFlag(cmd *cobra.Command, out *string) {
+	cmd.Flags().StringVarP(out, "output", "o", "table", "output format: table, json or yaml")
+}
+
+// PrintData prints v as JSON or YAML.
+func PrintData(w io.Writer, f Format, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	if f == "json" {
+	if f == FormatJSON {
 		_, err = fmt.Fprintf(w, "%s\n", b)
 		return err
 	}
@@ -41,11 +55,11 @@ func printData(w io.Writer, f outputFormat, v any) error {
 	if err := json.Unmarshal(b, &generic); err != nil {
 		return err
 	}
-	return writeYAML(w, generic)
+	return WriteYAML(w, generic)
 }
 
-// writeYAML writes v as YAML with two-space indentation, as kubectl does.
-func writeYAML(w io.Writer, v any) error {
+// WriteYAML writes v as YAML with two-space indentation, as kubectl does.
+func WriteYAML(w io.Writer, v any) error {
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(v); err != nil {
@@ -54,11 +68,23 @@ func writeYAML(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// printObjects prints objects of one kind as a table, JSON or YAML.
-func printObjects(w io.Writer, f outputFormat, info api.KindInfo, items []api.Object, revision int64, showProject bool) error {
+// Objects are objects of one kind as a list verb prints them.
+type Objects struct {
+	Kind  api.KindInfo
+	Items []api.Object
+	// Revision is the list's revision (shown in JSON and YAML).
+	Revision int64
+	// ShowProject adds a PROJECT column (a list across projects).
+	ShowProject bool
+}
+
+// PrintObjects prints objects of one kind as a table, or as an api.List in
+// JSON or YAML.
+func PrintObjects(w io.Writer, f Format, l Objects) error {
+	info, items := l.Kind, l.Items
 	switch f {
-	case "json", "yaml":
-		return printData(w, f, api.List{Kind: info.Kind + "List", Items: items, Metadata: api.ListMeta{Revision: revision}})
+	case FormatJSON, FormatYAML:
+		return PrintData(w, f, api.List{Kind: info.Kind + "List", Items: items, Metadata: api.ListMeta{Revision: l.Revision}})
 	}
 	if len(items) == 0 {
 		fmt.Fprintf(w, "No %s found.\n", info.Collection)
@@ -66,7 +92,7 @@ func printObjects(w io.Writer, f outputFormat, info api.KindInfo, items []api.Ob
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	head := []string{}
-	if showProject {
+	if l.ShowProject {
 		head = append(head, "PROJECT")
 	}
 	head = append(head, "NAME")
@@ -77,14 +103,14 @@ func printObjects(w io.Writer, f outputFormat, info api.KindInfo, items []api.Ob
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, o := range items {
 		row := []string{}
-		if showProject {
+		if l.ShowProject {
 			row = append(row, o.Metadata.Project)
 		}
 		row = append(row, o.Metadata.Name)
 		for _, c := range info.Columns {
 			row = append(row, columnValue(o, c.Path))
 		}
-		row = append(row, fmt.Sprint(o.Metadata.Revision), age(o.Metadata.CreatedAt))
+		row = append(row, fmt.Sprint(o.Metadata.Revision), Age(o.Metadata.CreatedAt))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
@@ -118,8 +144,8 @@ func columnValue(o api.Object, path string) string {
 	}
 }
 
-// age renders a duration since t the way operators read it: 45s, 12m, 3h, 5d.
-func age(t *time.Time) string {
+// Age renders a duration since t the way operators read it: 45s, 12m, 3h, 5d.
+func Age(t *time.Time) string {
 	if t == nil {
 		return "-"
 	}
@@ -133,4 +159,18 @@ func age(t *time.Time) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// HumanBytes renders a size as operators read it.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
