@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 func TestDefragDue(t *testing.T) {
@@ -139,7 +141,7 @@ func TestDefragPolicy(t *testing.T) {
 				// The member may defragment as soon as the free pages
 				// show, so do not wait to see them: the file grew past
 				// 12 MiB and must end up far smaller.
-				waitFor(t, 20*time.Second, "a defragmentation", func() bool { return m.srv.DefragStats().Runs >= 1 })
+				testkit.Eventually(t, 20*time.Second, "a defragmentation", func() bool { return m.srv.DefragStats().Runs >= 1 })
 				after := mustStatus(t, m)
 				ds := m.srv.DefragStats()
 				t.Logf("db size now %d (in use %d); reclaimed %d bytes in %s", after.DBSizeBytes, after.DBSizeInUseBytes, ds.ReclaimedBytes, ds.LastDuration)
@@ -162,7 +164,7 @@ func TestDefragPolicy(t *testing.T) {
 			}
 			// The free pages show once the backend commits.
 			var before Status
-			waitFor(t, 20*time.Second, "free pages after the compaction", func() bool {
+			testkit.Eventually(t, 20*time.Second, "free pages after the compaction", func() bool {
 				before = mustStatus(t, m)
 				if before.DBSizeBytes-before.DBSizeInUseBytes >= 8<<20 {
 					return true
@@ -267,7 +269,7 @@ func TestDefragLockSerializesMembers(t *testing.T) {
 	churn(t, c, "/churn")
 
 	var last time.Time
-	waitFor(t, 60*time.Second, "every member to defragment", func() bool {
+	testkit.Eventually(t, 60*time.Second, "every member to defragment", func() bool {
 		for name, m := range members {
 			if ds := m.srv.DefragStats(); ds.Runs < 1 {
 				if time.Since(last) > 5*time.Second {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -14,6 +13,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // testLogger discards logs unless CHAINFIRE_TEST_LOG is set (then etcd's
@@ -26,26 +27,6 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// freePorts returns n distinct loopback TCP ports that were free a moment
-// ago (held open together so they differ).
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // memberSpec is one member of a test cluster.
 type memberSpec struct {
 	name                 string
@@ -54,7 +35,7 @@ type memberSpec struct {
 }
 
 func specs(t *testing.T, scheme string, names ...string) []memberSpec {
-	ports := freePorts(t, 2*len(names))
+	ports := testkit.FreePorts(t, 2*len(names))
 	out := make([]memberSpec, len(names))
 	for i, n := range names {
 		cp, pp := ports[2*i], ports[2*i+1]
@@ -161,18 +142,6 @@ func (m *member) waitExit(t *testing.T, within time.Duration) error {
 	case <-time.After(within):
 		t.Fatalf("member %s still running after %s", m.srv.cfg.Name, within)
 		return nil
-	}
-}
-
-// waitFor polls cond every 20ms until it holds or within passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

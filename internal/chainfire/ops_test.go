@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestSnapshotSaveRestore: save a snapshot, restore it into a new data
@@ -136,7 +138,7 @@ func TestMemberAddListRemove(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 5*time.Second), "/two", "members"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "/two on the added member", func() bool {
+	testkit.Eventually(t, 20*time.Second, "/two on the added member", func() bool {
 		v, err := getFrom(t, ms[1].clientURL, "/two")
 		return err == nil && v == "members"
 	})
@@ -147,14 +149,14 @@ func TestMemberAddListRemove(t *testing.T) {
 	// etcd counts a member toward quorum only after it has been connected
 	// for a few seconds, so the removal may be refused at first.
 	var removeErr error
-	waitFor(t, 20*time.Second, "the removal of second to be accepted", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the removal of second to be accepted", func() bool {
 		removeErr = MemberRemove(ctxT(t, 5*time.Second), c, "second")
 		return removeErr == nil
 	})
 	if err := second.waitExit(t, 20*time.Second); !errors.Is(err, ErrStopped) {
 		t.Fatalf("removed member's Run = %v, want ErrStopped", err)
 	}
-	waitFor(t, 20*time.Second, "one member left", func() bool {
+	testkit.Eventually(t, 20*time.Second, "one member left", func() bool {
 		l, err := MemberList(ctxT(t, 2*time.Second), c)
 		return err == nil && len(l) == 1
 	})

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 func TestSingleMemberRestartKeepsData(t *testing.T) {
@@ -164,7 +166,7 @@ func TestThreeMemberClusterSurvivesLeaderLoss(t *testing.T) {
 		return ""
 	}
 	var leader string
-	waitFor(t, 10*time.Second, "a leader among a, b, c", func() bool { leader = leaderName(members); return leader != "" })
+	testkit.Eventually(t, 10*time.Second, "a leader among a, b, c", func() bool { leader = leaderName(members); return leader != "" })
 	st, _ := members[leader].srv.Status(ctxT(t, time.Second))
 	if len(st.Members) != 3 {
 		t.Fatalf("leader sees %d members: %+v", len(st.Members), st)
@@ -179,7 +181,7 @@ func TestThreeMemberClusterSurvivesLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range ms {
-		waitFor(t, 20*time.Second, "/replicated on "+s.name, func() bool {
+		testkit.Eventually(t, 20*time.Second, "/replicated on "+s.name, func() bool {
 			v, err := getFrom(t, s.clientURL, "/replicated")
 			return err == nil && v == "1"
 		})
@@ -196,16 +198,16 @@ func TestThreeMemberClusterSurvivesLeaderLoss(t *testing.T) {
 		}
 	}
 	var newLeader string
-	waitFor(t, 10*time.Second, "a new leader among the two survivors", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a new leader among the two survivors", func() bool {
 		newLeader = leaderName(rest)
 		return newLeader != ""
 	})
-	waitFor(t, 15*time.Second, "a write to succeed after the leader closed", func() bool {
+	testkit.Eventually(t, 15*time.Second, "a write to succeed after the leader closed", func() bool {
 		_, err := c.Put(ctxT(t, 2*time.Second), "/after", "2")
 		return err == nil
 	})
 	for n, m := range rest {
-		waitFor(t, 20*time.Second, "/after on "+n, func() bool {
+		testkit.Eventually(t, 20*time.Second, "/after on "+n, func() bool {
 			v, err := getFrom(t, m.srv.cfg.ClientURL, "/after")
 			return err == nil && v == "2"
 		})

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestAutoTLSClusterWithClientCertAuth: three members with TLS on client
@@ -62,7 +63,7 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 10*time.Second), "/tls", "ok"); err != nil {
 		t.Fatalf("put with member client: %v", err)
 	}
-	waitFor(t, 20*time.Second, "/tls on t3 through its client certificate", func() bool {
+	testkit.Eventually(t, 20*time.Second, "/tls on t3 through its client certificate", func() bool {
 		c3, err := members[2].srv.Client()
 		if err != nil {
 			return false

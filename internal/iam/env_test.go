@@ -17,28 +17,11 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
-
-// fakeClock is a settable clock for iam (tokens, caches, rate limits).
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // syncBuffer collects log output from many goroutines.
 type syncBuffer struct {
@@ -80,7 +63,7 @@ type testEnv struct {
 	api    *apiserver.API
 	url    string
 	hc     *http.Client
-	clock  *fakeClock
+	clock  *testkit.Clock
 	logs   *syncBuffer
 	admin  *client.Client // the break-glass token
 	cancel context.CancelFunc
@@ -94,7 +77,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
+	clk := testkit.NewClock(time.Now().UTC().Truncate(time.Second))
 	var issuer string
 	cfg := Config{
 		Node: "test", Issuer: func() string { return issuer }, BootstrapToken: bootstrapToken,
@@ -109,7 +92,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := apiserver.New(st, apiserver.Options{Logger: log, Authenticator: ic, Authorizer: ic.Authorizer(), Auditor: ic.Auditor(),
+	a := apiserver.New(st, apiserver.Options{Logger: log, Now: clk.Now, Authenticator: ic, Authorizer: ic.Authorizer(), Auditor: ic.Auditor(),
 		BookmarkInterval: 50 * time.Millisecond})
 	if err := apiserver.Register(a, "test", apiserver.KindDef[widgetSpec, widgetStatus]{
 		Kind: "Widget", Collection: "widgets", Singular: "widget", Scope: api.ScopeProject}); err != nil {
@@ -255,16 +238,4 @@ func (r response) problem() api.Problem {
 	var p api.Problem
 	_ = json.Unmarshal([]byte(r.body), &p)
 	return p
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

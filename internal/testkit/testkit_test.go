@@ -25,7 +25,7 @@ type recorder struct {
 	failed bool
 }
 
-func (r *recorder) Helper() {}
+func (r *recorder) Helper()      {}
 func (r *recorder) Name() string { return r.TB.Name() }
 func (r *recorder) Fatalf(format string, args ...any) {
 	r.Errorf(format, args...)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // Harness opens stores for the suite.
@@ -776,7 +777,7 @@ func testClose(t *testing.T, h Harness) {
 			}
 		}()
 	}
-	waitUntil(t, "some writes to commit", func() bool { return committed.Load() > 10 })
+	testkit.Eventually(t, 20*time.Second, "some writes to commit", func() bool { return committed.Load() > 10 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -801,16 +802,5 @@ func testClose(t *testing.T, h Harness) {
 	}
 	if err := s.Close(); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
