@@ -8,6 +8,10 @@
 // backing store (for example one flaredb cluster with a namespace per test),
 // as long as nothing else writes while a test runs.
 //
+// RunCrash is the crash suite: a child process writes until SIGKILL, and
+// every write it acknowledged must survive, with a history that replays to
+// the state (crash.go).
+//
 // It owns test scenarios only; it must not depend on any implementation.
 package storetest
 
@@ -790,6 +794,9 @@ func testClose(t *testing.T, h Harness) {
 	}
 	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{PutOp("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Txn: %v", err)
+	}
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{GetOp("a")}}); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("read-only Txn: %v", err)
 	}
 	if _, err := s.Watch(ctx, nil, 0); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Watch: %v", err)
