@@ -207,10 +207,9 @@ func newProxy(t *testing.T, upstreamURL string) *proxy {
 		t.Fatal(err)
 	}
 	p := &proxy{upstream: u.Host, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// restore listens on this address again: testkit's ports are outside
+	// the ephemeral range, so no outgoing connection takes it meanwhile.
+	ln := testkit.Listen(t)
 	p.addr = ln.Addr().String()
 	p.serve(ln)
 	t.Cleanup(p.cut)
