@@ -10,8 +10,10 @@ up:
 test:
 	./scripts/test.sh
 
+# gofmt -l exits 0 even when it lists files: fail on any output.
 vet:
-	gofmt -l . && go vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "files need gofmt:"; echo "$$out"; exit 1; fi
+	go vet ./...
 
 bench-api:
 	./scripts/bench-api.sh

@@ -1,4 +1,4 @@
-package chainfire
+package chainfire_test
 
 import (
 	"context"
@@ -11,6 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/chainfire/chainfiretest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 func TestDefragDue(t *testing.T) {
@@ -33,28 +37,28 @@ func TestDefragDue(t *testing.T) {
 		{8 << 30, 1 << 30, 64 * mib, 50, true},       // large files do not overflow
 	}
 	for _, c := range cases {
-		if got := defragDue(c.size, c.inUse, c.minFree, c.percent); got != c.want {
-			t.Errorf("defragDue(size %d, inUse %d, minFree %d, percent %d) = %v, want %v", c.size, c.inUse, c.minFree, c.percent, got, c.want)
+		if got := chainfire.DefragDue(c.size, c.inUse, c.minFree, c.percent); got != c.want {
+			t.Errorf("chainfire.DefragDue(size %d, inUse %d, minFree %d, percent %d) = %v, want %v", c.size, c.inUse, c.minFree, c.percent, got, c.want)
 		}
 	}
 }
 
 func TestDefaultDefragPolicy(t *testing.T) {
-	d := Default()
+	d := chainfire.Default()
 	if d.DefragInterval != 10*time.Minute || d.DefragMinFreeBytes != 64<<20 || d.DefragMinFreePercent != 50 {
 		t.Fatalf("defaults: interval %s, min free %d, percent %d", d.DefragInterval, d.DefragMinFreeBytes, d.DefragMinFreePercent)
 	}
 	for range 1000 {
-		if j := jitter(10 * time.Minute); j < 9*time.Minute || j > 11*time.Minute {
-			t.Fatalf("jitter(10m) = %s, want within 10%%", j)
+		if j := chainfire.Jitter(10 * time.Minute); j < 9*time.Minute || j > 11*time.Minute {
+			t.Fatalf("chainfire.Jitter(10m) = %s, want within 10%%", j)
 		}
 	}
 }
 
 // defragConfig is a test member checking every second with small
 // thresholds: 1 MiB and 30% free.
-func defragConfig(t *testing.T, m memberSpec, ic []string) Config {
-	c := testConfig(t.TempDir(), m, ic)
+func defragConfig(t *testing.T, m chainfiretest.Spec, ic []string) chainfire.Config {
+	c := chainfiretest.Config(t.TempDir(), m, ic)
 	c.DefragInterval = time.Second
 	c.DefragMinFreeBytes = 1 << 20
 	c.DefragMinFreePercent = 30
@@ -98,9 +102,9 @@ func nudge(t *testing.T, c *clientv3.Client) {
 	}
 }
 
-func mustStatus(t *testing.T, m *member) Status {
+func mustStatus(t *testing.T, m *chainfiretest.Member) chainfire.Status {
 	t.Helper()
-	st, err := m.srv.Status(ctxT(t, time.Second))
+	st, err := m.Server.Status(ctxT(t, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,36 +116,36 @@ func mustStatus(t *testing.T, m *member) Status {
 // it); with thresholds the free space does not reach, or with the policy
 // off, it does not.
 func TestDefragPolicy(t *testing.T) {
-	ms := specs(t, "http", "due", "bytes", "percent", "disabled")
+	ms := chainfiretest.Specs(t, "http", "due", "bytes", "percent", "disabled")
 	type run struct {
 		name   string
-		mutate func(*Config)
+		mutate func(*chainfire.Config)
 		want   bool
 	}
 	runs := []run{
-		{"due", func(*Config) {}, true},
+		{"due", func(*chainfire.Config) {}, true},
 		// About 12 MiB free, below 1 GiB.
-		{"bytes", func(c *Config) { c.DefragMinFreeBytes = 1 << 30 }, false},
+		{"bytes", func(c *chainfire.Config) { c.DefragMinFreeBytes = 1 << 30 }, false},
 		// Never 100% free: keep and etcd's own keys stay.
-		{"percent", func(c *Config) { c.DefragMinFreePercent = 100 }, false},
+		{"percent", func(c *chainfire.Config) { c.DefragMinFreePercent = 100 }, false},
 		// Due, but the policy is off.
-		{"disabled", func(c *Config) { c.DefragInterval = 0 }, false},
+		{"disabled", func(c *chainfire.Config) { c.DefragInterval = 0 }, false},
 	}
 	for i, r := range runs {
 		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := defragConfig(t, ms[i], []string{ms[i].name + "=" + ms[i].peerURL})
+			cfg := defragConfig(t, ms[i], []string{ms[i].Name + "=" + ms[i].PeerURL})
 			r.mutate(&cfg)
-			m := startReady(t, cfg)
-			c := newClient(t, clientv3.Config{Endpoints: []string{ms[i].clientURL}})
+			m := chainfiretest.StartReady(t, cfg)
+			c := newClient(t, clientv3.Config{Endpoints: []string{ms[i].ClientURL}})
 			churn(t, c, "/churn")
 			if r.want {
 				// The member may defragment as soon as the free pages
 				// show, so do not wait to see them: the file grew past
 				// 12 MiB and must end up far smaller.
-				waitFor(t, 20*time.Second, "a defragmentation", func() bool { return m.srv.DefragStats().Runs >= 1 })
+				testkit.Eventually(t, 20*time.Second, "a defragmentation", func() bool { return m.Server.DefragStats().Runs >= 1 })
 				after := mustStatus(t, m)
-				ds := m.srv.DefragStats()
+				ds := m.Server.DefragStats()
 				t.Logf("db size now %d (in use %d); reclaimed %d bytes in %s", after.DBSizeBytes, after.DBSizeInUseBytes, ds.ReclaimedBytes, ds.LastDuration)
 				if after.DBSizeBytes > 2<<20 {
 					t.Fatalf("db size %d after the defragmentation: the free space was not given back", after.DBSizeBytes)
@@ -149,20 +153,21 @@ func TestDefragPolicy(t *testing.T) {
 				if ds.Failures != 0 || ds.ReclaimedBytes < 8<<20 || ds.LastDuration <= 0 {
 					t.Fatalf("stats = %+v", ds)
 				}
-				if v, err := getFrom(t, ms[i].clientURL, "keep"); err != nil || v != "kept" {
+				if v, err := getFrom(t, ms[i].ClientURL, "keep"); err != nil || v != "kept" {
 					t.Fatalf("keep after defragmentation = %q, %v", v, err)
 				}
-				// Below the thresholds now: no second run.
-				time.Sleep(2500 * time.Millisecond)
-				if ds := m.srv.DefragStats(); ds.Runs != 1 {
+				// Below the thresholds now: two more checks, no second run.
+				checks := ds.Checks
+				testkit.Eventually(t, 20*time.Second, "two more checks of the policy", func() bool { return m.Server.DefragStats().Checks >= checks+2 })
+				if ds := m.Server.DefragStats(); ds.Runs != 1 {
 					t.Fatalf("runs = %d after the file shrank, want 1", ds.Runs)
 				}
-				checkDefragMetrics(t, m.srv)
+				checkDefragMetrics(t, m.Server)
 				return
 			}
 			// The free pages show once the backend commits.
-			var before Status
-			waitFor(t, 20*time.Second, "free pages after the compaction", func() bool {
+			var before chainfire.Status
+			testkit.Eventually(t, 20*time.Second, "free pages after the compaction", func() bool {
 				before = mustStatus(t, m)
 				if before.DBSizeBytes-before.DBSizeInUseBytes >= 8<<20 {
 					return true
@@ -170,10 +175,17 @@ func TestDefragPolicy(t *testing.T) {
 				nudge(t, c)
 				return false
 			})
-			// Three checks pass: nothing happens.
-			time.Sleep(3500 * time.Millisecond)
+			if cfg.DefragInterval > 0 {
+				// Three checks of the free pages pass: nothing happens.
+				checks := m.Server.DefragStats().Checks
+				testkit.Eventually(t, 20*time.Second, "three checks of the policy", func() bool { return m.Server.DefragStats().Checks >= checks+3 })
+			} else {
+				// The policy is off: no loop runs, so there are no checks
+				// to count. Give it the time three checks would take.
+				time.Sleep(3500 * time.Millisecond)
+			}
 			after := mustStatus(t, m)
-			if ds := m.srv.DefragStats(); ds.Runs != 0 || ds.Failures != 0 {
+			if ds := m.Server.DefragStats(); ds.Runs != 0 || ds.Failures != 0 || (cfg.DefragInterval <= 0 && ds.Checks != 0) {
 				t.Fatalf("defragmented below the thresholds: %+v", ds)
 			}
 			if after.DBSizeBytes < before.DBSizeBytes {
@@ -184,7 +196,7 @@ func TestDefragPolicy(t *testing.T) {
 }
 
 // checkDefragMetrics checks the collector reports one defragmentation.
-func checkDefragMetrics(t *testing.T, srv *Server) {
+func checkDefragMetrics(t *testing.T, srv *chainfire.Server) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(srv.Collector())
@@ -214,22 +226,22 @@ func checkDefragMetrics(t *testing.T, srv *Server) {
 // and every member gets its turn. The leader hands its leadership over
 // first.
 func TestDefragLockSerializesMembers(t *testing.T) {
-	ms := specs(t, "http", "a", "b", "c")
-	ic := initialCluster(ms)
+	ms := chainfiretest.Specs(t, "http", "a", "b", "c")
+	ic := chainfiretest.InitialCluster(ms)
 	var (
 		active, maxActive atomic.Int32
 		mu                sync.Mutex
 		order             []string
 		leaderAtHook      = map[string]bool{}
 	)
-	members := map[string]*member{}
+	members := map[string]*chainfiretest.Member{}
 	for _, s := range ms {
 		cfg := defragConfig(t, s, ic)
-		srv, err := New(cfg, testLogger())
+		srv, err := chainfire.New(cfg, chainfiretest.Logger())
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.defragHook = func(lockCtx context.Context) {
+		chainfire.SetDefragHook(srv, func(lockCtx context.Context) {
 			n := active.Add(1)
 			for {
 				m := maxActive.Load()
@@ -249,30 +261,26 @@ func TestDefragLockSerializesMembers(t *testing.T) {
 			case <-lockCtx.Done():
 			}
 			active.Add(-1)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		m := &member{srv: srv, cancel: cancel, done: make(chan error, 1)}
-		go func() { m.done <- srv.Run(ctx) }()
-		t.Cleanup(func() { m.stop(t) })
-		members[s.name] = m
+		})
+		members[s.Name] = chainfiretest.Run(t, srv)
 	}
 	for _, m := range members {
-		m.waitReady(t)
+		m.WaitReady(t)
 	}
 	var eps []string
 	for _, s := range ms {
-		eps = append(eps, s.clientURL)
+		eps = append(eps, s.ClientURL)
 	}
 	c := newClient(t, clientv3.Config{Endpoints: eps})
 	churn(t, c, "/churn")
 
 	var last time.Time
-	waitFor(t, 60*time.Second, "every member to defragment", func() bool {
+	testkit.Eventually(t, 60*time.Second, "every member to defragment", func() bool {
 		for name, m := range members {
-			if ds := m.srv.DefragStats(); ds.Runs < 1 {
+			if ds := m.Server.DefragStats(); ds.Runs < 1 {
 				if time.Since(last) > 5*time.Second {
 					last = time.Now()
-					st, _ := m.srv.Status(context.Background())
+					st, _ := m.Server.Status(context.Background())
 					t.Logf("waiting for %s: stats %+v, db size %d, in use %d", name, ds, st.DBSizeBytes, st.DBSizeInUseBytes)
 				}
 				return false
@@ -287,7 +295,7 @@ func TestDefragLockSerializesMembers(t *testing.T) {
 		t.Fatalf("%d members defragmented at once, want 1", got)
 	}
 	for name, m := range members {
-		ds := m.srv.DefragStats()
+		ds := m.Server.DefragStats()
 		if ds.Runs != 1 || ds.Failures != 0 || ds.ReclaimedBytes <= 0 {
 			t.Errorf("%s: stats %+v", name, ds)
 		}
@@ -295,7 +303,7 @@ func TestDefragLockSerializesMembers(t *testing.T) {
 			t.Errorf("%s was still the leader when it defragmented; it should hand leadership over first", name)
 		}
 	}
-	if v, err := getFrom(t, ms[0].clientURL, "keep"); err != nil || v != "kept" {
+	if v, err := getFrom(t, ms[0].ClientURL, "keep"); err != nil || v != "kept" {
 		t.Fatalf("keep after defragmentation = %q, %v", v, err)
 	}
 }

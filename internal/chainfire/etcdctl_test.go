@@ -1,4 +1,4 @@
-package chainfire
+package chainfire_test
 
 import (
 	"bufio"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/chainfire/chainfiretest"
 )
 
 // etcdctlPath finds Debian's etcdctl (package etcd-client). Without it the
@@ -28,9 +30,9 @@ func etcdctlPath(t *testing.T) string {
 // 3.4) puts, gets and watches against a chainfire member.
 func TestEtcdctlAgainstChainfire(t *testing.T) {
 	bin := etcdctlPath(t)
-	ms := specs(t, "http", "ctl")
-	startReady(t, testConfig(t.TempDir(), ms[0], nil))
-	endpoints := "--endpoints=" + ms[0].clientURL
+	ms := chainfiretest.Specs(t, "http", "ctl")
+	chainfiretest.StartReady(t, chainfiretest.Config(t.TempDir(), ms[0], nil))
+	endpoints := "--endpoints=" + ms[0].ClientURL
 
 	run := func(args ...string) string {
 		t.Helper()

@@ -1,4 +1,4 @@
-package chainfire
+package chainfire_test
 
 import (
 	"errors"
@@ -10,15 +10,18 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/chainfire/chainfiretest"
 	"github.com/ultracloud/ultracloud/internal/chainfire/client"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestSnapshotSaveRestore: save a snapshot, restore it into a new data
 // directory for a new cluster, start it: the data is identical.
 func TestSnapshotSaveRestore(t *testing.T) {
-	ms := specs(t, "http", "src")
-	src := startReady(t, testConfig(t.TempDir(), ms[0], nil))
-	c, err := src.srv.Client()
+	ms := chainfiretest.Specs(t, "http", "src")
+	src := chainfiretest.StartReady(t, chainfiretest.Config(t.TempDir(), ms[0], nil))
+	c, err := src.Server.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,23 +53,23 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*part*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
-	src.stop(t)
+	src.Stop(t)
 
 	// Restore as member "dst" of a new one-member cluster.
-	ns := specs(t, "http", "dst")
+	ns := chainfiretest.Specs(t, "http", "dst")
 	dataDir := filepath.Join(t.TempDir(), "restored")
-	ic := initialCluster(ns)
-	if err := SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); err != nil {
+	ic := chainfiretest.InitialCluster(ns)
+	if err := chainfire.SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); err != nil {
 		t.Fatal(err)
 	}
 	// Restoring over a used directory is refused.
-	if err := SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); !errors.Is(err, ErrSnapshot) {
+	if err := chainfire.SnapshotRestore(path, dataDir, "dst", ic, "restored-token"); !errors.Is(err, chainfire.ErrSnapshot) {
 		t.Fatalf("restore into non-empty dir: %v", err)
 	}
-	cfg := testConfig(dataDir, ns[0], ic)
+	cfg := chainfiretest.Config(dataDir, ns[0], ic)
 	cfg.ClusterToken = "restored-token"
-	dst := startReady(t, cfg)
-	c2, err := dst.srv.Client()
+	dst := chainfiretest.StartReady(t, cfg)
+	c2, err := dst.Server.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +94,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("restored revision %d < snapshot revision %d", resp.Header.Revision, info.Revision)
 	}
 	// The restored directory is guarded for its new cluster.
-	rec, ok, err := readGuard(dataDir)
+	rec, ok, err := chainfire.ReadGuard(dataDir)
 	if err != nil || !ok || rec.ClusterToken != "restored-token" || rec.MemberName != "dst" || rec.ClusterID == "" {
 		t.Fatalf("guard after restore and start: %+v %v %v", rec, ok, err)
 	}
@@ -101,32 +104,32 @@ func TestSnapshotSaveRestore(t *testing.T) {
 // client.MemberAdd, then removes the new member again; the removed member's Run
 // ends with ErrStopped.
 func TestMemberAddListRemove(t *testing.T) {
-	ms := specs(t, "http", "first", "second")
-	first := startReady(t, testConfig(t.TempDir(), ms[0], nil))
-	c, err := first.srv.Client()
+	ms := chainfiretest.Specs(t, "http", "first", "second")
+	first := chainfiretest.StartReady(t, chainfiretest.Config(t.TempDir(), ms[0], nil))
+	c, err := first.Server.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 
-	if _, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "first", ms[1].peerURL); !errors.Is(err, client.ErrMemberExists) {
+	if _, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "first", ms[1].PeerURL); !errors.Is(err, client.ErrMemberExists) {
 		t.Fatalf("adding a taken name: %v", err)
 	}
 	if _, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "second", "not-a-url"); err == nil {
 		t.Fatal("adding a bad peer URL succeeded")
 	}
-	added, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "second", ms[1].peerURL)
+	added, err := client.MemberAdd(ctxT(t, 5*time.Second), c, "second", ms[1].PeerURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantIC := []string{"first=" + ms[0].peerURL, "second=" + ms[1].peerURL}
+	wantIC := []string{"first=" + ms[0].PeerURL, "second=" + ms[1].PeerURL}
 	if fmt.Sprint(added.InitialCluster) != fmt.Sprint(wantIC) || added.ID == "" {
 		t.Fatalf("added = %+v, want initial cluster %v", added, wantIC)
 	}
 
-	cfg := testConfig(t.TempDir(), ms[1], added.InitialCluster)
-	cfg.InitialState = StateExisting
-	second := startReady(t, cfg)
+	cfg := chainfiretest.Config(t.TempDir(), ms[1], added.InitialCluster)
+	cfg.InitialState = chainfire.StateExisting
+	second := chainfiretest.StartReady(t, cfg)
 
 	list, err := client.MemberList(ctxT(t, 5*time.Second), c)
 	if err != nil {
@@ -138,8 +141,8 @@ func TestMemberAddListRemove(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 5*time.Second), "/two", "members"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "/two on the added member", func() bool {
-		v, err := getFrom(t, ms[1].clientURL, "/two")
+	testkit.Eventually(t, 20*time.Second, "/two on the added member", func() bool {
+		v, err := getFrom(t, ms[1].ClientURL, "/two")
 		return err == nil && v == "members"
 	})
 
@@ -149,14 +152,14 @@ func TestMemberAddListRemove(t *testing.T) {
 	// etcd counts a member toward quorum only after it has been connected
 	// for a few seconds, so the removal may be refused at first.
 	var removeErr error
-	waitFor(t, 20*time.Second, "the removal of second to be accepted", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the removal of second to be accepted", func() bool {
 		removeErr = client.MemberRemove(ctxT(t, 5*time.Second), c, "second")
 		return removeErr == nil
 	})
-	if err := second.waitExit(t, 20*time.Second); !errors.Is(err, ErrStopped) {
+	if err := second.WaitExit(t, 20*time.Second); !errors.Is(err, chainfire.ErrStopped) {
 		t.Fatalf("removed member's Run = %v, want ErrStopped", err)
 	}
-	waitFor(t, 20*time.Second, "one member left", func() bool {
+	testkit.Eventually(t, 20*time.Second, "one member left", func() bool {
 		l, err := client.MemberList(ctxT(t, 2*time.Second), c)
 		return err == nil && len(l) == 1
 	})

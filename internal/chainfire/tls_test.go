@@ -1,4 +1,4 @@
-package chainfire
+package chainfire_test
 
 import (
 	"context"
@@ -14,7 +14,10 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/chainfire/chainfiretest"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestAutoTLSClusterWithClientCertAuth: three members with TLS on client
@@ -22,28 +25,28 @@ import (
 // authentication; a client without a certificate is refused.
 func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	caDir := t.TempDir()
-	caCert, caKey, err := GenerateCA(caDir, "test CA")
+	caCert, caKey, err := chainfire.GenerateCA(caDir, "test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms := specs(t, "https", "t1", "t2", "t3")
-	ic := initialCluster(ms)
-	var members []*member
+	ms := chainfiretest.Specs(t, "https", "t1", "t2", "t3")
+	ic := chainfiretest.InitialCluster(ms)
+	var members []*chainfiretest.Member
 	var dirs []string
 	for _, s := range ms {
 		dir := t.TempDir()
 		dirs = append(dirs, dir)
-		cfg := testConfig(dir, s, ic)
+		cfg := chainfiretest.Config(dir, s, ic)
 		cfg.AllowPlaintext = false
-		cfg.TLS = TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey, ClientCertAuth: true}
-		members = append(members, start(t, cfg))
+		cfg.TLS = chainfire.TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey, ClientCertAuth: true}
+		members = append(members, chainfiretest.Start(t, cfg))
 	}
 	for _, m := range members {
-		m.waitReady(t)
+		m.WaitReady(t)
 	}
 
 	// Keys and certificates are private to the owner.
-	for _, p := range []string{caCert, caKey, filepath.Join(dirs[0], "tls", memberCertName), filepath.Join(dirs[0], "tls", memberKeyName)} {
+	for _, p := range []string{caCert, caKey, filepath.Join(dirs[0], "tls", chainfire.MemberCertName), filepath.Join(dirs[0], "tls", chainfire.MemberKeyName)} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -54,7 +57,7 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	}
 
 	// The in-process client (member certificate) works.
-	c, err := members[0].srv.Client()
+	c, err := members[0].Server.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +65,8 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	if _, err := c.Put(ctxT(t, 10*time.Second), "/tls", "ok"); err != nil {
 		t.Fatalf("put with member client: %v", err)
 	}
-	waitFor(t, 20*time.Second, "/tls on t3 through its client certificate", func() bool {
-		c3, err := members[2].srv.Client()
+	testkit.Eventually(t, 20*time.Second, "/tls on t3 through its client certificate", func() bool {
+		c3, err := members[2].Server.Client()
 		if err != nil {
 			return false
 		}
@@ -77,7 +80,7 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	pem, _ := os.ReadFile(caCert)
 	pool.AppendCertsFromPEM(pem)
 	noCert := newClient(t, clientv3.Config{
-		Endpoints:   []string{ms[0].clientURL},
+		Endpoints:   []string{ms[0].ClientURL},
 		TLS:         &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		DialTimeout: 2 * time.Second,
 	})
@@ -89,23 +92,23 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	}
 	t.Logf("client without certificate: %v", err)
 	// The refusal is the TLS handshake's: certificate required.
-	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ms[0].clientPort), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ms[0].ClientPort), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}})
 	if err == nil {
 		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 		_, err = conn.Read(make([]byte, 1))
 		conn.Close()
 	}
-	if !contains(err, "certificate required") {
+	if !chainfire.ErrorContains(err, "certificate required") {
 		t.Fatalf("raw TLS connection without a certificate: err = %v, want certificate required", err)
 	}
 
 	// A certificate from another CA is refused as well.
 	otherDir := t.TempDir()
-	otherCA, otherKey, err := GenerateCA(otherDir, "other CA")
+	otherCA, otherKey, err := chainfire.GenerateCA(otherDir, "other CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, key, err := issueMemberCert(otherCA, otherKey, otherDir, "intruder", nil)
+	cert, key, err := chainfire.IssueMemberCert(otherCA, otherKey, otherDir, "intruder", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +116,7 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongCA := newClient(t, clientv3.Config{Endpoints: []string{ms[0].clientURL}, TLS: tlsCfg, DialTimeout: 2 * time.Second})
+	wrongCA := newClient(t, clientv3.Config{Endpoints: []string{ms[0].ClientURL}, TLS: tlsCfg, DialTimeout: 2 * time.Second})
 	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
 	_, err = wrongCA.Put(ctx, "/tls", "intruder")
 	cancel()
@@ -132,17 +135,17 @@ func TestAutoTLSClusterWithClientCertAuth(t *testing.T) {
 // given makes its own CA in dataDir/tls and serves https.
 func TestAutoTLSCreatesCAInDataDir(t *testing.T) {
 	dir := t.TempDir()
-	ms := specs(t, "https", "lone")
-	cfg := testConfig(dir, ms[0], nil)
+	ms := chainfiretest.Specs(t, "https", "lone")
+	cfg := chainfiretest.Config(dir, ms[0], nil)
 	cfg.AllowPlaintext = false
 	cfg.TLS.Auto = true
-	m := startReady(t, cfg)
-	for _, name := range []string{caCertName, caKeyName, memberCertName, memberKeyName} {
+	m := chainfiretest.StartReady(t, cfg)
+	for _, name := range []string{chainfire.CACertName, chainfire.CAKeyName, chainfire.MemberCertName, chainfire.MemberKeyName} {
 		if fi, err := os.Stat(filepath.Join(dir, "tls", name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", name, fi, err)
 		}
 	}
-	c, err := m.srv.Client()
+	c, err := m.Server.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,10 +157,10 @@ func TestAutoTLSCreatesCAInDataDir(t *testing.T) {
 	// A renewed certificate (what keepCertsRenewed does once two thirds
 	// of the validity have passed) is served from the next handshake on:
 	// etcd reads the files at every handshake.
-	certFile := filepath.Join(dir, "tls", memberCertName)
+	certFile := filepath.Join(dir, "tls", chainfire.MemberCertName)
 	served := func() string {
 		t.Helper()
-		pool, err := pki.LoadPool(filepath.Join(dir, "tls", caCertName))
+		pool, err := pki.LoadPool(filepath.Join(dir, "tls", chainfire.CACertName))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +190,7 @@ func TestAutoTLSCreatesCAInDataDir(t *testing.T) {
 	if due, _, err := pki.RenewalDue(certFile, time.Now().Add(pki.MemberValidity*3/4)); err != nil || !due {
 		t.Fatalf("renewal not due after three quarters of the validity: %v %v", due, err)
 	}
-	if _, _, _, err := m.srv.issueAutoCert(); err != nil {
+	if _, _, _, err := chainfire.IssueAutoCert(m.Server); err != nil {
 		t.Fatal(err)
 	}
 	if renewed := inFile(); renewed == first || served() != renewed {

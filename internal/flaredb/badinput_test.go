@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"bytes"
@@ -9,20 +9,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestBadInputWritesNothing sends oversize and malformed requests straight
 // to a member (bypassing the client's own checks) and checks each is
 // refused with the right code and that nothing was written.
 func TestBadInputWritesNothing(t *testing.T) {
-	c := newTestCluster(t, 3, nil)
-	c.startAll()
-	leader := c.waitLeader()
-	addr := c.members[leader].apiAddr
-	cl := c.client()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
+	leader := c.WaitLeader()
+	addr := c.Members[leader].APIAddr
+	cl := c.Client()
 	ctx := context.Background()
 	before, _, err := cl.Revision(ctx, false)
 	if err != nil {
@@ -72,7 +74,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"watch bad prefix", wire.PathWatch, (&wire.WatchRequest{Prefix: bigKey}).Encode(), nil, 400, wire.CodeKeyTooLarge},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			status, out := rawPost(t, addr, tc.path, c.clusterID, tc.body, tc.headers)
+			status, out := rawPost(t, addr, tc.path, c.ID, tc.body, tc.headers)
 			we, err := wire.DecodeError(out)
 			if err != nil {
 				t.Fatalf("status %d, undecodable error body %q: %v", status, out, err)
@@ -126,16 +128,15 @@ func httpGet(t *testing.T, addr, path string) int {
 // cluster are refused by the API and by the Raft transport handshake, and
 // nothing changes in the cluster.
 func TestWrongClusterRefused(t *testing.T) {
-	c := newTestCluster(t, 3, nil)
-	c.startAll()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
 	ctx := context.Background()
-	before, err := c.members[0].srv.Status()
+	before, err := c.Members[0].Server.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A client of another cluster gets a clear, non-retried error.
-	wrong, err := client.New(client.Config{Endpoints: []string{c.members[0].apiAddr}, ClusterID: "another", RequestTimeout: 5 * time.Second})
+	wrong, err := client.New(client.Config{Endpoints: []string{c.Members[0].APIAddr}, ClusterID: "another", RequestTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,30 +151,30 @@ func TestWrongClusterRefused(t *testing.T) {
 
 	// A member of another cluster that lists m0 as a fellow voter tries to
 	// win an election through it: the handshake refuses every connection.
-	intruder := newTestCluster(t, 1, nil)
-	intruder.clusterID = "another"
-	voters := []Peer{
-		{ID: intruder.members[0].id + "-x", RaftAddress: intruder.members[0].raftAddr, APIAddress: intruder.members[0].apiAddr},
-		{ID: c.members[0].id, RaftAddress: c.members[0].raftAddr, APIAddress: c.members[0].apiAddr},
-		{ID: c.members[1].id, RaftAddress: c.members[1].raftAddr, APIAddress: c.members[1].apiAddr},
+	intruder := flaredbtest.New(t, 1, flaredbtest.Options{})
+	intruder.ID = "another"
+	voters := []flaredb.Peer{
+		{ID: intruder.Members[0].ID + "-x", RaftAddress: intruder.Members[0].RaftAddr, APIAddress: intruder.Members[0].APIAddr},
+		{ID: c.Members[0].ID, RaftAddress: c.Members[0].RaftAddr, APIAddress: c.Members[0].APIAddr},
+		{ID: c.Members[1].ID, RaftAddress: c.Members[1].RaftAddr, APIAddress: c.Members[1].APIAddr},
 	}
-	cfg := intruder.config(0, voters, nil)
+	cfg := intruder.Config(0, voters, nil)
 	cfg.ID = voters[0].ID
-	intruder.startWith(0, cfg)
-	waitFor(t, "m0 to refuse the intruder's connections", 20*time.Second, func() bool {
-		return c.members[0].srv.Stats().RefusedPeers > 0
+	intruder.StartWith(0, cfg)
+	testkit.Eventually(t, 20*time.Second, "m0 to refuse the intruder's connections", func() bool {
+		return c.Members[0].Server.Stats().RefusedPeers > 0
 	})
-	if _, err := wrong.Status(ctx, c.members[1].apiAddr); !errors.Is(err, wire.ErrWrongCluster) {
+	if _, err := wrong.Status(ctx, c.Members[1].APIAddr); !errors.Is(err, wire.ErrWrongCluster) {
 		t.Fatalf("status with a wrong cluster ID: %v", err)
 	}
-	intruder.stop(0)
+	intruder.Stop(0)
 
-	after, err := c.members[0].srv.Status()
+	after, err := c.Members[0].Server.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.Term != before.Term || after.Revision != before.Revision || len(after.Members) != 3 {
 		t.Fatalf("cluster changed: before %+v after %+v", before, after)
 	}
-	writeKeys(t, c.client(), "still-fine", 3)
+	writeKeys(t, c.Client(), "still-fine", 3)
 }

@@ -1,15 +1,19 @@
-package flaredb
+package flaredb_test
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestBatchedCallsThroughOneClient drives one client from many goroutines,
@@ -19,22 +23,36 @@ import (
 // linearizable reads), and the final state must hold every acknowledged
 // write.
 func TestBatchedCallsThroughOneClient(t *testing.T) {
-	c := newTestCluster(t, 3, fastConfig)
-	c.startAll()
-	leader := c.waitLeader()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
+	leader := c.WaitLeader()
 	follower := (leader + 1) % 3
 	// Start at a follower: the first write learns the leader from it.
-	cl := c.client(follower, leader)
+	cl := c.Client(follower, leader)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	const writers, rounds = 24, 40
 	acked := make([][][]byte, writers)
+	var ackedN, ackedAfter atomic.Int64
+	// The writers stop at three quarters of their rounds until leadership
+	// has moved (the transfer starts after a quarter of the writes), so the
+	// change happens while writes are in flight and some come after it.
+	moved := make(chan struct{})
+	var closeMoved sync.Once
+	defer closeMoved.Do(func() { close(moved) }) // if the test fails first
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	errs := make(chan error, writers)
 	for w := range writers {
 		wg.Go(func() {
 			for i := range rounds {
+				if i == rounds*3/4 {
+					select {
+					case <-moved:
+					case <-ctx.Done():
+						return
+					}
+				}
 				key := fmt.Appendf(nil, "batch/%02d/%03d", w, i)
 				val := fmt.Appendf(nil, "v%d-%d", w, i)
 				_, err := cl.Txn(ctx, "", wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: key, Value: val}}})
@@ -45,6 +63,9 @@ func TestBatchedCallsThroughOneClient(t *testing.T) {
 					continue
 				}
 				acked[w] = append(acked[w], key)
+				if ackedN.Add(1); i >= rounds*3/4 {
+					ackedAfter.Add(1)
+				}
 				kv, found, _, err := cl.Get(ctx, "", key, client.ReadOptions{})
 				if err != nil {
 					continue
@@ -56,11 +77,17 @@ func TestBatchedCallsThroughOneClient(t *testing.T) {
 			}
 		})
 	}
-	// Move leadership while the writers run.
-	time.Sleep(200 * time.Millisecond)
-	if err := c.members[leader].srv.TransferLeadership(ctx, ""); err != nil {
-		t.Logf("transfer: %v", err)
-	}
+	// Move leadership while the writers run, and see that it moved.
+	testkit.Eventually(t, 30*time.Second, "a quarter of the writes", func() bool { return ackedN.Load() >= writers*rounds/4 })
+	old := c.Members[leader]
+	testkit.EventuallyErr(t, 30*time.Second, "leadership to move from "+old.ID, func() error {
+		if !old.Server.Leading() {
+			return nil
+		}
+		return old.Server.TransferLeadership(ctx, "")
+	})
+	testkit.Eventually(t, 30*time.Second, "a new leader other than "+old.ID, func() bool { return c.WaitLeader() != leader })
+	closeMoved.Do(func() { close(moved) })
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -78,6 +105,9 @@ func TestBatchedCallsThroughOneClient(t *testing.T) {
 	if n < writers*rounds/2 {
 		t.Errorf("only %d of %d writes acknowledged", n, writers*rounds)
 	}
+	if ackedAfter.Load() == 0 {
+		t.Errorf("no write acknowledged after the leader change")
+	}
 }
 
 // TestConcurrentWritesShareEntries checks group commit: with one entry in
@@ -85,10 +115,9 @@ func TestBatchedCallsThroughOneClient(t *testing.T) {
 // next one, so many concurrent writers need far fewer entries (and fsyncs)
 // than writes. Every write must still get its own result.
 func TestConcurrentWritesShareEntries(t *testing.T) {
-	c := newTestCluster(t, 3, fastConfig)
-	c.startAll()
-	srv := c.members[c.waitLeader()].srv
-	nd := srv.node.Load()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
+	srv := c.Members[c.WaitLeader()].Server
+	propose := flaredb.Proposer(srv)
 	before := srv.Stats()
 	const writers, rounds = 48, 25
 	var wg sync.WaitGroup
@@ -97,7 +126,7 @@ func TestConcurrentWritesShareEntries(t *testing.T) {
 		wg.Go(func() {
 			for i := range rounds {
 				txn := wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: wire.RawKey("", fmt.Appendf(nil, "share/%02d/%02d", w, i)), Value: []byte("v")}}}
-				res, err := nd.propose(context.Background(), txn, 64)
+				res, err := propose(context.Background(), txn, 64)
 				if err != nil {
 					errs <- fmt.Errorf("writer %d write %d: %w", w, i, err)
 					return

@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
@@ -23,17 +25,16 @@ import (
 // members and clients share this machine's CPUs, so the numbers are a
 // floor for a real 3-node cluster.
 func BenchmarkCluster(b *testing.B) {
-	c := newTestCluster(b, 3, func(cfg *Config) {
+	c := flaredbtest.StartCluster(b, 3, flaredbtest.Options{Tweak: func(cfg *flaredb.Config) {
 		cfg.HeartbeatTimeout = time.Second
 		cfg.ElectionTimeout = time.Second
 		cfg.LeaderLeaseTimeout = 500 * time.Millisecond
 		cfg.CommitTimeout = 10 * time.Millisecond
 		cfg.RequestTimeout = 10 * time.Second
-	})
-	c.startAll()
+	}})
 	const keys = 10_000
 	value := make([]byte, 256)
-	loader := c.client()
+	loader := c.Client()
 	ctx := context.Background()
 	for i := 0; i < keys; i += 100 {
 		ops := make([]wire.Op, 0, 100)
@@ -44,7 +45,7 @@ func BenchmarkCluster(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	leader := c.waitLeader()
+	leader := c.WaitLeader()
 
 	// read: readers spread over all members; read-leader: all at the leader.
 	for _, op := range []string{"write", "read", "read-leader"} {
@@ -57,12 +58,12 @@ func BenchmarkCluster(b *testing.B) {
 					if op == "read-leader" {
 						idx = []int{leader}
 					}
-					cls[i] = c.client(idx...)
+					cls[i] = c.Client(idx...)
 					if _, _, _, err := cls[i].Get(ctx, "", []byte("bench/000000"), client.ReadOptions{}); err != nil {
 						b.Fatal(err)
 					}
 				}
-				before := c.members[leader].srv.Stats()
+				before := c.Members[leader].Server.Stats()
 				var next atomic.Int64
 				lat := make([][]time.Duration, clients)
 				var wg sync.WaitGroup
@@ -110,7 +111,7 @@ func BenchmarkCluster(b *testing.B) {
 				b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
 				b.ReportMetric(float64(all[len(all)*50/100].Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(all[min(len(all)*99/100, len(all)-1)].Microseconds())/1000, "p99-ms")
-				after := c.members[leader].srv.Stats()
+				after := c.Members[leader].Server.Stats()
 				if op == "write" && after.Entries > before.Entries {
 					b.ReportMetric(float64(after.Proposals-before.Proposals)/float64(after.Entries-before.Entries), "txns/entry")
 				}
@@ -131,14 +132,13 @@ func BenchmarkPropose(b *testing.B) {
 	for _, members := range []int{1, 3} {
 		for _, writers := range []int{1, 64} {
 			b.Run(fmt.Sprintf("members=%d/writers=%d", members, writers), func(b *testing.B) {
-				c := newTestCluster(b, members, func(cfg *Config) {
+				c := flaredbtest.StartCluster(b, members, flaredbtest.Options{Tweak: func(cfg *flaredb.Config) {
 					cfg.HeartbeatTimeout = time.Second
 					cfg.ElectionTimeout = time.Second
 					cfg.LeaderLeaseTimeout = 500 * time.Millisecond
-				})
-				c.startAll()
-				srv := c.members[c.waitLeader()].srv
-				nd := srv.node.Load()
+				}})
+				srv := c.Members[c.WaitLeader()].Server
+				propose := flaredb.Proposer(srv)
 				value := make([]byte, 256)
 				var next atomic.Int64
 				var wg sync.WaitGroup
@@ -154,7 +154,7 @@ func BenchmarkPropose(b *testing.B) {
 								return
 							}
 							txn := wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: wire.RawKey("", fmt.Appendf(nil, "w/%d/%d", w, i)), Value: value}}}
-							if _, err := nd.propose(context.Background(), txn, 300); err != nil {
+							if _, err := propose(context.Background(), txn, 300); err != nil {
 								b.Error(err)
 								return
 							}

@@ -1,7 +1,6 @@
 package flaredb
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,21 +206,5 @@ func TestConfigValidateClient(t *testing.T) {
 	}
 	if _, err := pki.ClientConfig(files.CAFile, files.CertFile, files.KeyFile); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestDataDirGuard(t *testing.T) {
-	c := newTestCluster(t, 1, nil)
-	c.startAll()
-	c.stop(0)
-	cfg := c.config(0, c.voters(), nil)
-	cfg.ClusterID = "other"
-	srv, err := New(cfg, Options{RaftListener: freeListener(t, c.members[0].raftAddr), APIListener: freeListener(t, c.members[0].apiAddr)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = srv.Run(t.Context())
-	if !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "flaredb.clusterID") {
-		t.Fatalf("Run with another cluster's data dir: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
@@ -26,11 +27,10 @@ func BenchmarkLocalPutGet(b *testing.B) {
 }
 
 func benchLocalPutGet(b *testing.B, watchers int) {
-	c := newTestCluster(b, 1, nil)
-	c.startAll()
-	m := c.members[0]
-	cl, err := client.New(client.Config{Endpoints: []string{m.apiAddr}, ClusterID: c.clusterID, RequestTimeout: 20 * time.Second,
-		Local: m.srv.Call, LocalWatch: m.srv.Watch, LocalEndpoint: m.apiAddr})
+	c := flaredbtest.StartCluster(b, 1, flaredbtest.Options{})
+	m := c.Members[0]
+	cl, err := client.New(client.Config{Endpoints: []string{m.APIAddr}, ClusterID: c.ID, RequestTimeout: 20 * time.Second,
+		Local: m.Server.Call, LocalWatch: m.Server.Watch, LocalEndpoint: m.APIAddr})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -64,6 +64,19 @@ func (s *Server) Status() (Status, error) {
 	return n.status(), nil
 }
 
+// Leading reports whether this member is the leader and has established
+// its leadership in the current term (committed an entry of the term), so
+// it serves linearizable reads and expires keys: the moment a fresh leader
+// is of use, which Status alone does not show.
+func (s *Server) Leading() bool {
+	n := s.node.Load()
+	if n == nil {
+		return false
+	}
+	term, _ := n.lead.get()
+	return n.raft.State() == raft.Leader && term != 0 && term == n.raft.CurrentTerm()
+}
+
 func (n *node) status() wire.Status {
 	st := wire.Status{
 		ID: n.cfg.ID, ClusterID: n.cfg.ClusterID, State: n.raft.State().String(),

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestReadIndexPeerErrorIsRetryable: a follower asking the leader for a
@@ -18,11 +19,7 @@ import (
 // answering, reports the leader unavailable (clients try again), not
 // "write outcome unknown"; one it cannot reach at all still says so.
 func TestReadIndexPeerErrorIsRetryable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testkit.Listen(t)
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -54,12 +51,7 @@ func TestReadIndexPeerErrorIsRetryable(t *testing.T) {
 	if err := ask(ln.Addr().String()); !errors.As(err, &we) || we.Code != wire.CodeUnavailable || !wire.RetryableRead(we.Code) {
 		t.Fatalf("leader hung up: %v, want unavailable", err)
 	}
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	if err := ask(deadAddr); !errors.As(err, &we) || we.Code != wire.CodeNoLeader {
 		t.Fatalf("leader unreachable: %v, want no leader", err)
 	}

@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
@@ -91,13 +93,12 @@ func saveSnapshot(t *testing.T, cl *client.Client) string {
 func TestRestoreSnapshot(t *testing.T) {
 	for _, size := range []struct{ from, to int }{{1, 1}, {3, 3}} {
 		t.Run(fmt.Sprintf("%dto%d", size.from, size.to), func(t *testing.T) {
-			src := newTestCluster(t, size.from, nil)
-			src.startAll()
-			cl := src.client()
+			src := flaredbtest.StartCluster(t, size.from, flaredbtest.Options{})
+			cl := src.Client()
 			past := fillStore(t, cl)
 			want := readContents(t, cl, past)
 			snap := saveSnapshot(t, cl)
-			info, err := InspectSnapshot(snap)
+			info, err := flaredb.InspectSnapshot(snap)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,30 +108,30 @@ func TestRestoreSnapshot(t *testing.T) {
 			// One more write after the snapshot: the restored cluster must
 			// not have it.
 			mustWrite(t, cl, "after", "snapshot")
-			src.stopAll()
+			src.StopAll()
 
-			dst := newTestCluster(t, size.to, nil)
-			dst.clusterID += "-restored"
-			for i, m := range dst.members {
-				res, err := RestoreSnapshot(context.Background(), RestoreOptions{
-					SnapshotPath: snap, DataDir: m.dir, ID: m.id, ClusterID: dst.clusterID, InitialVoters: dst.voters(),
+			dst := flaredbtest.New(t, size.to, flaredbtest.Options{})
+			dst.ID += "-restored"
+			for i, m := range dst.Members {
+				res, err := flaredb.RestoreSnapshot(context.Background(), flaredb.RestoreOptions{
+					SnapshotPath: snap, DataDir: m.Dir, ID: m.ID, ClusterID: dst.ID, InitialVoters: dst.Voters(),
 				})
 				if err != nil {
 					t.Fatalf("restore member %d: %v", i, err)
 				}
-				if res.Revision != want.revision || res.Keys != info.Keys || res.DataDir != m.dir {
+				if res.Revision != want.revision || res.Keys != info.Keys || res.DataDir != m.Dir {
 					t.Fatalf("restore result %+v", res)
 				}
 			}
 			// Restoring again into a now non-empty directory is refused.
-			if _, err := RestoreSnapshot(context.Background(), RestoreOptions{
-				SnapshotPath: snap, DataDir: dst.members[0].dir, ID: "m0", ClusterID: dst.clusterID, InitialVoters: dst.voters(),
+			if _, err := flaredb.RestoreSnapshot(context.Background(), flaredb.RestoreOptions{
+				SnapshotPath: snap, DataDir: dst.Members[0].Dir, ID: "m0", ClusterID: dst.ID, InitialVoters: dst.Voters(),
 			}); err == nil || !strings.Contains(err.Error(), "not empty") {
 				t.Fatalf("restore into a used directory: %v", err)
 			}
-			dst.startAll()
-			dst.waitLeader()
-			rcl := dst.client()
+			dst.StartAll()
+			dst.WaitLeader()
+			rcl := dst.Client()
 			got := readContents(t, rcl, past)
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("restored store differs:\n got %+v\nwant %+v", got, want)
@@ -139,7 +140,7 @@ func TestRestoreSnapshot(t *testing.T) {
 				t.Fatalf("write after the snapshot: found=%v err=%v", found, err)
 			}
 			// Every member holds the same data.
-			for i := range dst.members {
+			for i := range dst.Members {
 				checkKeys(t, dst, i, "c", 30)
 			}
 			// The restored cluster takes writes, continuing the revisions.
@@ -150,19 +151,19 @@ func TestRestoreSnapshot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(st.Members) != size.to || st.ClusterID != dst.clusterID {
+			if len(st.Members) != size.to || st.ClusterID != dst.ID {
 				t.Fatalf("restored status %+v", st)
 			}
 			for _, m := range st.Members {
-				if m.APIAddress != dst.members[m.ID[1]-'0'].apiAddr {
-					t.Fatalf("member %s API address %q, want %q", m.ID, m.APIAddress, dst.members[m.ID[1]-'0'].apiAddr)
+				if m.APIAddress != dst.Members[m.ID[1]-'0'].APIAddr {
+					t.Fatalf("member %s API address %q, want %q", m.ID, m.APIAddress, dst.Members[m.ID[1]-'0'].APIAddr)
 				}
 			}
 			// Restarted members keep it all (they start from their own
 			// state now, not the restore).
-			dst.stopAll()
-			dst.startAll()
-			if r := mustWrite(t, dst.client(), "new2", "write").Revision; r != want.revision+2 {
+			dst.StopAll()
+			dst.StartAll()
+			if r := mustWrite(t, dst.Client(), "new2", "write").Revision; r != want.revision+2 {
 				t.Fatalf("write after restart got revision %d, want %d", r, want.revision+2)
 			}
 		})
@@ -170,12 +171,11 @@ func TestRestoreSnapshot(t *testing.T) {
 }
 
 func TestRestoreRefusesBadInput(t *testing.T) {
-	src := newTestCluster(t, 1, nil)
-	src.startAll()
-	cl := src.client()
+	src := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
+	cl := src.Client()
 	writeKeys(t, cl, "k", 30)
 	good := saveSnapshot(t, cl)
-	src.stopAll()
+	src.StopAll()
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -190,11 +190,11 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	}
 	flipped := append([]byte(nil), data...)
 	flipped[len(flipped)/2] ^= 0x40
-	voters := []Peer{{ID: "r0", RaftAddress: "127.0.0.1:17710", APIAddress: "127.0.0.1:17711"}}
+	voters := []flaredb.Peer{{ID: "r0", RaftAddress: "127.0.0.1:17710", APIAddress: "127.0.0.1:17711"}}
 	target := filepath.Join(dir, "target", "flaredb")
 	for name, c := range map[string]struct {
 		file string
-		opts func(*RestoreOptions)
+		opts func(*flaredb.RestoreOptions)
 		want string
 		bad  bool // wraps ErrBadSnapshot
 	}{
@@ -205,25 +205,25 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 		"empty":          {file: write("empty", nil), want: "not a flaredb snapshot", bad: true},
 		"trailing":       {file: write("trailing", append(append([]byte(nil), data...), 'x')), want: "trailing", bad: true},
 		"missing file":   {file: filepath.Join(dir, "nope"), want: "no such file"},
-		"self not voter": {file: good, opts: func(o *RestoreOptions) { o.ID = "other" }, want: `do not list this member "other"`},
-		"two voters": {file: good, opts: func(o *RestoreOptions) {
-			o.InitialVoters = append(o.InitialVoters, Peer{ID: "r1", RaftAddress: "127.0.0.1:1", APIAddress: "127.0.0.1:2"})
+		"self not voter": {file: good, opts: func(o *flaredb.RestoreOptions) { o.ID = "other" }, want: `do not list this member "other"`},
+		"two voters": {file: good, opts: func(o *flaredb.RestoreOptions) {
+			o.InitialVoters = append(o.InitialVoters, flaredb.Peer{ID: "r1", RaftAddress: "127.0.0.1:1", APIAddress: "127.0.0.1:2"})
 		}, want: "1, 3 or 5"},
-		"bad address": {file: good, opts: func(o *RestoreOptions) {
-			o.InitialVoters = []Peer{{ID: "r0", RaftAddress: "127.0.0.1", APIAddress: "0.0.0.0:7711"}}
+		"bad address": {file: good, opts: func(o *flaredb.RestoreOptions) {
+			o.InitialVoters = []flaredb.Peer{{ID: "r0", RaftAddress: "127.0.0.1", APIAddress: "0.0.0.0:7711"}}
 		}, want: `raft address "127.0.0.1"`},
-		"no cluster id": {file: good, opts: func(o *RestoreOptions) { o.ClusterID = "" }, want: "cluster ID is empty"},
+		"no cluster id": {file: good, opts: func(o *flaredb.RestoreOptions) { o.ClusterID = "" }, want: "cluster ID is empty"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			o := RestoreOptions{SnapshotPath: c.file, DataDir: target, ID: "r0", ClusterID: "restored", InitialVoters: voters}
+			o := flaredb.RestoreOptions{SnapshotPath: c.file, DataDir: target, ID: "r0", ClusterID: "restored", InitialVoters: voters}
 			if c.opts != nil {
 				c.opts(&o)
 			}
-			_, err := RestoreSnapshot(context.Background(), o)
+			_, err := flaredb.RestoreSnapshot(context.Background(), o)
 			if err == nil {
 				t.Fatal("restore succeeded")
 			}
-			if c.bad && !errors.Is(err, ErrBadSnapshot) {
+			if c.bad && !errors.Is(err, flaredb.ErrBadSnapshot) {
 				t.Fatalf("error %v does not wrap ErrBadSnapshot", err)
 			}
 			if !strings.Contains(err.Error(), c.want) {
@@ -246,14 +246,14 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RestoreSnapshot(context.Background(), RestoreOptions{SnapshotPath: good, DataDir: target, ID: "r0", ClusterID: "restored", InitialVoters: voters}); err != nil {
+	if _, err := flaredb.RestoreSnapshot(context.Background(), flaredb.RestoreOptions{SnapshotPath: good, DataDir: target, ID: "r0", ClusterID: "restored", InitialVoters: voters}); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("restored dir: %v %v", fi.Mode(), err)
 	}
 	// A member of another cluster ID refuses the directory (guard).
-	if err := checkGuard(target, "other", "r0"); !errors.Is(err, ErrDataDirMismatch) {
+	if err := flaredb.CheckGuard(target, "other", "r0"); !errors.Is(err, flaredb.ErrDataDirMismatch) {
 		t.Fatalf("guard: %v", err)
 	}
 }
@@ -262,33 +262,32 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 // from the restored Raft snapshot (the new log starts after it), and status
 // reports the snapshot and the state machine's size.
 func TestRestoredClusterGrows(t *testing.T) {
-	src := newTestCluster(t, 1, nil)
-	src.startAll()
-	writeKeys(t, src.client(), "k", 100)
-	snap := saveSnapshot(t, src.client())
-	src.stopAll()
+	src := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
+	writeKeys(t, src.Client(), "k", 100)
+	snap := saveSnapshot(t, src.Client())
+	src.StopAll()
 
-	dst := newTestCluster(t, 2, nil)
-	first := dst.voters()[:1]
-	if _, err := RestoreSnapshot(context.Background(), RestoreOptions{
-		SnapshotPath: snap, DataDir: dst.members[0].dir, ID: "m0", ClusterID: dst.clusterID, InitialVoters: first,
+	dst := flaredbtest.New(t, 2, flaredbtest.Options{})
+	first := dst.Voters()[:1]
+	if _, err := flaredb.RestoreSnapshot(context.Background(), flaredb.RestoreOptions{
+		SnapshotPath: snap, DataDir: dst.Members[0].Dir, ID: "m0", ClusterID: dst.ID, InitialVoters: first,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	dst.startWith(0, dst.config(0, first, nil))
-	dst.waitReady(0)
-	st, err := dst.members[0].srv.Status()
+	dst.StartWith(0, dst.Config(0, first, nil))
+	dst.WaitReady(0)
+	st, err := dst.Members[0].Server.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.LastSnapshotIndex == 0 || st.LastSnapshotTime == 0 || st.LastSnapshotSize == 0 || st.DBSize == 0 {
 		t.Fatalf("status of the restored member lacks snapshot or size: %+v", st)
 	}
-	dst.startWith(1, dst.config(1, nil, []string{dst.members[0].apiAddr}))
-	dst.waitReady(1)
+	dst.StartWith(1, dst.Config(1, nil, []string{dst.Members[0].APIAddr}))
+	dst.WaitReady(1)
 	checkKeys(t, dst, 1, "k", 100)
-	if r := dst.members[1].srv.Stats().Restores; r < 1 {
+	if r := dst.Members[1].Server.Stats().Restores; r < 1 {
 		t.Fatalf("joined member restored %d snapshots, want >= 1", r)
 	}
-	mustWrite(t, dst.client(1), "from-new", "x")
+	mustWrite(t, dst.Client(1), "from-new", "x")
 }

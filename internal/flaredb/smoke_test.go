@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"context"
@@ -7,15 +7,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
 func TestSmoke(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(map[int]string{1: "one", 3: "three"}[n], func(t *testing.T) {
-			c := newTestCluster(t, n, nil)
-			c.startAll()
-			cl := c.client()
+			c := flaredbtest.StartCluster(t, n, flaredbtest.Options{})
+			cl := c.Client()
 			ctx := context.Background()
 			res, err := cl.Txn(ctx, "", wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: []byte("a"), Value: []byte("1")}}})
 			if err != nil {
@@ -32,10 +32,9 @@ func TestSmoke(t *testing.T) {
 }
 
 func TestCollector(t *testing.T) {
-	c := newTestCluster(t, 1, nil)
-	c.startAll()
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c.members[0].srv.Collector())
+	reg.MustRegister(c.Members[0].Server.Collector())
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

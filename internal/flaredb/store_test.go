@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
@@ -19,9 +20,8 @@ import (
 func TestStoreSemantics(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprintf("members=%d", n), func(t *testing.T) {
-			c := newTestCluster(t, n, nil)
-			c.startAll()
-			cl := c.client()
+			c := flaredbtest.StartCluster(t, n, flaredbtest.Options{})
+			cl := c.Client()
 			seq := 0
 			storetest.Run(t, storetest.Harness{
 				Quick: n == 3,
@@ -45,15 +45,14 @@ func TestStoreSemantics(t *testing.T) {
 func TestStoreSemanticsInProcess(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprintf("members=%d", n), func(t *testing.T) {
-			c := newTestCluster(t, n, nil)
-			c.startAll()
+			c := flaredbtest.StartCluster(t, n, flaredbtest.Options{})
 			var eps []string
-			for _, m := range c.members {
-				eps = append(eps, m.apiAddr)
+			for _, m := range c.Members {
+				eps = append(eps, m.APIAddr)
 			}
-			local := c.members[0]
-			cl, err := client.New(client.Config{Endpoints: eps, ClusterID: c.clusterID, RequestTimeout: 20 * time.Second,
-				Local: local.srv.Call, LocalWatch: local.srv.Watch, LocalEndpoint: local.apiAddr})
+			local := c.Members[0]
+			cl, err := client.New(client.Config{Endpoints: eps, ClusterID: c.ID, RequestTimeout: 20 * time.Second,
+				Local: local.Server.Call, LocalWatch: local.Server.Watch, LocalEndpoint: local.APIAddr})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,9 +75,8 @@ func TestStoreSemanticsInProcess(t *testing.T) {
 
 // Server.Call refuses what the HTTP API refuses, with the same codes.
 func TestCallErrors(t *testing.T) {
-	c := newTestCluster(t, 1, nil)
-	c.startAll()
-	srv := c.members[0].srv
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
+	srv := c.Members[0].Server
 	ctx := t.Context()
 	if _, err := srv.Call(ctx, "/nope", nil); !errors.Is(err, wire.ErrMalformed) {
 		t.Fatalf("unknown path: %v", err)
@@ -89,7 +87,7 @@ func TestCallErrors(t *testing.T) {
 	if _, err := srv.Call(ctx, wire.PathTxn, make([]byte, wire.MaxRequestBytes+1)); !errors.Is(err, wire.ErrRequestTooLarge) {
 		t.Fatalf("oversize body: %v", err)
 	}
-	c.stop(0)
+	c.Stop(0)
 	if _, err := srv.Call(ctx, wire.PathRevision, nil); !errors.Is(err, wire.ErrShuttingDown) {
 		t.Fatalf("stopped member: %v", err)
 	}
@@ -98,9 +96,8 @@ func TestCallErrors(t *testing.T) {
 // An in-process watch whose reader stopped reading must not hold the
 // member up: it stops promptly, and a closed stream ends its sender.
 func TestInProcessWatchEnds(t *testing.T) {
-	c := newTestCluster(t, 1, nil)
-	c.startAll()
-	srv := c.members[0].srv
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
+	srv := c.Members[0].Server
 	req := (&wire.WatchRequest{Prefix: []byte("w")}).Encode()
 	closed, err := srv.Watch(t.Context(), req)
 	if err != nil {
@@ -112,12 +109,12 @@ func TestInProcessWatchEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	cl := c.client()
+	cl := c.Client()
 	for i := range 300 {
 		mustWrite(t, cl, fmt.Sprintf("w%03d", i), strings.Repeat("v", 1000))
 	}
 	start := time.Now()
-	c.stop(0)
+	c.Stop(0)
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("stopping took %s with a stalled in-process watch", d)
 	}

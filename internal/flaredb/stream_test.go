@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 )
 
@@ -73,25 +74,24 @@ func (s *rawStream) recv() (wire.StreamReply, error) {
 // their call IDs, and a frame that is not a call ends the stream after
 // the calls before it are answered, with nothing written by the bad ones.
 func TestCallStream(t *testing.T) {
-	c := newTestCluster(t, 3, nil)
-	c.startAll()
-	leader := c.waitLeader()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
+	leader := c.WaitLeader()
 	follower := (leader + 1) % 3
 	ctx := context.Background()
-	before, _, err := c.client().Revision(ctx, false)
+	before, _, err := c.Client().Revision(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	s := openRawStream(t, c.members[follower].apiAddr, c.clusterID)
+	s := openRawStream(t, c.Members[follower].APIAddr, c.ID)
 	put := (&wire.TxnRequest{Txn: wire.Txn{Then: []wire.Op{putOp("k", "v")}}}).Encode()
 	s.call(t, 1, wire.PathTxn, put)
 	r, err := s.recv()
 	if err != nil || r.ID != 1 || r.Failed {
 		t.Fatalf("put: %+v %v", r, err)
 	}
-	if r.Leader != c.members[leader].apiAddr {
-		t.Errorf("forwarded put names leader %q, want %q", r.Leader, c.members[leader].apiAddr)
+	if r.Leader != c.Members[leader].APIAddr {
+		t.Errorf("forwarded put names leader %q, want %q", r.Leader, c.Members[leader].APIAddr)
 	}
 
 	bigKey := (&wire.TxnRequest{Txn: wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: make([]byte, 1<<20)}}}}).Encode()
@@ -127,7 +127,7 @@ func TestCallStream(t *testing.T) {
 	if r, err := s.recv(); err == nil {
 		t.Fatalf("stream went on after a bad frame: %+v", r)
 	}
-	after, _, err := c.client().Revision(ctx, false)
+	after, _, err := c.Client().Revision(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +139,8 @@ func TestCallStream(t *testing.T) {
 // TestCallStreamRefusals: a stream is refused like any request when the
 // cluster is wrong, and over HTTP/1.1, where calls could not overlap.
 func TestCallStreamRefusals(t *testing.T) {
-	c := newTestCluster(t, 1, nil)
-	c.startAll()
-	addr := c.members[c.waitLeader()].apiAddr
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{})
+	addr := c.Members[c.WaitLeader()].APIAddr
 
 	status, out := rawPost(t, addr, wire.PathStream, "another", nil, nil)
 	if we, err := wire.DecodeError(out); status != 403 || err != nil || we.Code != wire.CodeWrongCluster {
@@ -153,7 +152,7 @@ func TestCallStreamRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", wire.ContentType)
-	req.Header.Set(wire.HeaderCluster, c.clusterID)
+	req.Header.Set(wire.HeaderCluster, c.ID)
 	resp, err := http.DefaultClient.Do(req) // HTTP/1.1
 	if err != nil {
 		t.Fatal(err)
@@ -168,18 +167,17 @@ func TestCallStreamRefusals(t *testing.T) {
 // TestCallStreamEndsOnStop: stopping a member ends its call streams, and a
 // client's next call goes to another member.
 func TestCallStreamEndsOnStop(t *testing.T) {
-	c := newTestCluster(t, 3, nil)
-	c.startAll()
-	leader := c.waitLeader()
+	c := flaredbtest.StartCluster(t, 3, flaredbtest.Options{})
+	leader := c.WaitLeader()
 	follower := (leader + 1) % 3
-	s := openRawStream(t, c.members[follower].apiAddr, c.clusterID)
+	s := openRawStream(t, c.Members[follower].APIAddr, c.ID)
 	s.call(t, 1, wire.PathRevision, (&wire.RevisionRequest{Consistency: wire.Stale}).Encode())
 	if r, err := s.recv(); err != nil || r.Failed {
 		t.Fatalf("revision: %+v %v", r, err)
 	}
 	done := make(chan error, 1)
 	go func() { _, err := s.recv(); done <- err }()
-	c.stop(follower)
+	c.Stop(follower)
 	select {
 	case err := <-done:
 		if err == nil {
@@ -188,7 +186,7 @@ func TestCallStreamEndsOnStop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("stream still open 10s after the member stopped")
 	}
-	cl := c.client()
+	cl := c.Client()
 	if _, err := cl.Txn(context.Background(), "", wire.Txn{Then: []wire.Op{putOp("after", "stop")}}); err != nil {
 		t.Fatalf("write after a member stopped: %v", err)
 	}

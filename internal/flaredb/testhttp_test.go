@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"bytes"

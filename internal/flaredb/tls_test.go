@@ -1,4 +1,4 @@
-package flaredb
+package flaredb_test
 
 import (
 	"context"
@@ -12,19 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // tlsClient returns a client of the given members built from cfg's TLS
 // settings (closed at cleanup).
-func tlsClient(t *testing.T, c *testCluster, cfg client.Config, idx ...int) *client.Client {
+func tlsClient(t *testing.T, c *flaredbtest.Cluster, cfg client.Config, idx ...int) *client.Client {
 	t.Helper()
 	for _, i := range idx {
-		cfg.Endpoints = append(cfg.Endpoints, c.members[i].apiAddr)
+		cfg.Endpoints = append(cfg.Endpoints, c.Members[i].APIAddr)
 	}
-	cfg.ClusterID = c.clusterID
+	cfg.ClusterID = c.ID
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 20 * time.Second
 	}
@@ -55,26 +58,26 @@ func TestTLSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newTestCluster(t, 4, func(cfg *Config) {
+	c := flaredbtest.New(t, 4, flaredbtest.Options{Tweak: func(cfg *flaredb.Config) {
 		cfg.AllowPlaintext = false
-		cfg.TLS = TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey}
-	})
-	voters := c.voters()[:3]
+		cfg.TLS = flaredb.TLS{Auto: true, AutoCAFile: caCert, AutoCAKeyFile: caKey}
+	}})
+	voters := c.Voters()[:3]
 	for i := range 3 {
-		c.startWith(i, c.config(i, voters, nil))
+		c.StartWith(i, c.Config(i, voters, nil))
 	}
 	for i := range 3 {
-		c.waitReady(i)
+		c.WaitReady(i)
 	}
-	leader := c.waitLeader()
-	f := followerOf(c, leader)
+	leader := c.WaitLeader()
+	f := c.Follower(leader)
 
 	// The member's files: issued from the CA, private to the owner.
-	files, err := c.members[f].srv.MemberTLS()
+	files, err := c.Members[f].Server.MemberTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if files.CAFile != caCert || files.CertFile != filepath.Join(c.members[f].dir, "tls", pki.MemberCertName) {
+	if files.CAFile != caCert || files.CertFile != filepath.Join(c.Members[f].Dir, "tls", pki.MemberCertName) {
 		t.Fatalf("member TLS files %+v", files)
 	}
 	for _, p := range []string{files.CertFile, files.KeyFile} {
@@ -87,7 +90,7 @@ func TestTLSCluster(t *testing.T) {
 	// the follower forwards the write to the leader over TLS.
 	cl := tlsClient(t, c, client.Config{CAFile: files.CAFile, CertFile: files.CertFile, KeyFile: files.KeyFile}, f)
 	res := mustWrite(t, cl, "tls", "ok")
-	if got := c.members[f].srv.Stats().Forwarded; got < 1 {
+	if got := c.Members[f].Server.Stats().Forwarded; got < 1 {
 		t.Fatalf("follower forwarded %d requests", got)
 	}
 	// Linearizable and stale reads on every member (Raft replicated it).
@@ -105,7 +108,7 @@ func TestTLSCluster(t *testing.T) {
 		if err != nil || !found || string(kv.Value) != "ok" || kv.ModRevision != res.Revision {
 			t.Fatalf("member %d: linearizable read %+v %v %v", i, kv, found, err)
 		}
-		waitFor(t, "the write on member "+c.members[i].id, 10*time.Second, func() bool {
+		testkit.Eventually(t, 10*time.Second, "the write on member "+c.Members[i].ID, func() bool {
 			kv, found, _, err := rc.Get(context.Background(), "", []byte("tls"), client.ReadOptions{Stale: true})
 			return err == nil && found && string(kv.Value) == "ok"
 		})
@@ -149,7 +152,7 @@ func TestTLSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := tls.Dial("tcp", c.members[leader].apiAddr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", c.Members[leader].APIAddr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}})
 	if err == nil {
 		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 		_, err = conn.Read(make([]byte, 1))
@@ -162,27 +165,26 @@ func TestTLSCluster(t *testing.T) {
 	// A member with a certificate from another CA: even once added to the
 	// configuration (by an operator's mistake), it gets no Raft traffic
 	// and cannot join through the API.
-	ic := c.config(3, nil, []string{c.members[leader].apiAddr})
-	ic.TLS = TLS{Auto: true, AutoCAFile: otherCA, AutoCAKeyFile: otherKey}
-	m3 := c.members[3]
+	ic := c.Config(3, nil, []string{c.Members[leader].APIAddr})
+	ic.TLS = flaredb.TLS{Auto: true, AutoCAFile: otherCA, AutoCAKeyFile: otherKey}
+	m3 := c.Members[3]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := c.members[leader].srv.AddMember(ctx, Member{ID: m3.id, RaftAddress: m3.raftAddr, APIAddress: m3.apiAddr, Voter: true}); err != nil {
+	if err := c.Members[leader].Server.AddMember(ctx, flaredb.Member{ID: m3.ID, RaftAddress: m3.RaftAddr, APIAddress: m3.APIAddr, Voter: true}); err != nil {
 		t.Fatalf("add member: %v", err)
 	}
-	c.startWith(3, ic)
+	c.StartWith(3, ic)
 	// The leader keeps dialling it; the intruder's layer refuses each
 	// connection at the TLS handshake.
-	waitFor(t, "refused Raft connections on the intruder", 15*time.Second, func() bool {
-		n := m3.srv.node.Load()
-		return n != nil && n.layer.Refused() > 0
+	testkit.Eventually(t, 15*time.Second, "refused Raft connections on the intruder", func() bool {
+		return m3.Server.Stats().RefusedPeers > 0
 	})
 	select {
-	case <-m3.srv.Ready():
+	case <-m3.Server.Ready():
 		t.Fatal("member with another CA's certificate became ready")
 	case <-time.After(2 * time.Second):
 	}
-	st, err := m3.srv.Status()
+	st, err := m3.Server.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,10 +193,10 @@ func TestTLSCluster(t *testing.T) {
 	}
 	// Three of four voters still make a quorum.
 	mustWrite(t, cl, "after-intruder", "ok")
-	if err := c.members[leader].srv.RemoveMember(ctx, m3.id); err != nil {
+	if err := c.Members[leader].Server.RemoveMember(ctx, m3.ID); err != nil {
 		t.Fatalf("remove intruder: %v", err)
 	}
-	c.stop(3)
+	c.Stop(3)
 
 	// Nothing the refused clients sent was written.
 	for _, k := range []string{"plain", "nocert", "wrongca"} {
@@ -208,17 +210,16 @@ func TestTLSCluster(t *testing.T) {
 // TestTLSLoneMemberCreatesCA: a lone member with tls.auto and no CA makes
 // its own in dataDir/tls and serves only TLS clients.
 func TestTLSLoneMemberCreatesCA(t *testing.T) {
-	c := newTestCluster(t, 1, func(cfg *Config) {
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{Tweak: func(cfg *flaredb.Config) {
 		cfg.AllowPlaintext = false
 		cfg.TLS.Auto = true
-	})
-	c.startAll()
+	}})
 	for _, name := range []string{pki.CACertName, pki.CAKeyName, pki.MemberCertName, pki.MemberKeyName} {
-		if fi, err := os.Stat(filepath.Join(c.members[0].dir, "tls", name)); err != nil || fi.Mode().Perm() != 0o600 {
+		if fi, err := os.Stat(filepath.Join(c.Members[0].Dir, "tls", name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", name, fi, err)
 		}
 	}
-	files, err := c.members[0].srv.MemberTLS()
+	files, err := c.Members[0].Server.MemberTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +253,8 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	if _, err := client.New(client.Config{Endpoints: []string{"127.0.0.1:1"}, ClusterID: "c", CAFile: filepath.Join(t.TempDir(), "none")}); err == nil {
 		t.Fatal("missing CAFile accepted")
 	}
-	if _, err := (&Server{cfg: Config{TLS: TLS{CAFile: "/nonexistent/ca", CertFile: "/nonexistent/c", KeyFile: "/nonexistent/k"}}}).MemberTLS(); err == nil ||
-		errors.Is(err, ErrNotRunning) {
+	if _, err := (flaredb.ServerWithConfig(flaredb.Config{TLS: flaredb.TLS{CAFile: "/nonexistent/ca", CertFile: "/nonexistent/c", KeyFile: "/nonexistent/k"}})).MemberTLS(); err == nil ||
+		errors.Is(err, flaredb.ErrNotRunning) {
 		t.Fatalf("member TLS with missing files: %v", err)
 	}
 }
@@ -262,12 +263,11 @@ func TestClientTLSConfigErrors(t *testing.T) {
 // once two thirds of its validity have passed, and new connections get the
 // new one without a restart; with operator files it only warns.
 func TestTLSAutoRenewal(t *testing.T) {
-	c := newTestCluster(t, 1, func(cfg *Config) {
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{Tweak: func(cfg *flaredb.Config) {
 		cfg.AllowPlaintext = false
 		cfg.TLS.Auto = true
-	})
-	c.startAll()
-	srv := c.members[0].srv
+	}})
+	srv := c.Members[0].Server
 	files, err := srv.MemberTLS()
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestTLSAutoRenewal(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.NextProtos = []string{"h2"}
-		conn, err := tls.Dial("tcp", c.members[0].apiAddr, cfg)
+		conn, err := tls.Dial("tcp", c.Members[0].APIAddr, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +302,7 @@ func TestTLSAutoRenewal(t *testing.T) {
 	mustWrite(t, cl, "before", "v")
 
 	log := slog.New(slog.DiscardHandler)
-	renew := memberCertRenewal(srv.Config())
+	renew := flaredb.MemberCertRenewal(srv.Config())
 	if pki.CheckRenewal(log, files.CertFile, renew, time.Now()) || inFile().Cmp(first) != 0 {
 		t.Fatal("a fresh certificate was renewed")
 	}
@@ -317,12 +317,6 @@ func TestTLSAutoRenewal(t *testing.T) {
 	if renewed.Cmp(first) == 0 {
 		t.Fatal("renewal left the same certificate")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for served().Cmp(renewed) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("new connections still get the old certificate")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "new connections to get the renewed certificate", func() bool { return served().Cmp(renewed) == 0 })
 	mustWrite(t, cl, "after", "v")
 }

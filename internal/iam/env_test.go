@@ -19,29 +19,12 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
 	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
-
-// fakeClock is a settable clock for iam (tokens, caches, rate limits).
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // syncBuffer collects log output from many goroutines.
 type syncBuffer struct {
@@ -84,7 +67,7 @@ type testEnv struct {
 	api    *apiserver.API
 	url    string
 	hc     *http.Client
-	clock  *fakeClock
+	clock  *testkit.Clock
 	logs   *syncBuffer
 	admin  *client.Client // the break-glass token
 	cancel context.CancelFunc
@@ -98,7 +81,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	clk := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
+	clk := testkit.NewClock(time.Now().UTC().Truncate(time.Second))
 	var issuer string
 	cfg := Default()
 	opts := Options{
@@ -115,7 +98,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := apiserver.New(st, apiserver.Options{Logger: log, Authenticator: ic, Authorizer: ic.Authorizer(), Auditor: ic.Auditor(),
+	a := apiserver.New(st, apiserver.Options{Logger: log, Now: clk.Now, Authenticator: ic, Authorizer: ic.Authorizer(), Auditor: ic.Auditor(),
 		BookmarkInterval: 50 * time.Millisecond})
 	if err := apiserver.Register(a, "test", apiserver.KindDef[widgetSpec, widgetStatus]{
 		Kind: "Widget", Collection: "widgets", Singular: "widget", Scope: api.ScopeProject}); err != nil {
@@ -282,16 +265,4 @@ func (r response) problem() api.Problem {
 	var p api.Problem
 	_ = json.Unmarshal([]byte(r.body), &p)
 	return p
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

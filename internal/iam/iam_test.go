@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -54,7 +55,7 @@ func TestProjectsBecomeActive(t *testing.T) {
 	if _, err := projects.UpdateStatus(ctx, bad); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("bad phase: %v", err)
 	}
-	waitFor(t, "project p1 to become Active again", 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "project p1 to become Active again", func() bool {
 		o, err := projects.Get(ctx, "p1")
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -127,7 +128,9 @@ func TestCustomRolesAndBindings(t *testing.T) {
 	if _, err := e.admin.Resources(iamv1.ProjectCollection, "").Delete(e.ctx(), "alpha", 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond) // createdAt has millisecond resolution
+	// The API's clock is the env's fake one: the recreated project is
+	// created a millisecond (createdAt's resolution) after the binding.
+	e.clock.Advance(time.Millisecond)
 	e.create(iamv1.ProjectCollection, "", "alpha", iamv1.ProjectSpec{})
 	if r := e.do("GET", "/v1/projects/alpha", carl, ""); r.code != 404 {
 		t.Errorf("carl's old binding applies to a recreated project: %d", r.code)
@@ -234,7 +237,7 @@ func TestAudit(t *testing.T) {
 	e.do("POST", iamv1.LoginPath, "", `{"username":"alice","password":"wrong-password-x"}`)
 
 	var recs []iamv1.AuditRecord
-	waitFor(t, "audit records of alice", 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, "audit records of alice", func() bool {
 		l, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Principal: "user:alice", Since: start})
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -92,7 +93,7 @@ func TestProjectControllerAsSingletonWorksOnlyWhileLeading(t *testing.T) {
 	}
 
 	close(el.gate)
-	waitFor(t, "the elected project controller to mark p1 Active", 10*time.Second, func() bool { return phase() == "Active" })
+	testkit.Eventually(t, 10*time.Second, "the elected project controller to mark p1 Active", func() bool { return phase() == "Active" })
 	if d := pc.StatusDetails(); d["leader"] != "true" {
 		t.Fatalf("leader status details %v", d)
 	}

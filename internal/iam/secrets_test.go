@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
@@ -72,7 +73,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	req("GET", "/v1/projects/alpha/widgets", secrets["password"], "")
 	req("DELETE", "/v1/users/alice", tr2.AccessToken, "")
 	// Wait for the audit writer to catch up, then read everything.
-	waitFor(t, "the audit log to hold the last request", 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, "the audit log to hold the last request", func() bool {
 		l, err := iamclient.New(e.admin).Audit(e.ctx(), iamclient.AuditOptions{Limit: 1000})
 		if err != nil {
 			t.Fatal(err)

@@ -145,7 +145,7 @@ func TestTokensRejected(t *testing.T) {
 		}
 	}
 	// Expiry, with the clock.
-	e.clock.Add(15*time.Minute + 31*time.Second)
+	e.clock.Advance(15*time.Minute + 31*time.Second)
 	r := get(tr.AccessToken)
 	if r.code != http.StatusUnauthorized || !strings.Contains(r.problem().Detail, "expired") {
 		t.Errorf("expired token: %d %s", r.code, r.body)
@@ -192,12 +192,12 @@ func TestKeyRotation(t *testing.T) {
 	if c := get(t1.AccessToken); c != 200 {
 		t.Fatalf("old-key token right after rotation: %d", c)
 	}
-	e.clock.Add(10 * time.Minute)
+	e.clock.Advance(10 * time.Minute)
 	_, t2 := e.login("alice", "alice-password-1")
 	if kidOf(t, t2.AccessToken) != kid2 {
 		t.Fatalf("new token signed by %s, want %s", kidOf(t, t2.AccessToken), kid2)
 	}
-	e.clock.Add(4*time.Minute + 59*time.Second) // t1 is 14m59s old
+	e.clock.Advance(4*time.Minute + 59*time.Second) // t1 is 14m59s old
 	if c := get(t1.AccessToken); c != 200 {
 		t.Fatalf("old-key token before its expiry: %d", c)
 	}
@@ -207,7 +207,7 @@ func TestKeyRotation(t *testing.T) {
 	if !slices.Contains(jwks(), k1) {
 		t.Fatal("old key withdrawn while a token it signed is still valid")
 	}
-	e.clock.Add(32 * time.Second) // past t1's expiry and the leeway
+	e.clock.Advance(32 * time.Second) // past t1's expiry and the leeway
 	if c := get(t1.AccessToken); c != http.StatusUnauthorized {
 		t.Fatalf("old-key token after its expiry: %d, want 401", c)
 	}
@@ -226,7 +226,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("token of a withdrawn key: %d", c)
 	}
 	// Automatic rotation after signingKeyRotation.
-	e.clock.Add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	if err := e.iam.keys.EnsureCurrent(e.ctx()); err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestRefreshTokens(t *testing.T) {
 	if _, err := iamclient.New(anon).Refresh(e.ctx(), t1.RefreshToken); err != nil {
 		t.Fatalf("reuse within the grace period: %v", err)
 	}
-	e.clock.Add(61 * time.Second)
+	e.clock.Advance(61 * time.Second)
 	if _, err := iamclient.New(anon).Refresh(e.ctx(), t1.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("reuse after the grace period: %v", err)
 	}
@@ -416,7 +416,7 @@ func TestRefreshTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Add(16 * time.Minute)
+	e.clock.Advance(16 * time.Minute)
 	me, err := iamclient.New(sdk).WhoAmI(e.ctx())
 	if err != nil || me.Principal != "user:alice" {
 		t.Fatalf("whoami after expiry: %+v %v", me, err)
@@ -437,13 +437,13 @@ func TestRefreshTokens(t *testing.T) {
 	if _, err := iamclient.New(e.admin).SetPassword(e.ctx(), "alice", "alice-password-2", ""); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Add(time.Millisecond)
+	e.clock.Advance(time.Millisecond)
 	if _, err := iamclient.New(anon).Refresh(e.ctx(), t4.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh after a password change: %v", err)
 	}
 	// Idle expiry.
 	_, t5 := e.login("alice", "alice-password-2")
-	e.clock.Add(721 * time.Hour)
+	e.clock.Advance(721 * time.Hour)
 	if _, err := iamclient.New(anon).Refresh(e.ctx(), t5.RefreshToken); !client.HasCode(err, api.CodeUnauthenticated) {
 		t.Fatalf("refresh of an idle-expired token: %v", err)
 	}
@@ -525,12 +525,12 @@ func TestLoginRateLimit(t *testing.T) {
 	if r := login("dave", "whatever-pass"); r.code != http.StatusTooManyRequests {
 		t.Fatalf("7th attempt from one address: %d %s", r.code, r.body)
 	}
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	if r := login("alice", "alice-password-1"); r.code != 200 {
 		t.Fatalf("after a minute: %d %s", r.code, r.body)
 	}
 	// Access key exchanges share the limits.
-	e.clock.Add(10 * time.Minute)
+	e.clock.Advance(10 * time.Minute)
 	for i := 0; i < 3; i++ {
 		if _, err := iamclient.New(e.clientWith("")).ExchangeAccessKey(e.ctx(), "UCAKAAAAAAAAAAAAAAAA", "nope"); !client.HasCode(err, api.CodeUnauthenticated) {
 			t.Fatalf("bad key %d: %v", i, err)

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
 )
 
@@ -22,7 +23,7 @@ import (
 // chainfire role, plaintext on loopback.
 func startChainfire(b *testing.B, dir string) *kvCluster {
 	b.Helper()
-	ports := freePorts(b, 6)
+	ports := testkit.FreePorts(b, 6)
 	k := &kvCluster{name: "chainfire"}
 	b.Cleanup(k.close)
 	var ic []string

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/test/bench/kvdriver"
 )
 
@@ -26,7 +27,7 @@ const (
 // and a snapshot every 10000 entries as etcd's --snapshot-count.
 func startFlareDB(b *testing.B, dir string) *kvCluster {
 	b.Helper()
-	ports := freePorts(b, 9)
+	ports := testkit.FreePorts(b, 9)
 	k := &kvCluster{name: "flaredb"}
 	b.Cleanup(k.close)
 	var voters []string

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
 )
 
@@ -154,32 +154,13 @@ func (k *kvCluster) close() {
 	}
 }
 
-// freePorts returns n distinct free loopback TCP ports.
-func freePorts(b *testing.B, n int) []int {
-	b.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
-}
-
 // startEtcd starts three standalone etcd members with the same settings.
 func startEtcd(b *testing.B, dir string) *kvCluster {
 	b.Helper()
 	if _, err := os.Stat(etcdBinary); err != nil {
 		b.Fatalf("%s not found: install Debian's standalone etcd with `apt-get install -y etcd-server`", etcdBinary)
 	}
-	ports := freePorts(b, 6)
+	ports := testkit.FreePorts(b, 6)
 	k := &kvCluster{name: "etcd"}
 	b.Cleanup(k.close)
 	var ic []string

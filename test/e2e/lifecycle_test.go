@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
@@ -255,11 +256,7 @@ func TestInvalidConfig(t *testing.T) {
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testkit.Listen(t)
 	p, err := binary.Start(h.home, "up", "--data-dir", h.dataDir, "--listen", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -284,11 +281,7 @@ func TestPortInUse(t *testing.T) {
 func TestStartRetriesTakenPort(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testkit.Listen(t)
 	taken := ln.Addr().(*net.TCPAddr).Port
 	picks := 0
 	start := time.Now()

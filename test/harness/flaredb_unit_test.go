@@ -14,6 +14,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // flaredbSpec is a 3-member flaredb cluster plus a fourth host that only
@@ -50,7 +51,7 @@ func TestNodeConfigFlareDBGolden(t *testing.T) {
 		out.WriteString("### " + h.name + "\n")
 		out.Write(b)
 	}
-	golden(t, "node-config-flaredb.golden", out.String())
+	testkit.Golden(t, "node-config-flaredb", []byte(out.String()))
 	if got, want := p.flaredbEndpoints(), []string{"10.99.0.11:7711", "10.99.0.12:7711", "10.99.0.13:7711"}; !slices.Equal(got, want) {
 		t.Errorf("endpoints = %v, want %v", got, want)
 	}

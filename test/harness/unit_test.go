@@ -5,36 +5,18 @@ package harness
 import (
 	"context"
 	"errors"
-	"flag"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // These tests need neither root nor namespaces.
 
-var update = flag.Bool("update", false, "rewrite golden files in testdata/")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -run %s -update to create it)", err, t.Name())
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from golden file (run with -update if the change is intended)\n--- got\n%s--- want\n%s", path, got, want)
-	}
-}
+var _ = testkit.RegisterUpdateFlag() // for the golden files in testdata/
 
 func TestPlanAddresses(t *testing.T) {
 	p, err := makePlan(Spec{
@@ -108,7 +90,7 @@ func TestNodeConfigGolden(t *testing.T) {
 		out.WriteString("### " + h.name + "\n")
 		out.Write(b)
 	}
-	golden(t, "node-config.golden", out.String())
+	testkit.Golden(t, "node-config", []byte(out.String()))
 }
 
 func TestRulesetGolden(t *testing.T) {
@@ -130,7 +112,7 @@ func TestRulesetGolden(t *testing.T) {
 		out.WriteString("### " + h + "\n")
 		out.WriteString(f.renderRuleset(h, addrs))
 	}
-	golden(t, "ruleset.golden", out.String())
+	testkit.Golden(t, "ruleset", []byte(out.String()))
 	if got, want := f.describe(), "drop host1->host2, one-way host1->host3, drop host2->host1, loss host1 30%, loss host3 100%"; got != want {
 		t.Errorf("describe() = %q, want %q", got, want)
 	}
@@ -212,7 +194,7 @@ func TestNodeConfigChainfireGolden(t *testing.T) {
 		out.WriteString("### " + h.name + "\n")
 		out.Write(b)
 	}
-	golden(t, "node-config-chainfire.golden", out.String())
+	testkit.Golden(t, "node-config-chainfire", []byte(out.String()))
 }
 
 func TestChainfireSpecErrors(t *testing.T) {

@@ -10,35 +10,51 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
-// batchOf runs calls concurrently on c: the first one occupies the
-// batcher's only in-flight slot (its request is held until release is
-// closed); the others start one by one, each once the one before is
-// queued, so they go out together as one batch (sent when sendAtQueued
-// calls wait, else when the slot frees).
-func batchOf(t *testing.T, c *Client, release chan struct{}, calls []func() error) []error {
+// holding reports whether the n-th request a scripted member receives is
+// one of the calls that occupy the batcher's in-flight slots (the first
+// request, n == 1, teaches the client the leader): maxBatchesInFlight of
+// them, so the tests follow the constant.
+func holding(n int64) bool { return n >= 2 && n < 2+maxBatchesInFlight }
+
+// waitInflight waits until every in-flight slot of c's batcher is taken.
+func waitInflight(t *testing.T, c *Client) {
 	t.Helper()
-	if len(calls)-1 > sendAtQueued {
-		t.Fatalf("%d calls do not fit in one batch sent at %d queued", len(calls)-1, sendAtQueued)
+	testkit.Eventually(t, 5*time.Second, fmt.Sprintf("%d calls in flight", maxBatchesInFlight), func() bool {
+		c.batches.mu.Lock()
+		defer c.batches.mu.Unlock()
+		return c.batches.inflight == maxBatchesInFlight
+	})
+}
+
+// batchOf runs calls concurrently on c: hold runs maxBatchesInFlight times
+// first, occupying the batcher's in-flight slots (the member holds their
+// requests, those for which holding is true, until release is closed);
+// calls then start one by one, each once the one before is queued, so they
+// go out together as one batch (sent when sendAtQueued calls wait, else
+// when a slot frees). It returns hold's errors, then one per call.
+func batchOf(t *testing.T, c *Client, release chan struct{}, hold func() error, calls []func() error) []error {
+	t.Helper()
+	if len(calls) > sendAtQueued {
+		t.Fatalf("%d calls do not fit in one batch sent at %d queued", len(calls), sendAtQueued)
 	}
 	queued := func() int {
 		c.batches.mu.Lock()
 		defer c.batches.mu.Unlock()
 		return len(c.batches.queue)
 	}
-	errs := make([]error, len(calls))
+	errs := make([]error, maxBatchesInFlight+len(calls))
 	var wg sync.WaitGroup
-	wg.Go(func() { errs[0] = calls[0]() })
-	waitFor(t, func() bool {
-		c.batches.mu.Lock()
-		defer c.batches.mu.Unlock()
-		return c.batches.inflight == maxBatchesInFlight
-	})
-	for i := 1; i < len(calls); i++ {
-		wg.Go(func() { errs[i] = calls[i]() })
-		if i < sendAtQueued {
-			waitFor(t, func() bool { return queued() == i })
+	for i := range maxBatchesInFlight {
+		wg.Go(func() { errs[i] = hold() })
+	}
+	waitInflight(t, c)
+	for i, call := range calls {
+		wg.Go(func() { errs[maxBatchesInFlight+i] = call() })
+		if n := i + 1; n < sendAtQueued {
+			testkit.Eventually(t, 5*time.Second, fmt.Sprintf("%d calls queued", n), func() bool { return queued() == n })
 		}
 	}
 	close(release)
@@ -46,25 +62,11 @@ func batchOf(t *testing.T, c *Client, release chan struct{}, calls []func() erro
 	return errs
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func getOK(v string) []byte {
 	return (&wire.GetResponse{Found: true, KV: wire.KV{Key: []byte("k"), Value: []byte(v), CreateRevision: 1, ModRevision: 1}, Revision: 1}).Encode()
 }
 
 func TestBatchAnswersEachCallAndRetriesPerItem(t *testing.T) {
-	if maxBatchesInFlight != 1 {
-		t.Skip("the test holds the only in-flight slot")
-	}
 	release := make(chan struct{})
 	var batches, singles sync.Map
 	m := newMember(t, func(n int64, path string, body []byte) (int, []byte) {
@@ -96,7 +98,7 @@ func TestBatchAnswersEachCallAndRetriesPerItem(t *testing.T) {
 			if n == 1 {
 				return ok(1) // teaches the client the leader
 			}
-			if n == 2 {
+			if holding(n) {
 				<-release
 			}
 			singles.Store(n, path)
@@ -130,8 +132,7 @@ func TestBatchAnswersEachCallAndRetriesPerItem(t *testing.T) {
 		}
 		return nil
 	}
-	errs := batchOf(t, c, release, []func() error{
-		txn("first", 99, nil),
+	errs := batchOf(t, c, release, txn("first", 99, nil), []func() error{
 		get,
 		txn("not-applied", 99, nil),
 		txn("broken", 0, ErrUnknownOutcome),
@@ -155,9 +156,6 @@ func TestBatchAnswersEachCallAndRetriesPerItem(t *testing.T) {
 }
 
 func TestBatchLostInTransitFailsWritesAndRetriesReads(t *testing.T) {
-	if maxBatchesInFlight != 1 {
-		t.Skip("the test holds the only in-flight slot")
-	}
 	release := make(chan struct{})
 	var m *member
 	m = newMember(t, func(n int64, path string, body []byte) (int, []byte) {
@@ -168,7 +166,7 @@ func TestBatchLostInTransitFailsWritesAndRetriesReads(t *testing.T) {
 		case wire.PathGet:
 			return 200, getOK("single")
 		case wire.PathTxn:
-			if n == 2 {
+			if holding(n) {
 				<-release
 			}
 			return ok(1)
@@ -179,8 +177,8 @@ func TestBatchLostInTransitFailsWritesAndRetriesReads(t *testing.T) {
 	if _, err := c.Txn(context.Background(), "", put); err != nil {
 		t.Fatal(err)
 	}
-	errs := batchOf(t, c, release, []func() error{
-		func() error { _, err := c.Txn(context.Background(), "", put); return err },
+	hold := func() error { _, err := c.Txn(context.Background(), "", put); return err }
+	errs := batchOf(t, c, release, hold, []func() error{
 		func() error {
 			if _, err := c.Txn(context.Background(), "", put); !errors.Is(err, ErrUnknownOutcome) {
 				return fmt.Errorf("write in a lost batch: %v, want ErrUnknownOutcome", err)
@@ -203,13 +201,12 @@ func TestBatchLostInTransitFailsWritesAndRetriesReads(t *testing.T) {
 }
 
 func TestQueuedCallLeavesOnCancel(t *testing.T) {
-	if maxBatchesInFlight != 1 {
-		t.Skip("the test holds the only in-flight slot")
-	}
+	var holders sync.WaitGroup
+	defer holders.Wait()
 	release := make(chan struct{})
-	defer close(release)
+	defer close(release) // before holders.Wait
 	m := newMember(t, func(n int64, path string, body []byte) (int, []byte) {
-		if n == 2 {
+		if holding(n) {
 			<-release
 		}
 		return ok(1)
@@ -218,12 +215,10 @@ func TestQueuedCallLeavesOnCancel(t *testing.T) {
 	if _, err := c.Txn(context.Background(), "", put); err != nil {
 		t.Fatal(err)
 	}
-	go c.Txn(context.Background(), "", put) // holds the slot
-	waitFor(t, func() bool {
-		c.batches.mu.Lock()
-		defer c.batches.mu.Unlock()
-		return c.batches.inflight == 1
-	})
+	for range maxBatchesInFlight { // hold every slot
+		holders.Go(func() { _, _ = c.Txn(context.Background(), "", put) })
+	}
+	waitInflight(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := c.Txn(ctx, "", put)

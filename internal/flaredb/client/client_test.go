@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // member is a scripted flaredb member: answer is called for every call,
@@ -151,12 +152,8 @@ func TestWriteWithUnknownOutcomeIsNotRetried(t *testing.T) {
 }
 
 func TestWriteSkipsUnreachableMember(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close() // connection refused: nothing was sent
+	// Nothing listens there: connection refused, nothing was sent.
+	dead := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	m := newMember(t, func(int64, string, []byte) (int, []byte) { return ok(3) })
 	c := newClient(t, "c1", dead, m.addr())
 	if res, err := c.Txn(context.Background(), "", put); err != nil || res.Revision != 3 {

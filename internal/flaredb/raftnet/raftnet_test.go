@@ -8,15 +8,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 func listen(t *testing.T, cluster, id string) *Layer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := New(ln, nil, cluster, id, nil)
+	l, err := New(testkit.Listen(t), nil, cluster, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

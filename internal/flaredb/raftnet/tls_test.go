@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/pki"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // tlsPair issues a member certificate from the CA and returns the layer's
@@ -31,11 +32,7 @@ func tlsPair(t *testing.T, caCert, caKey, name string) (server, client *tls.Conf
 
 func listenTLS(t *testing.T, cluster, id string, server, client *tls.Config) *Layer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := New(ln, nil, cluster, id, nil, TLS(server, client))
+	l, err := New(testkit.Listen(t), nil, cluster, id, nil, TLS(server, client))
 	if err != nil {
 		t.Fatal(err)
 	}

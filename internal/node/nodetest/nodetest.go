@@ -14,12 +14,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
@@ -59,7 +59,7 @@ func Start(t testing.TB, o Options) *Node {
 		}
 		port := 0 // the API listener binds port 0 and reports its address
 		if f.Name != "listen" {
-			port = freePort(t)
+			port = testkit.FreePort(t)
 		}
 		if err := config.Set(&cfg, f.Field, fmt.Sprintf(f.Listener, port)); err != nil {
 			t.Fatalf("nodetest: %v", err)
@@ -115,15 +115,4 @@ func (n *Node) Stop() error {
 	}
 	close(n.done)
 	return err
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("nodetest: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 type memKeys map[string]crypto.PublicKey
@@ -54,18 +54,17 @@ func (s *testSigner) token(t testing.TB, sub string, ttl time.Duration) string {
 	return out
 }
 
-func (s *testSigner) verifier(now *time.Time) *apiserver.JWTVerifier {
-	var mu sync.Mutex
+func (s *testSigner) verifier(clock *testkit.Clock) *apiserver.JWTVerifier {
 	return apiserver.NewJWTVerifier(memKeys{"k1": &s.key.PublicKey}, apiserver.JWTOptions{
 		Issuer: func() string { return "https://iss" }, Audience: "ultracloud",
-		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return *now },
+		Now: clock.Now,
 	})
 }
 
 func TestJWTVerifier(t *testing.T) {
 	s := newTestSigner(t)
-	now := s.now
-	v := s.verifier(&now)
+	clock := testkit.NewClock(s.now)
+	v := s.verifier(clock)
 	tok := s.token(t, "user:alice", time.Minute)
 	for range 2 { // verified, then from the cache
 		p, err := v.Verify(context.Background(), tok)
@@ -74,7 +73,7 @@ func TestJWTVerifier(t *testing.T) {
 		}
 	}
 	// The cache never outlives the token.
-	now = s.now.Add(time.Minute + 31*time.Second) // past exp and the 30s leeway
+	clock.Set(s.now.Add(time.Minute + 31*time.Second)) // past exp and the 30s leeway
 	_, err := v.Verify(context.Background(), tok)
 	var ae *apiserver.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || !errors.Is(err, apiserver.ErrTokenExpired) {
@@ -115,8 +114,8 @@ func FuzzVerifyToken(f *testing.F) {
 	f.Add("a.b.c")
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
 	f.Add(strings.Replace(good, ".", "..", 1))
-	now := s.now
-	v := s.verifier(&now)
+	clock := testkit.NewClock(s.now)
+	v := s.verifier(clock)
 	f.Fuzz(func(t *testing.T, tok string) {
 		p, err := v.Verify(context.Background(), tok)
 		if err == nil {

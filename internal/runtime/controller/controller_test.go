@@ -19,6 +19,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/pebblestore"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
@@ -124,23 +125,6 @@ func (e *env) converged(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// waitFor polls cond every 10ms until it returns nil, failing the test with
-// what it waited for and the last error after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // recorder is the test reconciler: it copies spec.replicas into
@@ -355,7 +339,7 @@ func TestConvergesAndFollowsChanges(t *testing.T) {
 	c := mustNew(t, Options{Source: e.source(), Reconciler: rec, Workers: 4, Registerer: reg})
 	start(t, c)
 	waitReady(t, c)
-	waitFor(t, 15*time.Second, "the initial widgets to converge", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 15*time.Second, "the initial widgets to converge", func() error { return e.converged(ctx) })
 
 	// Updates and new objects converge too.
 	for i := range 10 {
@@ -364,7 +348,7 @@ func TestConvergesAndFollowsChanges(t *testing.T) {
 	for i := range 5 {
 		e.create(t, "p2", fmt.Sprintf("new-%d", i), 7)
 	}
-	waitFor(t, 15*time.Second, "updates to converge", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 15*time.Second, "updates to converge", func() error { return e.converged(ctx) })
 
 	if rec.overlap.Load() {
 		t.Fatal("a key was reconciled by two workers at once")
@@ -389,12 +373,12 @@ func TestDeletesReachReconciler(t *testing.T) {
 	rec := newRecorder(e.cl)
 	c := mustNew(t, Options{Source: e.source(), Reconciler: rec})
 	start(t, c)
-	waitFor(t, 10*time.Second, "convergence", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "convergence", func() error { return e.converged(ctx) })
 	e.remove(t, "p", "d-1")
 	e.remove(t, "p", "d-3")
 	for _, name := range []string{"d-1", "d-3"} {
 		k := Key{"p", name}
-		waitFor(t, 10*time.Second, "the reconciler to see "+k.String()+" deleted", func() error {
+		testkit.EventuallyErr(t, 10*time.Second, "the reconciler to see "+k.String()+" deleted", func() error {
 			if rec.deletedOf(k) == 0 {
 				return errors.New("not reconciled as deleted yet")
 			}
@@ -421,7 +405,7 @@ func TestFailuresRetryWithBackoff(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	c := mustNew(t, Options{Source: e.source(), Reconciler: rec, BaseDelay: base, MaxDelay: 5 * time.Second, Registerer: reg})
 	start(t, c)
-	waitFor(t, 10*time.Second, "convergence despite failures", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "convergence despite failures", func() error { return e.converged(ctx) })
 
 	rec.mu.Lock()
 	at := append([]time.Time(nil), rec.attempts[flaky]...)
@@ -468,7 +452,7 @@ func TestNoConcurrentReconcileOfOneKey(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, 15*time.Second, "convergence after the updates", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 15*time.Second, "convergence after the updates", func() error { return e.converged(ctx) })
 	if rec.overlap.Load() {
 		t.Fatal("a key was reconciled by two workers at once")
 	}
@@ -507,7 +491,7 @@ func TestChangeDuringReconcileIsProcessedAfter(t *testing.T) {
 		t.Fatalf("key reconciled %d times while its first reconcile was still running", n)
 	}
 	close(release)
-	waitFor(t, 20*time.Second, "the changed key to be reconciled again", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "the changed key to be reconciled again", func() error {
 		if n := calls.Load(); n < 2 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -527,7 +511,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 	cpPath := filepath.Join(t.TempDir(), "widgets.checkpoint")
 	waitCheckpoint := func(what string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, what, func() error {
+		testkit.EventuallyErr(t, 10*time.Second, what, func() error {
 			want := e.revision(t)
 			rev, ok, err := FileCheckpoint(cpPath).Load()
 			if err != nil || !ok || rev != want {
@@ -540,7 +524,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 	rec1 := newRecorder(e.cl)
 	c1 := mustNew(t, Options{Source: e.source(), Reconciler: rec1, Checkpoint: FileCheckpoint(cpPath)})
 	stop1 := start(t, c1)
-	waitFor(t, 10*time.Second, "first run to converge", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "first run to converge", func() error { return e.converged(ctx) })
 	waitCheckpoint("the first run's checkpoint to reach the store revision")
 	if err := stop1(); err != nil {
 		t.Fatal(err)
@@ -558,8 +542,8 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 	c2 := mustNew(t, Options{Source: e.source(), Reconciler: rec2, Checkpoint: FileCheckpoint(cpPath)})
 	start(t, c2)
 	waitReady(t, c2)
-	waitFor(t, 10*time.Second, "changes made while down to converge", func() error { return e.converged(ctx) })
-	waitFor(t, 10*time.Second, "the delete made while down to be reconciled", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "changes made while down to converge", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "the delete made while down to be reconciled", func() error {
 		if rec2.deletedOf(Key{"p", "w-5"}) == 0 {
 			return errors.New("not yet")
 		}
@@ -583,7 +567,7 @@ func TestCompactedCheckpointFallsBackToList(t *testing.T) {
 	cpPath := filepath.Join(t.TempDir(), "widgets.checkpoint")
 	c1 := mustNew(t, Options{Source: e.source(), Reconciler: newRecorder(e.cl), Checkpoint: FileCheckpoint(cpPath)})
 	stop1 := start(t, c1)
-	waitFor(t, 10*time.Second, "first run to converge", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "first run to converge", func() error { return e.converged(ctx) })
 	if err := stop1(); err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +591,7 @@ func TestCompactedCheckpointFallsBackToList(t *testing.T) {
 	c2 := mustNew(t, Options{Source: e.source(), Reconciler: rec2, Checkpoint: FileCheckpoint(cpPath)})
 	start(t, c2)
 	waitReady(t, c2)
-	waitFor(t, 10*time.Second, "convergence after the full relist", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "convergence after the full relist", func() error { return e.converged(ctx) })
 	items, _, err := e.widgets("").ListAll(ctx, client.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -617,7 +601,7 @@ func TestCompactedCheckpointFallsBackToList(t *testing.T) {
 			t.Fatalf("%s was not reconciled: the controller did not fall back to a full list", KeyOf(&o))
 		}
 	}
-	waitFor(t, 10*time.Second, "a fresh checkpoint past the compaction", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "a fresh checkpoint past the compaction", func() error {
 		rev, _, err := FileCheckpoint(cpPath).Load()
 		if err != nil || rev < e.revision(t) {
 			return fmt.Errorf("checkpoint %d, store at %d (err %v)", rev, e.revision(t), err)
@@ -640,8 +624,8 @@ func TestCheckpointAheadOfStoreFallsBackToList(t *testing.T) {
 	c := mustNew(t, Options{Source: e.source(), Reconciler: newRecorder(e.cl), Checkpoint: cp})
 	start(t, c)
 	waitReady(t, c)
-	waitFor(t, 10*time.Second, "convergence after the fallback list", func() error { return e.converged(ctx) })
-	waitFor(t, 10*time.Second, "the checkpoint to follow the store again", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "convergence after the fallback list", func() error { return e.converged(ctx) })
+	testkit.EventuallyErr(t, 10*time.Second, "the checkpoint to follow the store again", func() error {
 		rev, _, err := cp.Load()
 		if err != nil || rev != e.revision(t) {
 			return fmt.Errorf("checkpoint %d, store at %d (err %v)", rev, e.revision(t), err)
@@ -694,7 +678,7 @@ func TestRequeueAfter(t *testing.T) {
 	})
 	c := mustNew(t, Options{Source: src, Reconciler: rec})
 	start(t, c)
-	waitFor(t, 20*time.Second, "three reconciles through RequeueAfter", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "three reconciles through RequeueAfter", func() error {
 		if n := calls.Load(); n < 3 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -723,7 +707,7 @@ func TestRelistReportsVanishedKeys(t *testing.T) {
 	c := mustNew(t, Options{Source: src, Reconciler: r})
 	start(t, c)
 	s := src.nextStream(t)
-	waitFor(t, 20*time.Second, "the initial keys", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "the initial keys", func() error {
 		if count(Key{"p", "a"}) == 0 || count(Key{"p", "b"}) == 0 {
 			return errors.New("not yet")
 		}
@@ -735,7 +719,7 @@ func TestRelistReportsVanishedKeys(t *testing.T) {
 	if src.lists.Load() != 2 {
 		t.Fatalf("%d lists, want 2", src.lists.Load())
 	}
-	waitFor(t, 20*time.Second, "the vanished key to be reconciled", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "the vanished key to be reconciled", func() error {
 		if n := count(Key{"p", "b"}); n < 2 {
 			return fmt.Errorf("b reconciled %d times", n)
 		}
@@ -770,7 +754,7 @@ func TestWatchErrorsRetryWithoutRelist(t *testing.T) {
 	if n := src.lists.Load(); n != 1 {
 		t.Fatalf("%d lists, want 1: only compaction may force a relist", n)
 	}
-	waitFor(t, 20*time.Second, "both changes of a to be reconciled", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "both changes of a to be reconciled", func() error {
 		if n := calls.Load(); n < 2 {
 			return fmt.Errorf("%d reconciles", n)
 		}
@@ -790,7 +774,7 @@ func TestPanicIsRetriedAsFailure(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	c := mustNew(t, Options{Source: src, Reconciler: r, Registerer: reg})
 	start(t, c)
-	waitFor(t, 20*time.Second, "the retry after the panic to succeed", func() error {
+	testkit.EventuallyErr(t, 20*time.Second, "the retry after the panic to succeed", func() error {
 		if n := metricValue(t, reg, "ultracloud_controller_reconciles_total", map[string]string{"result": "success"}); n != 1 {
 			return fmt.Errorf("%v successes", n)
 		}
@@ -970,14 +954,14 @@ func TestHintsCarryEventState(t *testing.T) {
 	waitReady(t, c)
 	k := Key{"p", "h1"}
 	e.create(t, "p", "h1", 7)
-	waitFor(t, 10*time.Second, "hinted reconcile and its retry", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "hinted reconcile and its retry", func() error {
 		if got := h.of(k); got != "hint:7,nohint" {
 			return fmt.Errorf("calls %q", got)
 		}
 		return nil
 	})
 	e.remove(t, "p", "h1")
-	waitFor(t, 10*time.Second, "deletion hint", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "deletion hint", func() error {
 		if got := h.of(k); got != "hint:7,nohint,deleted" {
 			return fmt.Errorf("calls %q", got)
 		}

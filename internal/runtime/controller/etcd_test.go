@@ -14,21 +14,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // The singleton tests run against real etcd members embedded in the test
 // process (the controller must not depend on the chainfire component), and
 // partition a client with a proxy that can swallow its traffic.
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("picking a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // etcdMember is one embedded etcd member.
 type etcdMember struct {
@@ -49,7 +41,7 @@ func startEtcd(t *testing.T, n int) []*etcdMember {
 	ms := make([]*etcdMember, n)
 	var initial []string
 	for i := range ms {
-		ms[i] = &etcdMember{name: fmt.Sprintf("m%d", i), clientPort: freePort(t), peerPort: freePort(t)}
+		ms[i] = &etcdMember{name: fmt.Sprintf("m%d", i), clientPort: testkit.FreePort(t), peerPort: testkit.FreePort(t)}
 		initial = append(initial, ms[i].name+"="+ms[i].peerURL())
 	}
 	for _, m := range ms {

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // singletonTTL is the election TTL of the singleton tests: coord's safety
@@ -185,7 +186,7 @@ func leaders(ins []*instance) []*instance {
 func waitLeader(t *testing.T, within time.Duration, tr *overlapTracker, ins ...*instance) *instance {
 	t.Helper()
 	var l *instance
-	waitFor(t, within, "exactly one instance leading and reconciling", func() error {
+	testkit.EventuallyErr(t, within, "exactly one instance leading and reconciling", func() error {
 		ls := leaders(ins)
 		if len(ls) != 1 {
 			return fmt.Errorf("%d leaders", len(ls))
@@ -279,7 +280,7 @@ func TestSingletonOneInstanceReconcilesAndTakesOver(t *testing.T) {
 	third := waitLeader(t, takeoverBound, tr, others(rest, second)...)
 	took := time.Since(crashed)
 	t.Logf("takeover after a crash took %s (TTL %s)", took, singletonTTL)
-	waitFor(t, 10*time.Second, "the new leader to reconcile the object created during the failover", func() error {
+	testkit.EventuallyErr(t, 10*time.Second, "the new leader to reconcile the object created during the failover", func() error {
 		if !tr.reconciled(third.id, Key{"p", "during-failover"}) {
 			return fmt.Errorf("%s has not reconciled p/during-failover", third.id)
 		}

@@ -17,6 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // The tests run against a real single-member etcd embedded in the test
@@ -30,21 +32,11 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("picking a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startEtcd runs a one-member etcd with fast raft timing (election 500ms,
 // so the minimum lease TTL is 1s) and returns its client endpoint.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	m := etcdMember{name: "coord-test", dir: t.TempDir(), clientPort: freePort(t), peerPort: freePort(t)}
+	m := etcdMember{name: "coord-test", dir: t.TempDir(), clientPort: testkit.FreePort(t), peerPort: testkit.FreePort(t)}
 	m.initialCluster = m.name + "=" + m.peerURL()
 	m.start(t)
 	return m.clientURL()
@@ -121,7 +113,7 @@ func startCluster(t *testing.T, n int) []*etcdMember {
 	ms := make([]*etcdMember, n)
 	var ic []string
 	for i := range ms {
-		ms[i] = &etcdMember{name: fmt.Sprintf("m%d", i), dir: t.TempDir(), clientPort: freePort(t), peerPort: freePort(t)}
+		ms[i] = &etcdMember{name: fmt.Sprintf("m%d", i), dir: t.TempDir(), clientPort: testkit.FreePort(t), peerPort: testkit.FreePort(t)}
 		ic = append(ic, ms[i].name+"="+ms[i].peerURL())
 	}
 	for _, m := range ms {
@@ -185,18 +177,6 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// waitFor polls cond every 20ms until it holds or within passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitDone waits for ctx to end within d and returns its cause.
 func waitDone(t *testing.T, ctx context.Context, d time.Duration, what string) error {
 	t.Helper()
@@ -228,10 +208,9 @@ func newProxy(t *testing.T, upstreamURL string) *proxy {
 		t.Fatal(err)
 	}
 	p := &proxy{upstream: u.Host, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// restore listens on this address again: testkit's ports are outside
+	// the ephemeral range, so no outgoing connection takes it meanwhile.
+	ln := testkit.Listen(t)
 	p.addr = ln.Addr().String()
 	p.serve(ln)
 	t.Cleanup(p.cut)
@@ -293,7 +272,7 @@ func (p *proxy) cut() {
 func (p *proxy) restore(t *testing.T) {
 	t.Helper()
 	var ln net.Listener
-	waitFor(t, 20*time.Second, "the proxy address to be free again", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the proxy address to be free again", func() bool {
 		var err error
 		ln, err = net.Listen("tcp", p.addr)
 		return err == nil

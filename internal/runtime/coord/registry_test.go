@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestHeartbeatKeepsKeyAliveAndReleaseDeletesIt: the key outlives several
@@ -117,7 +119,7 @@ func TestRegistryExpiresNodeWhenHeartbeatsStop(t *testing.T) {
 	if err := reg.Update(ctxT(t, 5*time.Second), updated); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "joined and updated events", func() bool {
+	testkit.Eventually(t, 20*time.Second, "joined and updated events", func() bool {
 		_, j := seen(NodeJoined)
 		_, u := seen(NodeUpdated)
 		return j && u
@@ -134,7 +136,7 @@ func TestRegistryExpiresNodeWhenHeartbeatsStop(t *testing.T) {
 		t.Fatalf("registration ended with %v, want ErrLeaseLost", cause)
 	}
 	lostAt := time.Now()
-	waitFor(t, 10*time.Second, "a left event for n1", func() bool { _, ok := seen(NodeLeft); return ok })
+	testkit.Eventually(t, 10*time.Second, "a left event for n1", func() bool { _, ok := seen(NodeLeft); return ok })
 	left, _ := seen(NodeLeft)
 	if left.Node.Name != "n1" || left.Node.Capacity["cpu"] != 3000 {
 		t.Fatalf("left event = %+v, want n1's last info", left)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // collector gathers watch events from a background Watch.
@@ -64,7 +66,7 @@ func (c *collector) keys() []string {
 
 func (c *collector) waitKeys(t *testing.T, want []string) {
 	t.Helper()
-	waitFor(t, 15*time.Second, fmt.Sprintf("watch events %q", want), func() bool { return len(c.keys()) >= len(want) })
+	testkit.Eventually(t, 15*time.Second, fmt.Sprintf("watch events %q", want), func() bool { return len(c.keys()) >= len(want) })
 	if got := c.keys(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("watch events = %q, want %q", got, want)
 	}
@@ -100,7 +102,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 	if _, err := raw.Delete(ctxT(t, 5*time.Second), "/w/k1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the watcher's connection to drop", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the watcher's connection to drop", func() bool {
 		return watcher.Raw().ActiveConnection().GetState() != connectivity.Ready
 	})
 	p.restore(t)
@@ -111,7 +113,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 
 	// A watch "from now" sees only later changes.
 	now := watchAsync(t, watcher, "/w/", 0)
-	waitFor(t, 20*time.Second, "the from-now watch to start", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the from-now watch to start", func() bool {
 		if _, err := raw.Put(ctxT(t, 5*time.Second), "/w/probe", "p"); err != nil {
 			return false
 		}
@@ -173,7 +175,7 @@ func TestWatchResumesAfterLeaderLoss(t *testing.T) {
 	watcher := New(newRawClient(t, ms[0].clientURL()), log) // only m0
 	col := watchAsync(t, watcher, "/r/", 0)
 	writer := newRawClient(t, ms[1].clientURL(), ms[2].clientURL())
-	waitFor(t, 10*time.Second, "the watch to see a first write", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the watch to see a first write", func() bool {
 		if _, err := writer.Put(ctxT(t, 2*time.Second), "/r/a", "1"); err != nil {
 			return false
 		}
@@ -185,7 +187,7 @@ func TestWatchResumesAfterLeaderLoss(t *testing.T) {
 		stopping.Go(m.stop)
 	}
 	stopping.Wait()
-	waitFor(t, 15*time.Second, "the watch stream to be cut for lack of a leader", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the watch stream to be cut for lack of a leader", func() bool {
 		for _, m := range messages() {
 			if m == "watch interrupted; resuming" {
 				return true
@@ -197,11 +199,11 @@ func TestWatchResumesAfterLeaderLoss(t *testing.T) {
 	ms[2].startAsync(t)
 	ms[1].waitReady(t)
 	ms[2].waitReady(t)
-	waitFor(t, 15*time.Second, "a write after the cluster healed", func() bool {
+	testkit.Eventually(t, 15*time.Second, "a write after the cluster healed", func() bool {
 		_, err := writer.Put(ctxT(t, 2*time.Second), "/r/b", "2")
 		return err == nil
 	})
-	waitFor(t, 15*time.Second, "the watch to deliver /r/b", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the watch to deliver /r/b", func() bool {
 		for _, k := range col.keys() {
 			if k == "PUT /r/b=2" {
 				return true

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // peerSerials runs a handshake and returns the serial of the certificate
@@ -76,11 +78,13 @@ func TestConfigsReloadRenewedCertificates(t *testing.T) {
 	if _, _, err := IssueCert(caCert, caKey, cdir, "client", nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(reloadCheckInterval + 100*time.Millisecond)
-	c2, s2 := peerSerials(t, srv, cli)
-	if c2.Cmp(c1) == 0 || s2.Cmp(s1) == 0 {
-		t.Fatalf("after renewal the handshake still presented the old certificates (client %v, server %v)", c2, s2)
-	}
+	// The configs look at the files at most once per reloadCheckInterval,
+	// on a handshake: handshake until both present new certificates.
+	var c2, s2 *big.Int
+	testkit.Eventually(t, 10*reloadCheckInterval, "handshakes presenting the renewed certificates", func() bool {
+		c2, s2 = peerSerials(t, srv, cli)
+		return c2.Cmp(c1) != 0 && s2.Cmp(s1) != 0
+	})
 	if c2.Cmp(readCert(t, ccert).SerialNumber) != 0 || s2.Cmp(readCert(t, scert).SerialNumber) != 0 {
 		t.Fatal("after renewal the handshake presented certificates that are not the files'")
 	}
@@ -94,10 +98,14 @@ func TestConfigsReloadRenewedCertificates(t *testing.T) {
 	if err := os.WriteFile(scert, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(reloadCheckInterval + 100*time.Millisecond)
-	if got := pair.Certificate(); got != before {
-		t.Fatal("a broken certificate file replaced the working pair")
-	}
+	// Certificate looks at the files at most once per reloadCheckInterval:
+	// ask until it has looked and refused the broken file.
+	testkit.Eventually(t, 10*reloadCheckInterval, "the pair to notice the broken certificate file", func() bool {
+		if got := pair.Certificate(); got != before {
+			t.Fatal("a broken certificate file replaced the working pair")
+		}
+		return pair.ReloadErr() != nil
+	})
 	if err := pair.ReloadErr(); !errContains(err, "still serving the previous pair") {
 		t.Fatalf("ReloadErr = %v, want the reason and that the previous pair is in use", err)
 	}

@@ -16,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/node"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // MainPackage is the import path of the binary under test.
@@ -543,14 +543,11 @@ func (n *Node) KeyPath() string { return filepath.Join(n.Opts.DataDir, "iam-encr
 // Addr is the API's host:port.
 func (n *Node) Addr() string { return strings.TrimPrefix(n.URL, "http://") }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago (see
+// testkit.FreePort for how ports are chosen and which races remain).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testkit.FreePortErr()
 	if err != nil {
-		return 0, fmt.Errorf("nodeproc: finding a free port: %w", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
 		return 0, fmt.Errorf("nodeproc: finding a free port: %w", err)
 	}
 	return port, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 func openStore(t testing.TB, dir string, opts Options) *Store {
@@ -91,39 +92,25 @@ func TestReopenKeepsDataAndRevisions(t *testing.T) {
 	}
 }
 
-func TestCompact(t *testing.T) {
-	ctx := context.Background()
+// TestCompactionShowsInMetrics: the store's metrics follow a compaction
+// (what compaction means is storetest's Compact).
+func TestCompactionShowsInMetrics(t *testing.T) {
 	s := openStore(t, "", Options{})
 	for i := range 10 {
 		storetest.MustPut(t, s, "k", strconv.Itoa(i))
 	}
-	if err := s.Compact(ctx, 11); !errors.Is(err, storage.ErrFutureRev) {
-		t.Fatalf("Compact future: %v", err)
-	}
-	if err := s.Compact(ctx, 6); err != nil {
+	if err := s.Compact(context.Background(), 10); err != nil {
 		t.Fatal(err)
-	}
-	checkRev(t, s, 10, 5)
-	if err := s.Compact(ctx, 3); err != nil { // no-op
-		t.Fatal(err)
-	}
-	if err := s.Compact(ctx, 6); err != nil { // no-op
-		t.Fatal(err)
-	}
-	checkRev(t, s, 10, 5)
-	if err := s.Compact(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	checkRev(t, s, 10, 9)
-	if kv, err := s.Get(ctx, []byte("k")); err != nil || string(kv.Value) != "9" {
-		t.Fatalf("current value lost: %+v %v", kv, err)
 	}
 	if st := s.Metrics(); st.CompactedRevision != 9 || st.CurrentRevision != 10 {
 		t.Fatalf("metrics = %+v", st)
 	}
 }
 
-func TestClose(t *testing.T) {
+// TestCloseLeavesNothingRunning: after Close (whose semantics, with writers
+// racing it, are storetest's Close), the metrics count every committed
+// transaction and no watcher, and no goroutine of the store is left.
+func TestCloseLeavesNothingRunning(t *testing.T) {
 	ctx := context.Background()
 	before := runtime.NumGoroutine()
 	s, err := Open(t.TempDir(), Options{})
@@ -135,81 +122,42 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// Writers racing with Close either commit or get ErrClosed, nothing else.
 	var wg sync.WaitGroup
-	var committed, closed atomic.Int64
+	var committed atomic.Int64
 	for i := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for j := 0; ; j++ {
 				_, err := storage.Put(ctx, s, fmt.Appendf(nil, "w%d/%d", i, j), []byte("v"))
 				switch {
 				case err == nil:
 					committed.Add(1)
 				case errors.Is(err, storage.ErrClosed):
-					closed.Add(1)
 					return
 				default:
 					t.Error(err)
 					return
 				}
 			}
-		}()
+		})
 	}
-	time.Sleep(50 * time.Millisecond)
+	testkit.Eventually(t, 20*time.Second, "some writes to commit", func() bool { return committed.Load() > 10 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	t.Logf("%d committed before Close, %d writers saw ErrClosed", committed.Load(), closed.Load())
-
-	// The watcher ends cleanly.
 	for range w.Events() {
 	}
-	if err := w.Err(); err != nil {
-		t.Fatalf("watcher Err after Close = %v", err)
-	}
 	w.Close()
-
-	if _, err := s.Get(ctx, []byte("a")); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Get: %v", err)
-	}
-	if _, _, err := s.Range(ctx, nil, nil, 0); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Range: %v", err)
-	}
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{storetest.PutOp("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Txn: %v", err)
-	}
-	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{storetest.GetOp("a")}}); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("read-only Txn: %v", err)
-	}
-	if _, err := s.Watch(ctx, nil, 0); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Watch: %v", err)
-	}
-	if _, _, err := s.Revision(ctx); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Revision: %v", err)
-	}
-	if err := s.Compact(ctx, 1); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("Compact: %v", err)
-	}
-	if err := s.Close(); !errors.Is(err, storage.ErrClosed) {
-		t.Errorf("second Close: %v", err)
-	}
 	if st := s.Metrics(); st.Watchers != 0 || st.TxnsCommitted != uint64(committed.Load())+1 {
 		t.Errorf("metrics after close = %+v", st)
 	}
-
-	// No goroutine outlives the store.
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	testkit.EventuallyErr(t, 5*time.Second, "the store's goroutines to end", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d before Open, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("%d goroutines before Open, %d after Close\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestLargeGroupSplitsBatches writes more than maxBatchBytes from concurrent

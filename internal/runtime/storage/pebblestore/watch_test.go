@@ -10,6 +10,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage/storetest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // collect reads exactly n events from w, failing after a timeout.
@@ -61,7 +62,9 @@ func TestWatchCompactionOvertakes(t *testing.T) {
 	for i := range n {
 		storetest.MustPut(t, s, "k", strconv.Itoa(i))
 	}
-	time.Sleep(50 * time.Millisecond) // let the watcher block on a full channel
+	// The watcher has filled its channel and holds at most one chunk more,
+	// so the rest of the log is still to be read when it is compacted.
+	testkit.Eventually(t, 10*time.Second, "the watcher to fill its channel", func() bool { return len(w.Events()) == watchChanSize })
 	if err := s.Compact(ctx, n); err != nil {
 		t.Fatal(err)
 	}

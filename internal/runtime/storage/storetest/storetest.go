@@ -8,6 +8,10 @@
 // backing store (for example one flaredb cluster with a namespace per test),
 // as long as nothing else writes while a test runs.
 //
+// RunCrash is the crash suite: a child process writes until SIGKILL, and
+// every write it acknowledged must survive, with a history that replays to
+// the state (crash.go).
+//
 // It owns test scenarios only; it must not depend on any implementation.
 package storetest
 
@@ -23,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // Harness opens stores for the suite.
@@ -776,7 +781,7 @@ func testClose(t *testing.T, h Harness) {
 			}
 		}()
 	}
-	waitUntil(t, "some writes to commit", func() bool { return committed.Load() > 10 })
+	testkit.Eventually(t, 20*time.Second, "some writes to commit", func() bool { return committed.Load() > 10 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -790,6 +795,9 @@ func testClose(t *testing.T, h Harness) {
 	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{PutOp("a", "2")}}); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Txn: %v", err)
 	}
+	if _, err := s.Txn(ctx, storage.Txn{Then: []storage.Op{GetOp("a")}}); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("read-only Txn: %v", err)
+	}
 	if _, err := s.Watch(ctx, nil, 0); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Watch: %v", err)
 	}
@@ -801,16 +809,5 @@ func testClose(t *testing.T, h Harness) {
 	}
 	if err := s.Close(); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
