@@ -26,14 +26,14 @@ type Config struct {
 	FlareDB flaredb.Config `yaml:"flaredb"`
 }
 
-// Default returns the defaults of every field.
+// Default returns the defaults of every field: the core's and each
+// module's section's (its component's Default).
 func Default() Config {
-	return Config{
-		Core:      config.DefaultCore(),
-		IAM:       iam.Default(),
-		Chainfire: chainfire.Default(),
-		FlareDB:   flaredb.Default(),
+	c := Config{Core: config.DefaultCore()}
+	for _, m := range modules() {
+		m.defaults(&c)
 	}
+	return c
 }
 
 // KnownRoles returns the roles a node can run, in module order.

@@ -2,24 +2,27 @@ package node
 
 import (
 	"github.com/ultracloud/ultracloud/internal/chainfire"
+	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
 
 // modules is the one list of components a node can run: one line each,
-// naming its role, its section of Config and how it is built. Adding a
-// component means adding its line here (and its section field to Config).
+// naming its role, its section of Config, its defaults and how it is
+// built. Adding a component means adding its line here and its section
+// field to Config.
 // The order is the build order; start order comes from the units'
 // dependencies.
 func modules() []module {
 	return []module{
-		entry("chainfire", func(c *Config) *chainfire.Config { return &c.Chainfire }, chainfire.Build),
+		entry("chainfire", func(c *Config) *chainfire.Config { return &c.Chainfire }, chainfire.Default, chainfire.Build),
 		// The member is built by the store it backs (flaredb.OpenStorage,
 		// see openStore), so the line has no build; its section also
 		// configures a node that reaches flaredb as a client.
-		{role: "flaredb", section: func(c *Config) config.Section { return &c.FlareDB }, validateWithoutRole: true},
-		entry("iam", func(c *Config) *iam.Config { return &c.IAM }, iam.Build),
+		{role: "flaredb", section: func(c *Config) config.Section { return &c.FlareDB },
+			defaults: func(c *Config) { c.FlareDB = flaredb.Default() }, validateWithoutRole: true},
+		entry("iam", func(c *Config) *iam.Config { return &c.IAM }, iam.Default, iam.Build),
 	}
 }
 
@@ -29,6 +32,8 @@ type module struct {
 	role string
 	// section returns the component's section of c.
 	section func(c *Config) config.Section
+	// defaults sets the section of c to the component's defaults.
+	defaults func(c *Config)
 	// build builds the component from its validated section; nil when
 	// something else builds it (flaredb's member).
 	build func(c *Config, deps component.Deps) (component.Module, error)
@@ -41,10 +46,11 @@ type module struct {
 func entry[S any, PS interface {
 	*S
 	config.Section
-}](role string, section func(*Config) PS, build func(S, component.Deps) (component.Module, error)) module {
+}](role string, section func(*Config) PS, defaults func() S, build func(S, component.Deps) (component.Module, error)) module {
 	return module{
-		role:    role,
-		section: func(c *Config) config.Section { return section(c) },
-		build:   func(c *Config, deps component.Deps) (component.Module, error) { return build(*section(c), deps) },
+		role:     role,
+		section:  func(c *Config) config.Section { return section(c) },
+		defaults: func(c *Config) { *section(c) = defaults() },
+		build:    func(c *Config, deps component.Deps) (component.Module, error) { return build(*section(c), deps) },
 	}
 }
