@@ -3,7 +3,10 @@
 // rolled back if one fails to start, stopped in reverse order with a bounded
 // grace period.
 //
-// It owns lifecycle only. It knows nothing about HTTP, config files or any
+// It also defines the contract between the process wiring and a component
+// (deps.go): the dependencies a component is built from (Deps), what
+// building it yields (Module), and the two optional faces it shows the
+// node (Reporter for /v1/status, MetricsSource for metrics). It knows no
 // particular component; the process wiring (internal/node) decides which
 // components exist and what each depends on.
 package component
