@@ -6,109 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ultracloud/ultracloud/internal/cli"
 	flaredbcli "github.com/ultracloud/ultracloud/internal/cli/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/flaredb/client"
+	"github.com/ultracloud/ultracloud/internal/flaredb/flaredbtest"
 	"github.com/ultracloud/ultracloud/internal/flaredb/wire"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
-
-// fdbMember is a flaredb member run in the test process.
-type fdbMember struct {
-	id, dir, raftAddr, apiAddr string
-	srv                        *flaredb.Server
-	cancel                     context.CancelFunc
-	done                       chan error
-}
-
-func listenLoopback(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-// startFlaredb bootstraps an n-member cluster on loopback and waits until
-// every member is ready.
-func startFlaredb(t *testing.T, clusterID string, n int) []*fdbMember {
-	t.Helper()
-	var ms []*fdbMember
-	var rls, als []net.Listener
-	var voters []flaredb.Peer
-	for i := range n {
-		rl, al := listenLoopback(t), listenLoopback(t)
-		rls, als = append(rls, rl), append(als, al)
-		m := &fdbMember{id: fmt.Sprintf("m%d", i), dir: filepath.Join(t.TempDir(), "flaredb"), raftAddr: rl.Addr().String(), apiAddr: al.Addr().String()}
-		ms = append(ms, m)
-		voters = append(voters, flaredb.Peer{ID: m.id, RaftAddress: m.raftAddr, APIAddress: m.apiAddr})
-	}
-	for i, m := range ms {
-		runFlaredb(t, m, clusterID, voters, rls[i], als[i])
-	}
-	for _, m := range ms {
-		waitFlaredbReady(t, m)
-	}
-	return ms
-}
-
-func fastFlaredbConfig(id, clusterID, dir, raftAddr, apiAddr string, voters []flaredb.Peer) flaredb.Config {
-	cfg := flaredb.Default()
-	cfg.ID, cfg.ClusterID, cfg.DataDir = id, clusterID, dir
-	cfg.RaftAddress, cfg.APIAddress, cfg.InitialVoters = raftAddr, apiAddr, voters
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 400*time.Millisecond
-	cfg.CommitTimeout, cfg.RequestTimeout = 5*time.Millisecond, 5*time.Second
-	cfg.ShutdownTransferTimeout = 3 * time.Second
-	cfg.AllowPlaintext = true // loopback only
-	return cfg
-}
-
-func runFlaredb(t *testing.T, m *fdbMember, clusterID string, voters []flaredb.Peer, rl, al net.Listener) {
-	t.Helper()
-	srv, err := flaredb.New(fastFlaredbConfig(m.id, clusterID, m.dir, m.raftAddr, m.apiAddr, voters), flaredb.Options{RaftListener: rl, APIListener: al})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m.srv, m.cancel, m.done = srv, cancel, make(chan error, 1)
-	go func() { m.done <- srv.Run(ctx) }()
-	t.Cleanup(func() { stopFlaredb(t, m) })
-}
-
-func waitFlaredbReady(t *testing.T, m *fdbMember) {
-	t.Helper()
-	select {
-	case <-m.srv.Ready():
-	case err := <-m.done:
-		t.Fatalf("member %s exited: %v", m.id, err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("member %s not ready after 30s", m.id)
-	}
-}
-
-func stopFlaredb(t *testing.T, m *fdbMember) {
-	if m.srv == nil {
-		return
-	}
-	m.cancel()
-	select {
-	case err := <-m.done:
-		if err != nil {
-			t.Errorf("member %s: %v", m.id, err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Errorf("member %s did not stop", m.id)
-	}
-	m.srv = nil
-}
 
 // runCLI runs the whole CLI in-process (the real command tree, so the
 // snapshot verbs get the shell's offline tools) and returns its exit code,
@@ -147,13 +57,10 @@ func cliFails(t *testing.T, env map[string]string, args []string, want ...string
 	return out
 }
 
-func flaredbWrite(t *testing.T, api, clusterID string, kv ...string) int64 {
+// flaredbWrite puts the key/value pairs kv through cl, one transaction
+// each, and returns the last revision.
+func flaredbWrite(t *testing.T, cl *client.Client, kv ...string) int64 {
 	t.Helper()
-	cl, err := client.New(client.Config{Endpoints: []string{api}, ClusterID: clusterID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	var rev int64
 	for i := 0; i+1 < len(kv); i += 2 {
 		res, err := cl.Txn(context.Background(), "", wire.Txn{Then: []wire.Op{{Type: wire.OpPut, Key: []byte(kv[i]), Value: []byte(kv[i+1])}}})
@@ -166,15 +73,15 @@ func flaredbWrite(t *testing.T, api, clusterID string, kv ...string) int64 {
 }
 
 func TestFlaredbCommands(t *testing.T) {
-	ms := startFlaredb(t, "clitest", 1)
-	m := ms[0]
-	rev := flaredbWrite(t, m.apiAddr, "clitest", "a", "1", "b", "2", "c", "3")
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{ClusterID: "clitest"})
+	m := c.Members[0]
+	rev := flaredbWrite(t, c.Client(), "a", "1", "b", "2", "c", "3")
 	// The environment names the cluster, as an operator's shell would.
-	env := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": m.apiAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "clitest"}
+	env := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": m.APIAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "clitest"}
 
 	t.Run("status", func(t *testing.T) {
 		out := cliOK(t, env, "flaredb", "status")
-		if !strings.Contains(out, "m0") || !strings.Contains(out, "leader") || !strings.Contains(out, m.apiAddr) {
+		if !strings.Contains(out, "m0") || !strings.Contains(out, "leader") || !strings.Contains(out, m.APIAddr) {
 			t.Fatalf("status:\n%s", out)
 		}
 		var rows []flaredbcli.StatusRow
@@ -182,17 +89,15 @@ func TestFlaredbCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(rows) != 1 || rows[0].ID != "m0" || rows[0].State != "leader" || rows[0].Leader != "m0" || rows[0].Revision != rev ||
-			rows[0].DBSize <= 0 || !rows[0].Voter || rows[0].Error != "" || rows[0].RaftAddress != m.raftAddr {
+			rows[0].DBSize <= 0 || !rows[0].Voter || rows[0].Error != "" || rows[0].RaftAddress != m.RaftAddr {
 			t.Fatalf("status rows %+v (revision %d)", rows, rev)
 		}
 		if out := cliOK(t, env, "flaredb", "status", "-o", "yaml"); !strings.Contains(out, "state: leader") {
 			t.Fatalf("yaml:\n%s", out)
 		}
 		// One endpoint down: a row with its error, still success.
-		dead := listenLoopback(t)
-		deadAddr := dead.Addr().String()
-		dead.Close()
-		out = cliOK(t, nil, "flaredb", "status", "--endpoints", m.apiAddr+","+deadAddr, "--cluster-id", "clitest")
+		deadAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)) // nothing listens there
+		out = cliOK(t, nil, "flaredb", "status", "--endpoints", m.APIAddr+","+deadAddr, "--cluster-id", "clitest")
 		if !strings.Contains(out, deadAddr) || !strings.Contains(out, "refused") {
 			t.Fatalf("status with a dead endpoint:\n%s", out)
 		}
@@ -205,8 +110,8 @@ func TestFlaredbCommands(t *testing.T) {
 		}
 		cliFails(t, env, []string{"flaredb", "status", "-o", "xml"}, "-o \"xml\"")
 		// Without --cluster-id the node name is the cluster ID, as in `up`.
-		cliOK(t, map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": m.apiAddr, "ULTRACLOUD_NODE": "clitest"}, "flaredb", "status")
-		cliFails(t, nil, []string{"flaredb", "status", "--endpoints", "http://" + m.apiAddr}, "--endpoints", "without a scheme")
+		cliOK(t, map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": m.APIAddr, "ULTRACLOUD_NODE": "clitest"}, "flaredb", "status")
+		cliFails(t, nil, []string{"flaredb", "status", "--endpoints", "http://" + m.APIAddr}, "--endpoints", "without a scheme")
 		cliFails(t, map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": "localhost"}, []string{"flaredb", "status"}, "ULTRACLOUD_FLAREDB_ENDPOINTS", "not host:port")
 	})
 
@@ -215,10 +120,10 @@ func TestFlaredbCommands(t *testing.T) {
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
-		if len(list) != 1 || list[0] != (flaredbcli.Member{ID: "m0", RaftAddress: m.raftAddr, APIAddress: m.apiAddr, Voter: true, Leader: true}) {
+		if len(list) != 1 || list[0] != (flaredbcli.Member{ID: "m0", RaftAddress: m.RaftAddr, APIAddress: m.APIAddr, Voter: true, Leader: true}) {
 			t.Fatalf("member list %+v", list)
 		}
-		if out := cliOK(t, env, "flaredb", "member", "list"); !strings.Contains(out, "RAFT ADDRESS") || !strings.Contains(out, m.raftAddr) {
+		if out := cliOK(t, env, "flaredb", "member", "list"); !strings.Contains(out, "RAFT ADDRESS") || !strings.Contains(out, m.RaftAddr) {
 			t.Fatalf("member list:\n%s", out)
 		}
 		cliFails(t, env, []string{"flaredb", "member", "remove", "nosuch"}, `"nosuch" is not a member`, "member list")
@@ -260,10 +165,14 @@ func TestFlaredbCommands(t *testing.T) {
 		}
 
 		// Restore into a new member and check it serves the data.
-		rl, al := listenLoopback(t), listenLoopback(t)
-		r := &fdbMember{id: "r0", dir: filepath.Join(dir, "restored"), raftAddr: rl.Addr().String(), apiAddr: al.Addr().String()}
-		voter := fmt.Sprintf("r0=%s=%s", r.raftAddr, r.apiAddr)
-		renv := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": r.apiAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "restored"}
+		rc := flaredbtest.FromLayout(t, flaredbtest.Layout{ClusterID: "restored", Members: []flaredbtest.LayoutMember{{
+			ID: "r0", Dir: filepath.Join(dir, "restored"),
+			RaftAddr: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
+			APIAddr:  fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
+		}}}, flaredbtest.Options{})
+		r := rc.Members[0]
+		voter := fmt.Sprintf("r0=%s=%s", r.RaftAddr, r.APIAddr)
+		renv := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": r.APIAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "restored"}
 
 		// Bad input first: nothing may be written.
 		corrupt := filepath.Join(dir, "corrupt.snap")
@@ -271,21 +180,20 @@ func TestFlaredbCommands(t *testing.T) {
 		if err := os.WriteFile(corrupt, b[:len(b)-10], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", corrupt, "--data-dir", r.dir, "--id", "r0", "--initial-voters", voter}, "bad snapshot", corrupt)
+		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", corrupt, "--data-dir", r.Dir, "--id", "r0", "--initial-voters", voter}, "bad snapshot", corrupt)
 		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--id", "r0", "--initial-voters", voter}, "--data-dir is required")
-		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.dir, "--id", "r0", "--initial-voters", "r0=" + r.raftAddr}, "--initial-voters", "id=raftHost:port=apiHost:port")
-		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.dir, "--id", "r1", "--initial-voters", voter}, `do not list this member "r1"`)
-		if _, err := os.Stat(r.dir); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("refused restores wrote %s: %v", r.dir, err)
+		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.Dir, "--id", "r0", "--initial-voters", "r0=" + r.RaftAddr}, "--initial-voters", "id=raftHost:port=apiHost:port")
+		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.Dir, "--id", "r1", "--initial-voters", voter}, `do not list this member "r1"`)
+		if _, err := os.Stat(r.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("refused restores wrote %s: %v", r.Dir, err)
 		}
-		out = cliOK(t, renv, "flaredb", "snapshot", "restore", file, "--data-dir", r.dir, "--id", "r0", "--initial-voters", voter)
-		if !strings.Contains(out, fmt.Sprintf("revision %d", rev)) || !strings.Contains(out, "clusterID: restored") || !strings.Contains(out, r.dir) {
+		out = cliOK(t, renv, "flaredb", "snapshot", "restore", file, "--data-dir", r.Dir, "--id", "r0", "--initial-voters", voter)
+		if !strings.Contains(out, fmt.Sprintf("revision %d", rev)) || !strings.Contains(out, "clusterID: restored") || !strings.Contains(out, r.Dir) {
 			t.Fatalf("restore:\n%s", out)
 		}
-		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.dir, "--id", "r0", "--initial-voters", voter}, "not empty")
+		cliFails(t, renv, []string{"flaredb", "snapshot", "restore", file, "--data-dir", r.Dir, "--id", "r0", "--initial-voters", voter}, "not empty")
 
-		runFlaredb(t, r, "restored", []flaredb.Peer{{ID: "r0", RaftAddress: r.raftAddr, APIAddress: r.apiAddr}}, rl, al)
-		waitFlaredbReady(t, r)
+		rc.StartAll() // r0 alone as the initial voter, as restored
 		var rows []flaredbcli.StatusRow
 		if err := json.Unmarshal([]byte(cliOK(t, renv, "flaredb", "status", "-o", "json")), &rows); err != nil {
 			t.Fatal(err)
@@ -293,15 +201,24 @@ func TestFlaredbCommands(t *testing.T) {
 		if len(rows) != 1 || rows[0].ID != "r0" || rows[0].Revision != rev || rows[0].State != "leader" || rows[0].LastSnapshotIndex == 0 || rows[0].LastSnapshotTime == "" {
 			t.Fatalf("restored status %+v", rows)
 		}
-		if got := flaredbWrite(t, r.apiAddr, "restored", "d", "4"); got != rev+1 {
+		if got := flaredbWrite(t, rc.Client(), "d", "4"); got != rev+1 {
 			t.Fatalf("write on the restored member got revision %d, want %d", got, rev+1)
 		}
 	})
 }
 
 func TestFlaredbClusterCommands(t *testing.T) {
-	ms := startFlaredb(t, "cli3", 3)
-	env := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": ms[0].apiAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "cli3"}
+	// Members 0-2 bootstrap the cluster; member 3 joins it later.
+	c := flaredbtest.New(t, 4, flaredbtest.Options{ClusterID: "cli3"})
+	voters := c.Voters()[:3]
+	for i := range 3 {
+		c.StartWith(i, c.Config(i, voters, nil))
+	}
+	for i := range 3 {
+		c.WaitReady(i)
+	}
+	ms := c.Members
+	env := map[string]string{"ULTRACLOUD_FLAREDB_ENDPOINTS": ms[0].APIAddr, "ULTRACLOUD_FLAREDB_CLUSTER_ID": "cli3"}
 	leaderOf := func() string {
 		var list []flaredbcli.Member
 		if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil {
@@ -333,9 +250,9 @@ func TestFlaredbClusterCommands(t *testing.T) {
 	}
 
 	leader, target := leaderOf(), ""
-	for _, m := range ms {
-		if m.id != leader {
-			target = m.id
+	for _, m := range ms[:3] {
+		if m.ID != leader {
+			target = m.ID
 			break
 		}
 	}
@@ -344,44 +261,35 @@ func TestFlaredbClusterCommands(t *testing.T) {
 	}
 
 	// Remove a follower that is not the endpoint; stop it.
-	var victim *fdbMember
-	for _, m := range ms[1:] {
-		if m.id != target {
-			victim = m
+	vi := -1
+	for i := 1; i < 3; i++ {
+		if ms[i].ID != target {
+			vi = i
 		}
 	}
-	if out := cliOK(t, env, "flaredb", "member", "remove", victim.id); !strings.Contains(out, "removed") {
+	victim := ms[vi]
+	if out := cliOK(t, env, "flaredb", "member", "remove", victim.ID); !strings.Contains(out, "removed") {
 		t.Fatalf("remove:\n%s", out)
 	}
-	stopFlaredb(t, victim)
+	c.Stop(vi)
 	var list []flaredbcli.Member
 	if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "member", "list", "-o", "json")), &list); err != nil || len(list) != 2 {
 		t.Fatalf("members after remove: %+v %v", list, err)
 	}
 	// A stopped member still listed by the caller is shown with its error.
-	code, out, _ := runCLI(t, env, "flaredb", "status", "--endpoints", ms[0].apiAddr+","+victim.apiAddr, "--timeout", "3s")
-	if code != 0 || !strings.Contains(out, victim.apiAddr) || !strings.Contains(out, "refused") {
+	code, out, _ := runCLI(t, env, "flaredb", "status", "--endpoints", ms[0].APIAddr+","+victim.APIAddr, "--timeout", "3s")
+	if code != 0 || !strings.Contains(out, victim.APIAddr) || !strings.Contains(out, "refused") {
 		t.Fatalf("status with a stopped member: %d\n%s", code, out)
 	}
 
 	// Add a new member, then start it as the printed config says (join).
-	rl, al := listenLoopback(t), listenLoopback(t)
-	nm := &fdbMember{id: "m3", dir: filepath.Join(t.TempDir(), "flaredb"), raftAddr: rl.Addr().String(), apiAddr: al.Addr().String()}
-	out = cliOK(t, env, "flaredb", "member", "add", "m3", "--raft-address", nm.raftAddr, "--api-address", nm.apiAddr)
-	if !strings.Contains(out, "3 voters and needs 2") || !strings.Contains(out, "join:") || !strings.Contains(out, ms[0].apiAddr) {
+	nm := ms[3]
+	out = cliOK(t, env, "flaredb", "member", "add", nm.ID, "--raft-address", nm.RaftAddr, "--api-address", nm.APIAddr)
+	if !strings.Contains(out, "3 voters and needs 2") || !strings.Contains(out, "join:") || !strings.Contains(out, ms[0].APIAddr) {
 		t.Fatalf("member add:\n%s", out)
 	}
-	cfg := fastFlaredbConfig(nm.id, "cli3", nm.dir, nm.raftAddr, nm.apiAddr, nil)
-	cfg.Join = []string{ms[0].apiAddr}
-	srv, err := flaredb.New(cfg, flaredb.Options{RaftListener: rl, APIListener: al})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	nm.srv, nm.cancel, nm.done = srv, cancel, make(chan error, 1)
-	go func() { nm.done <- srv.Run(ctx) }()
-	t.Cleanup(func() { stopFlaredb(t, nm) })
-	waitFlaredbReady(t, nm)
+	c.StartWith(3, c.Config(3, nil, []string{ms[0].APIAddr}))
+	c.WaitReady(3)
 	if err := json.Unmarshal([]byte(cliOK(t, env, "flaredb", "status", "-o", "json")), &rows); err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +300,7 @@ func TestFlaredbClusterCommands(t *testing.T) {
 		}
 		ids[r.ID] = true
 	}
-	if len(rows) != 3 || !ids["m3"] || ids[victim.id] {
+	if len(rows) != 3 || !ids["m3"] || ids[victim.ID] {
 		t.Fatalf("status after add %+v", rows)
 	}
 }
@@ -400,25 +308,15 @@ func TestFlaredbClusterCommands(t *testing.T) {
 // A member with mutual TLS answers the CLI only with --cacert/--cert/--key
 // from its CA; without them the CLI says what is missing.
 func TestFlaredbCommandsOverTLS(t *testing.T) {
-	rl, al := listenLoopback(t), listenLoopback(t)
-	m := &fdbMember{id: "m0", dir: filepath.Join(t.TempDir(), "flaredb"), raftAddr: rl.Addr().String(), apiAddr: al.Addr().String()}
-	voters := []flaredb.Peer{{ID: m.id, RaftAddress: m.raftAddr, APIAddress: m.apiAddr}}
-	cfg := fastFlaredbConfig(m.id, "tlsc", m.dir, m.raftAddr, m.apiAddr, voters)
-	cfg.AllowPlaintext, cfg.TLS.Auto = false, true // a lone member makes its own CA
-	srv, err := flaredb.New(cfg, flaredb.Options{RaftListener: rl, APIListener: al})
+	c := flaredbtest.StartCluster(t, 1, flaredbtest.Options{ClusterID: "tlsc", Tweak: func(cfg *flaredb.Config) {
+		cfg.AllowPlaintext, cfg.TLS.Auto = false, true // a lone member makes its own CA
+	}})
+	m := c.Members[0]
+	files, err := m.Server.MemberTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m.srv, m.cancel, m.done = srv, cancel, make(chan error, 1)
-	go func() { m.done <- srv.Run(ctx) }()
-	t.Cleanup(func() { stopFlaredb(t, m) })
-	waitFlaredbReady(t, m)
-	files, err := srv.MemberTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := []string{"flaredb", "--endpoints", m.apiAddr, "--cluster-id", "tlsc", "--timeout", "3s"}
+	base := []string{"flaredb", "--endpoints", m.APIAddr, "--cluster-id", "tlsc", "--timeout", "3s"}
 	out := cliOK(t, nil, append(base, "status", "--cacert", files.CAFile, "--cert", files.CertFile, "--key", files.KeyFile)...)
 	if !strings.Contains(out, "m0") {
 		t.Fatalf("status over TLS does not list m0:\n%s", out)
