@@ -151,12 +151,12 @@ func BenchmarkMiddleware(b *testing.B) {
 	open.Mount(openMux)
 	type variant struct {
 		name, token string
-		mux         *http.ServeMux
+		mux         http.Handler
 	}
 	variants := []variant{
 		{"none", "", openMux},
-		{"bootstrap-token", bootstrapToken, e.mux},
-		{"jwt+authz", tr.AccessToken, e.mux},
+		{"bootstrap-token", bootstrapToken, e.routes},
+		{"jwt+authz", tr.AccessToken, e.routes},
 	}
 	serve := func(b *testing.B, v variant) {
 		req := httptest.NewRequest("GET", "/v1/projects/p/widgets/w", nil)

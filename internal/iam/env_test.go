@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,8 +59,7 @@ const bootstrapToken = "bootstrap-token-0123456789abcdef"
 // isolation is checked on a kind iam knows nothing about.
 type testEnv struct {
 	t      testing.TB
-	mux    *http.ServeMux
-	routes *routeRecorder // every pattern mounted on mux
+	routes *httpserver.RecordingMux // every pattern mounted
 	store  *pebblestore.Store
 	iam    *Component
 	api    *apiserver.API
@@ -107,8 +105,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	if err := ic.Register(a); err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	routes := &routeRecorder{ServeMux: mux}
+	routes := httpserver.NewRecordingMux()
 	a.Mount(routes)
 	// The node's real listener, so its access log is part of what the
 	// tests capture.
@@ -132,7 +129,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	}
 	issuer = "http://" + addr
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	e := &testEnv{t: t, mux: mux, routes: routes, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	e := &testEnv{t: t, routes: routes, store: st, iam: ic, api: a, url: issuer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		clock: clk, logs: logs, cancel: cancel}
 	e.admin = e.clientWith(bootstrapToken)
 	t.Cleanup(func() {
@@ -150,27 +147,6 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 		}
 	})
 	return e
-}
-
-// routeRecorder is a ServeMux that remembers every pattern registered on
-// it (ServeMux cannot list them).
-type routeRecorder struct {
-	*http.ServeMux
-	mu       sync.Mutex
-	patterns []string
-}
-
-func (m *routeRecorder) Handle(pattern string, h http.Handler) {
-	m.mu.Lock()
-	m.patterns = append(m.patterns, pattern)
-	m.mu.Unlock()
-	m.ServeMux.Handle(pattern, h)
-}
-
-func (m *routeRecorder) all() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.patterns)
 }
 
 func (e *testEnv) clientWith(token string) *client.Client {

@@ -19,9 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,38 +47,12 @@ type Node struct {
 	// admin is the module that can create the first admin's credentials
 	// (iam), when this node runs it.
 	admin adminIssuer
-	mux   *recordingMux
+	mux   *httpserver.RecordingMux
 }
 
 // Routes returns every route pattern mounted on the node's listener (for
 // the test that keeps /openapi.json complete); valid after Ready.
-func (n *Node) Routes() []string { return n.mux.patterns() }
-
-// recordingMux is the node's ServeMux, remembering what is mounted.
-type recordingMux struct {
-	mux *http.ServeMux
-	mu  sync.Mutex
-	pat []string
-}
-
-func (m *recordingMux) Handle(pattern string, h http.Handler) {
-	m.mu.Lock()
-	m.pat = append(m.pat, pattern)
-	m.mu.Unlock()
-	m.mux.Handle(pattern, h)
-}
-
-func (m *recordingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
-	m.Handle(pattern, http.HandlerFunc(h))
-}
-
-func (m *recordingMux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
-
-func (m *recordingMux) patterns() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.pat)
-}
+func (n *Node) Routes() []string { return n.mux.Patterns() }
 
 // adminIssuer is what `ultracloud up` needs from iam for its client
 // config.
@@ -124,7 +96,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	mux := &recordingMux{mux: http.NewServeMux()}
+	mux := httpserver.NewRecordingMux()
 	n.mux = mux
 	var group *component.Group
 	var a *apiserver.API

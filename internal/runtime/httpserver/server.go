@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -230,4 +232,34 @@ func (s *Server) Report(ctx context.Context) component.Report {
 	}
 	url := "http://" + addr
 	return component.Report{Endpoints: map[string]string{"api": url, "metrics": url + "/metrics", "openapi": url + "/openapi.json"}}
+}
+
+// RecordingMux is an http.ServeMux that remembers every pattern mounted on
+// it (a ServeMux cannot list them), so a test can check that every route
+// the listener serves is documented in /openapi.json.
+type RecordingMux struct {
+	mux      *http.ServeMux
+	mu       sync.Mutex
+	patterns []string
+}
+
+// NewRecordingMux returns an empty RecordingMux.
+func NewRecordingMux() *RecordingMux { return &RecordingMux{mux: http.NewServeMux()} }
+
+// Handle registers h for pattern and remembers the pattern.
+func (m *RecordingMux) Handle(pattern string, h http.Handler) {
+	m.mu.Lock()
+	m.patterns = append(m.patterns, pattern)
+	m.mu.Unlock()
+	m.mux.Handle(pattern, h)
+}
+
+// ServeHTTP dispatches to the registered handlers.
+func (m *RecordingMux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+
+// Patterns returns every pattern registered so far, in order.
+func (m *RecordingMux) Patterns() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.patterns)
 }
