@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/test/harness"
 )
 
@@ -87,7 +88,9 @@ func linearRev(t *testing.T, ctx context.Context, cl *clientv3.Client) int64 {
 }
 
 // keyspace reads every key and value from cl's member (serializable, at
-// rev if not 0).
+// rev if not 0), except the nodes' own coordination keys (coord.KeyPrefix:
+// the election of the iam-projects singleton), which come and go with the
+// nodes' leases and are not the data under test.
 func keyspace(t *testing.T, ctx context.Context, cl *clientv3.Client, rev int64) map[string]string {
 	t.Helper()
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSerializable()}
@@ -102,6 +105,9 @@ func keyspace(t *testing.T, ctx context.Context, cl *clientv3.Client, rev int64)
 	}
 	out := make(map[string]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
+		if strings.HasPrefix(string(kv.Key), coord.KeyPrefix) {
+			continue
+		}
 		out[string(kv.Key)] = string(kv.Value)
 	}
 	return out
