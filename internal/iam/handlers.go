@@ -24,8 +24,8 @@ import (
 const authBodyLimit = 8 << 10
 
 // endpoints declares iam's non-resource endpoints on a: OIDC discovery
-// and JWKS (public), login, token and logout (public: they take their own
-// credentials), whoami (any principal), signing-key rotation and audit
+// and JWKS (public), login, token, node enrollment and logout (public:
+// they take their own credentials), whoami (any principal), signing-key rotation and audit
 // queries (permissions). The password sub-resource of users is an action
 // of the User kind (userKind).
 func (c *Component) endpoints(a *apiserver.API) error {
@@ -43,8 +43,12 @@ func (c *Component) endpoints(a *apiserver.API) error {
 			Collection: iamv1.UserCollection, AuditVerb: iamv1.AuditVerbLogin, MaxBody: authBodyLimit,
 			Handler: apiserver.JSON(c.login)},
 		{Method: http.MethodPost, Path: iamv1.TokenPath, OperationID: "token",
-			Summary: "exchange a refresh token or an access key for tokens", Access: apiserver.AccessPublic,
+			Summary: "exchange a refresh token, an access key or a node key for tokens", Access: apiserver.AccessPublic,
 			AuditVerb: iamv1.AuditVerbToken, MaxBody: authBodyLimit, Handler: apiserver.JSON(c.token)},
+		{Method: http.MethodPost, Path: iamv1.NodeEnrollPath, OperationID: "enrollNode",
+			Summary: "exchange a node credential's one-time join token for its node key", Access: apiserver.AccessPublic,
+			Collection: iamv1.NodeCredentialCollection, AuditVerb: iamv1.AuditVerbEnroll, MaxBody: authBodyLimit,
+			Handler: apiserver.JSON(c.enrollNode)},
 		{Method: http.MethodPost, Path: iamv1.LogoutPath, OperationID: "logout",
 			Summary: "revoke a refresh token", Access: apiserver.AccessPublic,
 			AuditVerb: iamv1.AuditVerbLogout, MaxBody: authBodyLimit, Handler: apiserver.JSON(c.logout)},
@@ -87,7 +91,7 @@ func (c *Component) discovery(call *apiserver.Call, _ *apiserver.NoBody) (*openI
 		ResponseTypesSupported:           []string{"id_token"},
 		SubjectTypesSupported:            []string{"public"},
 		IDTokenSigningAlgValuesSupported: []string{apiserver.SigningAlgorithm},
-		GrantTypesSupported:              []string{"password", iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey},
+		GrantTypesSupported:              []string{"password", iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey, iamv1.GrantTypeNodeKey},
 		ClaimsSupported:                  []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "uid", "akid"},
 	}, nil
 }
@@ -229,8 +233,23 @@ func (c *Component) token(call *apiserver.Call, req *iamv1.TokenRequest) (*iamv1
 		}
 		apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Principal = principal })
 		return c.tokens.issue(ctx, principal, uid, req.AccessKeyID, "", false)
+	case iamv1.GrantTypeNodeKey:
+		// Limited like access keys, per node name and source address.
+		if ok, wait := c.limiter.allow(nodeLimitKey(req.Node), apiserver.SourceIP(call.Request), c.cfg.Now()); !ok {
+			return nil, tooMany(call.Header(), wait)
+		}
+		if apiserver.ValidateName("node", req.Node) == nil {
+			apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Collection, e.Name = iamv1.NodeCredentialCollection, req.Node })
+		}
+		principal, uid, err := c.nodeKeyPrincipal(ctx, req.Node, req.NodeKey)
+		if err != nil {
+			return nil, err
+		}
+		apiserver.AnnotateAudit(ctx, func(e *apiserver.AuditEvent) { e.Principal = principal })
+		return c.tokens.issue(ctx, principal, uid, "", "", false)
 	}
-	return nil, apiserver.FieldError("grantType", "%q is not %q or %q", req.GrantType, iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey)
+	return nil, apiserver.FieldError("grantType", "%q is not %q, %q or %q", req.GrantType,
+		iamv1.GrantTypeRefreshToken, iamv1.GrantTypeAccessKey, iamv1.GrantTypeNodeKey)
 }
 
 // refresh redeems a refresh token for a user that still exists with the

@@ -1,6 +1,7 @@
 // Package iam is the identity and access component: projects (the tenant
-// boundary), users, service accounts, roles, role bindings and access keys
-// as resources; password login and access-key exchange for short-lived
+// boundary), users, service accounts, roles, role bindings, access keys and
+// node credentials as resources; password login, node enrollment and
+// access-key and node-key exchange for short-lived
 // ES256 access tokens plus rotating refresh tokens; signing-key rotation
 // and OIDC discovery (/.well-known/openid-configuration, JWKS); the
 // Authenticator, Authorizer and Auditor the shared API framework enforces
@@ -206,6 +207,7 @@ func (c *Component) Register(a *apiserver.API) error {
 		func() error { return apiserver.Register(a, "iam", c.roleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.clusterRoleBindingKind()) },
 		func() error { return apiserver.Register(a, "iam", c.accessKeyKind()) },
+		func() error { return apiserver.Register(a, "iam", c.nodeCredentialKind()) },
 		func() error { return c.endpoints(a) },
 	} {
 		if err := reg(); err != nil {
@@ -295,7 +297,7 @@ func (c *Component) Authenticate(r *http.Request) (apiserver.Principal, error) {
 		}
 		if err := c.policy.Active(p); err != nil {
 			return apiserver.Principal{}, &apiserver.Error{Status: http.StatusUnauthorized, Code: api.CodeUnauthenticated,
-				Detail: "the credentials behind this token were revoked (user or service account deleted or disabled, or access key removed)", Err: err}
+				Detail: "the credentials behind this token were revoked (user or service account deleted or disabled, access key or node credential removed)", Err: err}
 		}
 		return p, nil
 	}

@@ -155,3 +155,27 @@ func BuiltinRoles() map[string][]string {
 var systemGrants = map[string][]string{
 	"system:iam-projects": {"iam.projects.get", "iam.projects.list", "iam.projects.watch", "iam.projects.updatestatus"},
 }
+
+// nodeRole is the built-in role of every enrolled node (principal
+// node:NAME), fixed here like systemGrants: it cannot be bound, changed or
+// removed. Host agents read desired state and report what they observe,
+// so a node may read (get, list, watch) and write the status of every
+// collection of every component but iam, and read node status; it may
+// never create, update or delete anything, and nothing of iam (users,
+// projects, roles, bindings, access keys, audit, signing keys, node
+// credentials) is visible to it.
+//
+// Per-node scoping ("only the desired state of its own node") is not
+// expressible yet: no kind is bound to a node. The first dataplane kinds
+// will carry a node-binding field (e.g. spec.nodeName); the policy will
+// then pass the node name to an Authorizer check that admits a node
+// principal's reads and status writes only for objects bound to it (and
+// filters its lists and watches the same way), in addition to this role.
+var nodeRole = []string{
+	"*.*.get", "*.*.list", "*.*.watch", "*.*.updatestatus",
+	"!iam.*.*",
+	"node.status.get",
+}
+
+// NodeRole returns the built-in node role's patterns.
+func NodeRole() []string { return append([]string(nil), nodeRole...) }

@@ -29,6 +29,7 @@ var ErrRevoked = errors.New("iam: credential revoked")
 var policyCollections = []string{
 	iamv1.ProjectCollection, iamv1.UserCollection, iamv1.ServiceAccountCollection, iamv1.RoleCollection,
 	iamv1.RoleBindingCollection, iamv1.ClusterRoleBindingCollection, iamv1.AccessKeyCollection,
+	iamv1.NodeCredentialCollection,
 }
 
 // snapshotCollections are the collections whose changes rebuild the
@@ -68,6 +69,7 @@ type Policy struct {
 	users    atomic.Pointer[sync.Map] // name -> principalState
 	sas      atomic.Pointer[sync.Map] // "project/name" -> principalState
 	keys     atomic.Pointer[sync.Map] // access key ID -> enabled (bool)
+	nodes    atomic.Pointer[sync.Map] // node name -> principalState (disabled: not enrolled)
 }
 
 var _ apiserver.Authorizer = (*Policy)(nil)
@@ -81,7 +83,7 @@ func NewPolicy(store storage.Store, log *slog.Logger, now func() time.Time, cach
 	p := &Policy{store: store, log: log, now: now, ttl: cacheTTL, raw: map[string]map[string]*api.Object{},
 		progress: map[string]int64{}, changed: make(chan struct{})}
 	p.snap.Store(buildSnapshot(p.raw))
-	for _, m := range []*atomic.Pointer[sync.Map]{&p.projects, &p.users, &p.sas, &p.keys} {
+	for _, m := range []*atomic.Pointer[sync.Map]{&p.projects, &p.users, &p.sas, &p.keys, &p.nodes} {
 		m.Store(&sync.Map{})
 	}
 	return p
@@ -96,6 +98,8 @@ func (p *Policy) mirror(coll string) *atomic.Pointer[sync.Map] {
 		return &p.users
 	case iamv1.ServiceAccountCollection:
 		return &p.sas
+	case iamv1.NodeCredentialCollection:
+		return &p.nodes
 	}
 	return &p.keys
 }
@@ -163,6 +167,12 @@ func (p *Policy) putMirrored(m *sync.Map, coll, rel string, o *api.Object) {
 			spec, _ := decodeSpec[iamv1.AccessKeySpec](o)
 			m.Store(id, !spec.Disabled)
 		}
+	case iamv1.NodeCredentialCollection:
+		var st iamv1.NodeCredentialStatus
+		if len(o.Status) > 0 {
+			_ = json.Unmarshal(o.Status, &st)
+		}
+		m.Store(rel, principalState{uid: o.Metadata.UID, disabled: st.Phase != iamv1.NodeCredentialEnrolled})
 	}
 }
 
@@ -361,6 +371,7 @@ type snapshot struct {
 	projects        map[string][]string           // principal -> sorted projects with bindings
 	bindingProjects map[string]bool               // projects some binding names
 	system          map[string]Rules              // built-in system principals
+	node            Rules                         // every node principal
 	cache           *decisionCache
 }
 
@@ -388,6 +399,7 @@ func buildSnapshot(raw map[string]map[string]*api.Object) *snapshot {
 		r, _ := ParseRules(pats)
 		s.system[name] = r
 	}
+	s.node, _ = ParseRules(nodeRole)
 	for name, o := range raw[iamv1.RoleCollection] {
 		if _, builtin := builtinRoles[name]; builtin {
 			continue
@@ -507,6 +519,14 @@ func (p *Policy) evaluate(s *snapshot, principal, component, collection, verb, p
 		}
 		return apiserver.Deny
 	}
+	// A node holds its built-in role cluster-wide and nothing else (node
+	// principals cannot be bound).
+	if strings.HasPrefix(principal, iamv1.PrincipalNode+":") {
+		if s.node.Allows(component, collection, verb) {
+			return apiserver.Allow
+		}
+		return apiserver.Deny
+	}
 	for _, role := range s.cluster[principal] {
 		if s.roles[role].Allows(component, collection, verb) {
 			return apiserver.Allow
@@ -554,6 +574,10 @@ func (p *Policy) Active(pr apiserver.Principal) error {
 		v, ok = p.users.Load().Load(rest)
 	case iamv1.PrincipalServiceAccount:
 		v, ok = p.sas.Load().Load(rest)
+	case iamv1.PrincipalNode:
+		// A node is active while its NodeCredential exists with the UID
+		// its token names and is Enrolled.
+		v, ok = p.nodes.Load().Load(rest)
 	case iamv1.PrincipalSystem:
 		if _, ok := p.snap.Load().system[pr.Name]; ok {
 			return nil
@@ -568,7 +592,7 @@ func (p *Policy) Active(pr apiserver.Principal) error {
 	case st.uid != pr.UID:
 		return fmt.Errorf("%w: principal was recreated", ErrRevoked)
 	case st.disabled:
-		return fmt.Errorf("%w: principal is disabled", ErrRevoked)
+		return fmt.Errorf("%w: principal is disabled (or the node is not enrolled)", ErrRevoked)
 	}
 	if pr.AccessKeyID != "" {
 		if en, ok := p.keys.Load().Load(pr.AccessKeyID); !ok || !en.(bool) {

@@ -18,9 +18,11 @@ import (
 
 // TestSecretsNeverLeak drives every flow that handles a secret (logins
 // right and wrong, a password typed into the user name field, password
-// changes, access key creation and exchange, refresh, logout, bad tokens)
-// with debug logging on, then checks that no password, secret access key,
-// access token, refresh token or the bootstrap token appears in the logs,
+// changes, access key creation and exchange, node enrollment and node key
+// exchange right and wrong, refresh, logout, bad tokens) with debug
+// logging on, then checks that no password, secret access key, join token,
+// node key, access token, refresh token or the bootstrap token appears in
+// the logs,
 // in any error response, in the audit log, or anywhere in the store in the
 // clear.
 func TestSecretsNeverLeak(t *testing.T) {
@@ -68,6 +70,23 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var kt iamv1.TokenResponse
 	_ = json.Unmarshal([]byte(req("POST", iamv1.TokenPath, "", `{"grantType":"access_key","accessKeyId":"`+st.AccessKeyID+`","secretAccessKey":"`+st.SecretAccessKey+`"}`).body), &kt)
 	secrets["service account token"] = kt.AccessToken
+	nc := e.create(iamv1.NodeCredentialCollection, "", "worker1", iamv1.NodeCredentialSpec{})
+	var ncs iamv1.NodeCredentialStatus
+	_ = json.Unmarshal(nc.Status, &ncs)
+	secrets["join token"] = ncs.JoinToken
+	req("POST", iamv1.NodeEnrollPath, "", enrollBody("worker1", ncs.JoinToken+"x"))
+	req("POST", iamv1.NodeEnrollPath, "", enrollBody("worker2", ncs.JoinToken))
+	var enrolled iamv1.NodeEnrollResponse
+	_ = json.Unmarshal([]byte(req("POST", iamv1.NodeEnrollPath, "", enrollBody("worker1", ncs.JoinToken)).body), &enrolled)
+	secrets["node key"] = enrolled.NodeKey
+	req("POST", iamv1.NodeEnrollPath, "", enrollBody("worker1", ncs.JoinToken))
+	req("POST", iamv1.TokenPath, "", nodeKeyBody("worker1", enrolled.NodeKey+"x"))
+	var nt iamv1.TokenResponse
+	_ = json.Unmarshal([]byte(req("POST", iamv1.TokenPath, "", nodeKeyBody("worker1", enrolled.NodeKey)).body), &nt)
+	secrets["node access token"] = nt.AccessToken
+	req("GET", "/v1/users", nt.AccessToken, "")
+	req("GET", "/v1/projects/alpha/widgets", enrolled.NodeKey, "")
+	req("GET", "/v1/projects/alpha/widgets", ncs.JoinToken, "")
 	req("GET", "/v1/projects/alpha/widgets", kt.AccessToken+"x", "")
 	req("GET", "/v1/projects/alpha/widgets", secrets["secret access key"], "")
 	req("GET", "/v1/projects/alpha/widgets", secrets["password"], "")

@@ -55,6 +55,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, &config.FieldError{Path: "storage.endpoints",
 			Problem: "this node does not run the flaredb role: list the flaredb API addresses (e.g. [10.0.0.1:7711]), add the flaredb role, or set storage.backend: local"})
 	}
+	if len(c.ControlPlane.Endpoints) > 0 && c.HasRole("iam") {
+		errs = append(errs, &config.FieldError{Path: "controlPlane.endpoints",
+			Problem: "is for nodes that run no iam (workers): this node runs the iam role (list its roles without iam, or remove controlPlane.endpoints)"})
+	}
 	for _, m := range modules() {
 		s := m.section(c)
 		s.Derive(&c.Core)

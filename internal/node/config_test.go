@@ -100,6 +100,11 @@ func TestValidateNamesFields(t *testing.T) {
 		"flaredb.tls.autoCAFile":         func(c *Config) { c.FlareDB.TLS.AutoCAFile = "/x" },
 		"flaredb.maxAppendEntries":       func(c *Config) { c.FlareDB.MaxAppendEntries = 0 },
 		"chainfire.defragMinFreePercent": func(c *Config) { c.Chainfire.DefragMinFreePercent = 101 },
+		// A node running iam is the control plane; it enrolls nowhere.
+		"controlPlane.endpoints": func(c *Config) { c.ControlPlane.Endpoints = []string{"http://10.0.0.1:7700"} },
+		"controlPlane.endpoints[0]": func(c *Config) {
+			c.Roles, c.ControlPlane.Endpoints = []string{"flaredb"}, []string{"10.0.0.1:7700"}
+		},
 	}
 	for field, mutate := range cases {
 		c := SingleNodeDefault("/tmp/d")
@@ -108,6 +113,12 @@ func TestValidateNamesFields(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "config: "+field+":") {
 			t.Errorf("%s: err = %v", field, err)
 		}
+	}
+	// A worker: no iam, a control plane, the join token file derived.
+	w := SingleNodeDefault("/tmp/d")
+	w.Roles, w.ControlPlane.Endpoints = []string{"flaredb"}, []string{"https://10.0.0.1:7700"}
+	if err := w.Validate(); err != nil || w.ControlPlane.JoinTokenFile != "/tmp/d/join-token" {
+		t.Fatalf("worker config: %v (joinTokenFile %q)", err, w.ControlPlane.JoinTokenFile)
 	}
 	// A section of a role the node does not run is not checked.
 	c := SingleNodeDefault("/tmp/d")

@@ -31,6 +31,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/compactor"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/httpserver"
+	"github.com/ultracloud/ultracloud/internal/runtime/nodeid"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/iamv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -124,6 +125,18 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		},
 	}
 
+	// A node without iam that names a control plane acts towards it as
+	// node:NAME: every agent's API client goes there with the node's
+	// tokens.
+	identity, err := n.nodeIdentity()
+	if err != nil {
+		return err
+	}
+	if identity != nil {
+		deps.Client.Endpoint = func(context.Context) (string, error) { return identity.Endpoint(), nil }
+		tokens = func(string) client.TokenSource { return identity }
+	}
+
 	store, err := n.openStore(deps)
 	if err != nil {
 		return err
@@ -192,6 +205,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	units = append(units, storeUnits...)
 	units = append(units, component.Unit{Component: srv, DependsOn: apiDeps})
+	if identity != nil {
+		// Last, so the node's own API serves while it enrolls.
+		units = append(units, component.Unit{Component: nodeid.NewComponent(identity)})
+	}
 	for _, u := range units {
 		if ms, ok := u.Component.(component.MetricsSource); ok {
 			if err := reg.Register(multiCollector(ms.Collectors())); err != nil {
@@ -230,6 +247,17 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 	}
 	return <-done
+}
+
+// nodeIdentity returns the node's identity towards the control plane when
+// it runs no iam and controlPlane.endpoints names one, else nil.
+func (n *Node) nodeIdentity() (*nodeid.Identity, error) {
+	cp := n.cfg.ControlPlane
+	if n.cfg.HasRole("iam") || len(cp.Endpoints) == 0 {
+		return nil, nil
+	}
+	return nodeid.New(nodeid.Config{Node: n.cfg.Node, DataDir: n.cfg.DataDir, Endpoints: cp.Endpoints,
+		JoinTokenFile: cp.JoinTokenFile, Logger: n.log.With("component", nodeid.ComponentName)})
 }
 
 // findAdmin returns the module's unit that issues the first admin's

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -128,6 +130,60 @@ func TestNodeWithoutIAM(t *testing.T) {
 	}
 	if n.InitialAdminPassword() != "" {
 		t.Error("a node without iam created an admin")
+	}
+}
+
+// TestWorkerActsAsItsNode: a node without iam that names a control plane
+// runs the node-identity unit: it enrolls with its join token, is ready
+// once it holds the credential, and reports its principal and token
+// expiry (never the key) in its status.
+func TestWorkerActsAsItsNode(t *testing.T) {
+	cp := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Roles, c.Storage.Backend = []string{"iam"}, config.BackendLocal
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o, err := cp.Admin.Resources(iamv1.NodeCredentialCollection, "").Create(ctx,
+		&api.Object{Metadata: api.ObjectMeta{Name: "worker"}, Spec: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs iamv1.NodeCredentialStatus
+	_ = json.Unmarshal(o.Status, &cs)
+	joinFile := filepath.Join(t.TempDir(), "join-token")
+	if err := os.WriteFile(joinFile, []byte(cs.JoinToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Node, c.Roles, c.Storage.Backend = "worker", []string{"flaredb"}, config.BackendLocal
+		c.ControlPlane.Endpoints, c.ControlPlane.JoinTokenFile = []string{cp.APIURL()}, joinFile
+	}})
+	st, err := w.Admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ident *api.ComponentStatus
+	for i, c := range st.Components {
+		if c.Name == "node-identity" {
+			ident = &st.Components[i]
+		}
+	}
+	if ident == nil || ident.State != "ready" || ident.Details["principal"] != "node:worker" ||
+		ident.Endpoints["controlPlane"] != cp.APIURL() || ident.Details["tokenExpiresAt"] == "" {
+		t.Fatalf("node-identity reports %+v", ident)
+	}
+	raw, _ := json.Marshal(st)
+	key, err := os.ReadFile(filepath.Join(w.Config.DataDir, "node-credential"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred struct{ NodeKey string }
+	if err := json.Unmarshal(key, &cred); err != nil || cred.NodeKey == "" || strings.Contains(string(raw), cred.NodeKey) {
+		t.Fatalf("the node key is missing (%v) or in the status", err)
+	}
+	got, err := cp.Admin.Resources(iamv1.NodeCredentialCollection, "").Get(ctx, "worker")
+	if err != nil || !strings.Contains(string(got.Status), iamv1.NodeCredentialEnrolled) {
+		t.Fatalf("credential after the worker started: %+v %v", got, err)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package iam holds the CLI verbs of iam: `ultracloud iam ...` (users,
 // projects, roles, bindings, service accounts, access keys, audit, whoami,
-// signing-key rotation) and `ultracloud login` / `logout`, which the
+// node credentials, signing-key rotation) and `ultracloud login` / `logout`, which the
 // command tree adds at the top level.
 //
 // Like every component's CLI package it talks to the API only through
@@ -32,7 +32,7 @@ import (
 func NewCmd(cf *clikit.ClientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "iam",
-		Short: "Identity and access: users, projects, roles, bindings, service accounts, access keys, audit",
+		Short: "Identity and access: users, projects, roles, bindings, service accounts, access keys, node credentials, audit",
 		Long: `iam manages who may do what. Users log in with passwords; service accounts
 live in a project and authenticate with access keys. Roles (built-in admin,
 member, viewer, or custom lists of component.collection.verb patterns) are
@@ -40,7 +40,7 @@ granted by bindings: in one project (binding), or everywhere (binding --cluster)
 See docs/iam.md.`,
 	}
 	cmd.AddCommand(newIAMUserCmd(cf), newIAMProjectCmd(cf), newIAMRoleCmd(cf), newIAMBindingCmd(cf),
-		newIAMServiceAccountCmd(cf), newIAMAccessKeyCmd(cf), newIAMAuditCmd(cf), newIAMWhoAmICmd(cf), newIAMRotateCmd(cf))
+		newIAMServiceAccountCmd(cf), newIAMAccessKeyCmd(cf), newIAMNodeCredentialCmd(cf), newIAMAuditCmd(cf), newIAMWhoAmICmd(cf), newIAMRotateCmd(cf))
 	return cmd
 }
 
@@ -369,6 +369,60 @@ func newIAMAccessKeyCmd(cf *clikit.ClientFlags) *cobra.Command {
 	create.Flags().StringVar(&desc, "description", "", "what the key is for")
 	clikit.OutputFlag(create, &out)
 	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.AccessKeyCollection, "access keys (never their secrets)"), clikit.DeleteCmd(cf, iamv1.AccessKeyCollection))
+	return cmd
+}
+
+func newIAMNodeCredentialCmd(cf *clikit.ClientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "node-credential", Aliases: []string{"node-credentials", "nodecredential", "nodecred"},
+		Short: "Node credentials: the identity of a worker node (one-time join token, then node:NAME)",
+		Long: `A node credential is the identity of a node that runs no iam (a worker with
+only host agents). Creating one prints a one-time join token; written to the
+worker's controlPlane.joinTokenFile, it lets the node enroll once and obtain
+its own node key. The node's agents then act as node:NAME, which holds the
+built-in node role: read every component's resources but iam's and write
+their status, nothing else. Deleting the credential revokes the node.`,
+	}
+	var ttl, out string
+	create := &cobra.Command{
+		Use:     "create NAME [--ttl 1h]",
+		Short:   "Create a node credential; its join token is shown only in this output",
+		Example: `  ultracloud iam node-credential create worker1 --ttl 30m`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (clikit.Created, error) {
+				return c.Create(ctx, iamv1.NodeCredentialCollection, args[0], iamv1.NodeCredentialSpec{JoinTokenTTL: ttl})
+			}, func(w io.Writer, f clikit.Format, cr clikit.Created) error {
+				if f != clikit.FormatTable {
+					return clikit.PrintData(w, f, cr.Object)
+				}
+				var st iamv1.NodeCredentialStatus
+				if err := json.Unmarshal(cr.Object.Status, &st); err != nil {
+					return fmt.Errorf("reading the new credential: %w", err)
+				}
+				if err := clikit.PrintCreated(w, f, cr); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "Join token: %s\n", st.JoinToken)
+				if st.JoinTokenExpiresAt != nil {
+					fmt.Fprintf(w, "It works once, until %s, and is shown only now.\n", st.JoinTokenExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
+				}
+				fmt.Fprintf(w, "Next: on node %s, write it (mode 0600) to the file its controlPlane.joinTokenFile names (default <dataDir>/join-token),\n", args[0])
+				fmt.Fprintln(w, "then start or restart the node: it enrolls once and keeps its own key in <dataDir>/node-credential.")
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&ttl, "ttl", "1h", "how long the join token may be used (1m to 24h)")
+	clikit.OutputFlag(create, &out)
+	del := &cobra.Command{
+		Use:   "delete NAME...",
+		Short: "Delete node credentials: the nodes' keys stop working and their tokens are refused",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return clikit.DeleteNamed(cmd, cf, iamv1.NodeCredentialCollection, args)
+		},
+	}
+	cmd.AddCommand(create, clikit.ListCmd(cf, iamv1.NodeCredentialCollection, "node credentials (never their tokens or keys)"), del)
 	return cmd
 }
 

@@ -54,7 +54,10 @@ type Identity struct {
 
 // APIClient is how a component's controllers reach the API: the endpoint
 // once the listener is up, and tokens for the node's built-in system
-// principals (iam issues them on a node that runs iam).
+// principals (iam issues them on a node that runs iam). On a node without
+// iam that names a control plane (controlPlane.endpoints), both go to the
+// control plane instead and every principal is the node itself
+// (node:NAME, internal/runtime/nodeid).
 type APIClient struct {
 	// Endpoint blocks until the API listens and returns its base URL.
 	Endpoint func(ctx context.Context) (string, error)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -82,6 +83,16 @@ func CheckDuration(d, lo, hi time.Duration) error {
 		return fmt.Errorf("%s is too short (at least %s)", d, lo)
 	case d < lo || (hi != 0 && d > hi):
 		return fmt.Errorf("%s must be between %s and %s", d, lo, hi)
+	}
+	return nil
+}
+
+// CheckHTTPURL checks an API base URL: http or https, a host, no query
+// or fragment.
+func CheckHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an http(s) API base URL (e.g. https://10.0.0.11:7700)", s)
 	}
 	return nil
 }

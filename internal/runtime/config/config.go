@@ -52,6 +52,25 @@ type Core struct {
 	Storage Storage `yaml:"storage"`
 	// ShutdownGrace is how long each component may take to stop.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// ControlPlane is how a node that runs no iam (a worker with only host
+	// agents) authenticates its agents to the API.
+	ControlPlane ControlPlane `yaml:"controlPlane"`
+}
+
+// ControlPlane configures a worker's node identity: the node enrolls once
+// with the one-time join token of its NodeCredential (`ultracloud iam
+// node-credential create NODE`), keeps the node key it gets in
+// <dataDir>/node-credential, and its agents act as node:NODE against these
+// endpoints.
+type ControlPlane struct {
+	// Endpoints are API base URLs of nodes that run iam (e.g.
+	// [https://10.0.0.11:7700]), tried in turn. Setting them makes the
+	// node enroll and gives its agents the node's identity; a node running
+	// the iam role must leave them empty.
+	Endpoints []string `yaml:"endpoints"`
+	// JoinTokenFile holds the join token, read only while the node has no
+	// credential yet; the token works once. Default: <dataDir>/join-token.
+	JoinTokenFile string `yaml:"joinTokenFile"`
 }
 
 // API configures the shared API listener.
@@ -165,6 +184,12 @@ func (c *Core) Validate(knownRoles []string) error {
 	}
 	p.AddErr("storage.compactInterval", CheckDuration(c.Storage.CompactInterval, time.Second, 0))
 	p.AddErr("shutdownGrace", CheckDuration(c.ShutdownGrace, time.Second, 10*time.Minute))
+	for i, e := range c.ControlPlane.Endpoints {
+		p.AddErr(fmt.Sprintf("controlPlane.endpoints[%d]", i), CheckHTTPURL(e))
+	}
+	if c.ControlPlane.JoinTokenFile == "" && c.DataDir != "" {
+		c.ControlPlane.JoinTokenFile = filepath.Join(c.DataDir, "join-token")
+	}
 	return p.Err()
 }
 

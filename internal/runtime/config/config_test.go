@@ -148,7 +148,8 @@ func TestEnvNames(t *testing.T) {
 		paths = append(paths, f.Path)
 	}
 	if got := strings.Join(paths, " "); got != "node dataDir roles api.listen api.tokenFile log.level log.format storage.backend "+
-		"storage.endpoints storage.retainRevisions storage.compactInterval shutdownGrace section.name section.listen section.wait section.nested.flag" {
+		"storage.endpoints storage.retainRevisions storage.compactInterval shutdownGrace controlPlane.endpoints controlPlane.joinTokenFile "+
+		"section.name section.listen section.wait section.nested.flag" {
 		t.Fatalf("Fields = %s", got)
 	}
 }
@@ -170,6 +171,9 @@ func TestChecks(t *testing.T) {
 		{CheckDuration(time.Second, time.Second, time.Minute), ""},
 		{CheckDuration(0, time.Second, 0), "too short (at least 1s)"},
 		{CheckDuration(time.Hour, time.Second, time.Minute), "between 1s and 1m0s"},
+		{CheckHTTPURL("https://10.0.0.1:7700"), ""},
+		{CheckHTTPURL("10.0.0.1:7700"), "not an http(s) API base URL"},
+		{CheckHTTPURL("http://h:1/?q=1"), "not an http(s) API base URL"},
 	} {
 		if (tc.err == nil) != (tc.want == "") || (tc.err != nil && !strings.Contains(tc.err.Error(), tc.want)) {
 			t.Errorf("got %v, want %q", tc.err, tc.want)

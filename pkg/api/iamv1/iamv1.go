@@ -1,7 +1,7 @@
 // Package iamv1 holds the wire types of iam's resources and endpoints
 // (version 1), shared by the iam component and SDK users: projects, users,
-// service accounts, roles, role bindings, access keys, tokens and audit
-// records, plus the encoding helpers for principal names.
+// service accounts, roles, role bindings, access keys, node credentials,
+// tokens and audit records, plus the encoding helpers for principal names.
 //
 // It holds no behaviour beyond encoding and must never import internal/.
 package iamv1
@@ -107,6 +107,57 @@ type AccessKeyStatus struct {
 	SecretAccessKey string `json:"secretAccessKey,omitempty"`
 }
 
+// NodeCredentialSpec is a node's identity (metadata.name is the node's
+// name): a one-time join token, shown only in the create response, that
+// the node exchanges once (POST /v1/auth/nodes/enroll) for a node key; the
+// node then exchanges the key for access tokens as principal node:NAME,
+// which holds the built-in node role. Deleting it revokes the node.
+type NodeCredentialSpec struct {
+	// JoinTokenTTL is how long the join token may be used (a Go duration,
+	// 1m to 24h; default 1h). It matters only when the credential is
+	// created.
+	JoinTokenTTL string `json:"joinTokenTTL,omitempty"`
+}
+
+// NodeCredentialStatus is server-owned state of a node credential.
+type NodeCredentialStatus struct {
+	// Phase is Pending (the join token is unused) or Enrolled.
+	Phase string `json:"phase,omitempty"`
+	// JoinTokenExpiresAt is when the unused join token stops working
+	// (cleared at enrollment).
+	JoinTokenExpiresAt *time.Time `json:"joinTokenExpiresAt,omitempty"`
+	// EnrolledAt is when the node exchanged its join token.
+	EnrolledAt *time.Time `json:"enrolledAt,omitempty"`
+	// JoinToken is present only in the response that created the
+	// credential; it is stored only as its SHA-256 and never returned
+	// again.
+	JoinToken string `json:"joinToken,omitempty"`
+}
+
+// Phases of a node credential.
+const (
+	NodeCredentialPending  = "Pending"
+	NodeCredentialEnrolled = "Enrolled"
+)
+
+// NodeEnrollRequest is the body of POST /v1/auth/nodes/enroll.
+type NodeEnrollRequest struct {
+	// Node is the node's name (the NodeCredential's name).
+	Node string `json:"node"`
+	// JoinToken is the credential's one-time join token.
+	JoinToken string `json:"joinToken"`
+}
+
+// NodeEnrollResponse carries the node key, shown only in this response:
+// the node keeps it (mode 0600) and exchanges it for access tokens with
+// grant type node_key.
+type NodeEnrollResponse struct {
+	Node    string `json:"node"`
+	NodeKey string `json:"nodeKey"`
+	// Principal is who the node's tokens act as, "node:NAME".
+	Principal string `json:"principal"`
+}
+
 // Collection and kind names of iam's resources.
 const (
 	ProjectKind                   = "Project"
@@ -123,12 +174,17 @@ const (
 	ClusterRoleBindingCollection  = "clusterrolebindings"
 	AccessKeyKind                 = "AccessKey"
 	AccessKeyCollection           = "accesskeys"
+	NodeCredentialKind            = "NodeCredential"
+	NodeCredentialCollection      = "nodecredentials"
 	BuiltinRoleAdmin              = "admin"
 	BuiltinRoleMember             = "member"
 	BuiltinRoleViewer             = "viewer"
 	DefaultAudience               = "ultracloud"
 	GrantTypeRefreshToken         = "refresh_token"
 	GrantTypeAccessKey            = "access_key"
+	GrantTypeNodeKey              = "node_key"
+	JoinTokenPrefix               = "ucj_"
+	NodeKeyPrefix                 = "ucn_"
 	TokenTypeBearer               = "Bearer"
 	PasswordMinLength             = 12
 	PasswordMaxLength             = 256
@@ -141,6 +197,7 @@ const (
 	LogoutPath                    = "/v1/auth/logout"
 	WhoAmIPath                    = "/v1/auth/whoami"
 	RotateSigningKeyPath          = "/v1/auth/signing-keys/rotate"
+	NodeEnrollPath                = "/v1/auth/nodes/enroll"
 	AuditPath                     = "/v1/audit"
 	PasswordSubresource           = "password"
 	AuditVerbLogin                = "login"
@@ -148,6 +205,7 @@ const (
 	AuditVerbLogout               = "logout"
 	AuditVerbSetPassword          = "setpassword"
 	AuditVerbRotateSigningKey     = "rotatesigningkey"
+	AuditVerbEnroll               = "enroll"
 	PermissionRotateSigningKey    = "iam.signingkeys.update"
 	PermissionAuditList           = "iam.audit.list"
 	PermissionNodeStatus          = "node.status.get"
@@ -162,13 +220,16 @@ type LoginRequest struct {
 }
 
 // TokenRequest is the body of POST /v1/auth/token. GrantType is
-// "refresh_token" (with RefreshToken) or "access_key" (with AccessKeyID and
-// SecretAccessKey; no refresh token is issued, exchange the key again).
+// "refresh_token" (with RefreshToken), "access_key" (with AccessKeyID and
+// SecretAccessKey) or "node_key" (with Node and NodeKey); the last two
+// issue no refresh token: exchange the key again.
 type TokenRequest struct {
 	GrantType       string `json:"grantType"`
 	RefreshToken    string `json:"refreshToken,omitempty"`
 	AccessKeyID     string `json:"accessKeyId,omitempty"`
 	SecretAccessKey string `json:"secretAccessKey,omitempty"`
+	Node            string `json:"node,omitempty"`
+	NodeKey         string `json:"nodeKey,omitempty"`
 }
 
 // LogoutRequest is the body of POST /v1/auth/logout: the refresh token to

@@ -14,6 +14,9 @@ const (
 	PrincipalSystem = "system"
 	// PrincipalBootstrap is the break-glass admin token's holder.
 	PrincipalBootstrap = "bootstrap"
+	// PrincipalNode names a node enrolled with a NodeCredential
+	// ("node:NAME"); it holds the built-in node role and cannot be bound.
+	PrincipalNode = "node"
 )
 
 // ErrBadPrincipal is returned by ParsePrincipal for malformed names.
@@ -21,6 +24,9 @@ var ErrBadPrincipal = errors.New(`iamv1: a principal is "user:NAME" or "servicea
 
 // UserPrincipal returns the principal name of user name.
 func UserPrincipal(name string) string { return PrincipalUser + ":" + name }
+
+// NodePrincipal returns the principal name of node name.
+func NodePrincipal(name string) string { return PrincipalNode + ":" + name }
 
 // ServiceAccountPrincipal returns the principal name of a service account.
 func ServiceAccountPrincipal(project, name string) string {

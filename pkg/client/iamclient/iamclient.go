@@ -1,6 +1,7 @@
 // Package iamclient is the Go client of iam's own operations, the ones that
-// are not resources: logging in, exchanging refresh tokens and access keys
-// for access tokens, logging out, whoami, setting a password, rotating the
+// are not resources: logging in, exchanging refresh tokens, access keys and
+// node keys for access tokens, enrolling a node with its join token,
+// logging out, whoami, setting a password, rotating the
 // signing key and reading the audit log. It also holds the token sources
 // built on them (RefreshingTokenSource, AccessKeySource) and the saved
 // Credentials of a login.
@@ -60,6 +61,29 @@ func (c *Client) Refresh(ctx context.Context, refreshToken string) (*iamv1.Token
 func (c *Client) ExchangeAccessKey(ctx context.Context, id, secret string) (*iamv1.TokenResponse, error) {
 	var out iamv1.TokenResponse
 	req := iamv1.TokenRequest{GrantType: iamv1.GrantTypeAccessKey, AccessKeyID: id, SecretAccessKey: secret}
+	if err := c.c.DoNoAuth(ctx, http.MethodPost, iamv1.TokenPath, nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// EnrollNode trades a node credential's one-time join token for the
+// node's key (shown only in this answer). Any failure of the token (wrong,
+// expired, used, unknown node) is one 401.
+func (c *Client) EnrollNode(ctx context.Context, node, joinToken string) (*iamv1.NodeEnrollResponse, error) {
+	var out iamv1.NodeEnrollResponse
+	req := iamv1.NodeEnrollRequest{Node: node, JoinToken: joinToken}
+	if err := c.c.DoNoAuth(ctx, http.MethodPost, iamv1.NodeEnrollPath, nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ExchangeNodeKey trades an enrolled node's key for an access token acting
+// as node:NAME (no refresh token: exchange the key again).
+func (c *Client) ExchangeNodeKey(ctx context.Context, node, nodeKey string) (*iamv1.TokenResponse, error) {
+	var out iamv1.TokenResponse
+	req := iamv1.TokenRequest{GrantType: iamv1.GrantTypeNodeKey, Node: node, NodeKey: nodeKey}
 	if err := c.c.DoNoAuth(ctx, http.MethodPost, iamv1.TokenPath, nil, req, &out); err != nil {
 		return nil, err
 	}
