@@ -13,8 +13,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord/coordtest"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 )
+
+// The singleton tests run against real etcd members embedded in the test
+// process by coordtest (the controller must not depend on the chainfire
+// component), and partition a client with coordtest's Proxy.
 
 // singletonTTL is the election TTL of the singleton tests: coord's safety
 // margin is then 600ms and a keepalive goes out every second.
@@ -137,7 +142,7 @@ type instance struct {
 // through endpoint.
 func startInstance(t *testing.T, id string, e *env, endpoint string, tr *overlapTracker) *instance {
 	t.Helper()
-	raw := newEtcdClient(t, endpoint)
+	raw := coordtest.NewClient(t, endpoint)
 	el, err := coord.New(raw, slog.New(slog.DiscardHandler)).Election("widgets", singletonTTL)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +227,7 @@ func TestSingletonOneInstanceReconcilesAndTakesOver(t *testing.T) {
 	for i := range 5 {
 		e.create(t, "p", fmt.Sprintf("w%d", i), i)
 	}
-	ep := startEtcd(t, 1)[0].clientURL()
+	ep := coordtest.StartMember(t).ClientURL
 	tr := newOverlapTracker()
 	defer tr.check(t)
 	ins := []*instance{
@@ -309,15 +314,15 @@ func TestSingletonPartitionedLeaderStopsBeforeAnotherStarts(t *testing.T) {
 			for i := range 5 {
 				e.create(t, "p", fmt.Sprintf("w%d", i), i)
 			}
-			ms := startEtcd(t, 3)
+			ms := coordtest.StartCluster(t, 3).Members
 			tr := newOverlapTracker()
 			defer tr.check(t)
 			var ins []*instance
-			var holes []*blackhole
+			var holes []*coordtest.Proxy
 			for i, id := range []string{"a", "b", "c"} {
-				h := newBlackhole(t, ms[i].clientURL())
+				h := coordtest.NewProxy(t, ms[i].ClientURL)
 				holes = append(holes, h)
-				ins = append(ins, startInstance(t, id, e, h.url(), tr))
+				ins = append(ins, startInstance(t, id, e, h.URL(), tr))
 			}
 			old := waitLeader(t, 20*time.Second, tr, ins...)
 			i := slices.Index(ins, old)
@@ -325,9 +330,9 @@ func TestSingletonPartitionedLeaderStopsBeforeAnotherStarts(t *testing.T) {
 			cutAt := time.Now()
 			switch mode {
 			case "traffic-swallowed":
-				holes[i].partition()
+				holes[i].Partition()
 			case "member-stopped":
-				ms[i].stop()
+				ms[i].Stop()
 			}
 			bound := takeoverBound
 			if mode == "member-stopped" {

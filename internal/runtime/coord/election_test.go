@@ -7,6 +7,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/coord/coordtest"
 )
 
 type campaignResult struct {
@@ -29,9 +31,9 @@ func campaignAsync(ctx context.Context, el Elector, value string) <-chan campaig
 // cancelled before the lease can expire on the server, i.e. before the
 // other candidate can be elected; then the other candidate leads.
 func TestElectionFailoverOnPartition(t *testing.T) {
-	ep := startEtcd(t)
-	p := newProxy(t, ep)
-	a, _ := newCoord(t, p.url()) // a reaches chainfire through the proxy
+	ep := coordtest.StartMember(t).ClientURL
+	p := coordtest.NewProxy(t, ep)
+	a, _ := newCoord(t, p.URL()) // a reaches chainfire through the proxy
 	b, _ := newCoord(t, ep)
 	const ttl = 4 * time.Second // safety margin 800ms
 
@@ -57,7 +59,7 @@ func TestElectionFailoverOnPartition(t *testing.T) {
 	}
 
 	cutAt := time.Now()
-	p.cut()
+	p.Cut()
 	cause := waitDone(t, leadA.Context(), 10*time.Second, "a's leadership after the cut")
 	aLostAt := time.Now()
 	if !errors.Is(cause, ErrLeaseLost) {
@@ -98,10 +100,10 @@ func TestElectionFailoverOnPartition(t *testing.T) {
 // whose client dies loses leadership immediately; deleting the leader key
 // ends leadership with ErrKeyLost.
 func TestElectionResignAndClientLoss(t *testing.T) {
-	ep := startEtcd(t)
+	ep := coordtest.StartMember(t).ClientURL
 	a, rawA := newCoord(t, ep)
 	b, _ := newCoord(t, ep)
-	admin := newRawClient(t, ep)
+	admin := coordtest.NewClient(t, ep)
 	const ttl = 2 * time.Second
 	elA, _ := a.Election("ctl", ttl)
 	elB, _ := b.Election("ctl", ttl)
@@ -180,9 +182,9 @@ func TestElectionResignAndClientLoss(t *testing.T) {
 // Measured from when the keepalive was sent, it stops the safety margin
 // before.
 func TestLeadershipEndsBeforeExpiryWhenAnswersLag(t *testing.T) {
-	ep := startEtcd(t)
-	p := newSlowProxy(t, ep)
-	a, _ := newCoord(t, p.url())
+	ep := coordtest.StartMember(t).ClientURL
+	p := coordtest.NewProxy(t, ep)
+	a, _ := newCoord(t, p.URL())
 	b, _ := newCoord(t, ep)
 	const ttl, lag = 10 * time.Second, 3 * time.Second // margin 2s
 	elA, _ := a.Election("slow", ttl)
@@ -194,7 +196,7 @@ func TestLeadershipEndsBeforeExpiryWhenAnswersLag(t *testing.T) {
 	defer leadA.Resign(context.Background())
 	bCh := campaignAsync(ctxT(t, 60*time.Second), elB, "b")
 
-	p.setDelay(lag)
+	p.DelayAnswers(lag)
 	select {
 	case <-leadA.Context().Done():
 		t.Fatalf("a lost leadership while its answers were only late: %v", context.Cause(leadA.Context()))
@@ -204,7 +206,7 @@ func TestLeadershipEndsBeforeExpiryWhenAnswersLag(t *testing.T) {
 	}
 
 	cutAt := time.Now()
-	p.dropRequests()
+	p.SwallowRequests()
 	cause := waitDone(t, leadA.Context(), 2*ttl, "a's leadership after its requests stopped arriving")
 	aLost := time.Now()
 	if !errors.Is(cause, ErrLeaseLost) {

@@ -13,12 +13,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/ultracloud/ultracloud/internal/runtime/coord/coordtest"
 )
 
 // TestLockMutualExclusion: workers on separate clients never hold the lock
 // at the same time, and fencing revisions increase with every holder.
 func TestLockMutualExclusion(t *testing.T) {
-	ep := startEtcd(t)
+	ep := coordtest.StartMember(t).ClientURL
 	const workers, rounds = 3, 5
 	var inside, entered atomic.Int32
 	var mu sync.Mutex
@@ -70,10 +72,10 @@ func TestLockMutualExclusion(t *testing.T) {
 // TestLockLossIsReported: a holder whose lock key is deleted learns it, and
 // another waiter gets the lock.
 func TestLockLossIsReported(t *testing.T) {
-	ep := startEtcd(t)
+	ep := coordtest.StartMember(t).ClientURL
 	a, _ := newCoord(t, ep)
 	b, _ := newCoord(t, ep)
-	admin := newRawClient(t, ep)
+	admin := coordtest.NewClient(t, ep)
 	ha, err := a.Lock(ctxT(t, 10*time.Second), "l", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -125,13 +127,9 @@ func TestLockLossIsReported(t *testing.T) {
 // etcd's 6s request timeout first); Lock and Campaign must retry those and
 // never hand the caller such a passing error.
 func TestLockRidesOutLeaderChanges(t *testing.T) {
-	ms := startCluster(t, 3)
-	var eps []string
-	for _, m := range ms {
-		eps = append(eps, m.clientURL())
-	}
+	cluster := coordtest.StartCluster(t, 3)
 	log, messages := newRecordingLogger()
-	c := New(newRawClient(t, eps...), log)
+	c := New(coordtest.NewClient(t, cluster.Endpoints()...), log)
 	el, err := c.Election("rider", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +140,7 @@ func TestLockRidesOutLeaderChanges(t *testing.T) {
 	for i := range rounds {
 		var moving sync.WaitGroup
 		var ok bool
-		moving.Go(func() { ok = moveLeadership(t, ms) })
+		moving.Go(func() { ok = moveLeadership(t, cluster.Members) })
 		var release func(context.Context) error
 		if i%2 == 0 {
 			h, err := c.Lock(ctxT(t, 30*time.Second), "rider", 2*time.Second)
@@ -184,15 +182,15 @@ func TestLockRidesOutLeaderChanges(t *testing.T) {
 // member and reports whether a transfer completed. A transfer that fails
 // (etcd may refuse one while the last settles) is tried again, for up to
 // 10s; it runs beside the test's goroutine, so it logs rather than fails.
-func moveLeadership(t *testing.T, ms []*etcdMember) bool {
+func moveLeadership(t *testing.T, ms []*coordtest.Member) bool {
 	deadline := time.Now().Add(10 * time.Second)
 	for attempt := 1; time.Now().Before(deadline); attempt++ {
 		for i, m := range ms {
-			s := m.e.Server
+			s := m.Server()
 			if s.Leader() != s.MemberID() {
 				continue
 			}
-			next := ms[(i+1)%len(ms)].e.Server
+			next := ms[(i+1)%len(ms)].Server()
 			err := s.MoveLeader(ctxT(t, 5*time.Second), uint64(s.MemberID()), uint64(next.MemberID()))
 			if err == nil {
 				return true

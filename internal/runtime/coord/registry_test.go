@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/coord/coordtest"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // TestHeartbeatKeepsKeyAliveAndReleaseDeletesIt: the key outlives several
 // TTLs while heartbeats run, and disappears at once on release.
 func TestHeartbeatKeepsKeyAliveAndReleaseDeletesIt(t *testing.T) {
-	ep := startEtcd(t)
+	ep := coordtest.StartMember(t).ClientURL
 	c, raw := newCoord(t, ep)
 	if _, err := c.Heartbeat(ctxT(t, 5*time.Second), "/hb/n1", "alive", time.Second); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("TTL below MinTTL: %v", err)
@@ -47,9 +48,9 @@ func TestHeartbeatKeepsKeyAliveAndReleaseDeletesIt(t *testing.T) {
 // capacity, then its connection is cut: its registration reports the loss,
 // and after the TTL the entry is gone and watchers see it leave.
 func TestRegistryExpiresNodeWhenHeartbeatsStop(t *testing.T) {
-	ep := startEtcd(t)
-	p := newProxy(t, ep)
-	nodeSide, _ := newCoord(t, p.url())
+	ep := coordtest.StartMember(t).ClientURL
+	p := coordtest.NewProxy(t, ep)
+	nodeSide, _ := newCoord(t, p.URL())
 	ctlSide, _ := newCoord(t, ep)
 	nodeReg, ctlReg := nodeSide.Registry(""), ctlSide.Registry("")
 
@@ -130,7 +131,7 @@ func TestRegistryExpiresNodeWhenHeartbeatsStop(t *testing.T) {
 
 	// The node's network goes away: its heartbeats stop.
 	cutAt := time.Now()
-	p.cut()
+	p.Cut()
 	cause := waitDone(t, reg.Context(), 5*time.Second, "the registration after the cut")
 	if !errors.Is(cause, ErrLeaseLost) {
 		t.Fatalf("registration ended with %v, want ErrLeaseLost", cause)

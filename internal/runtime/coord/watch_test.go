@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/coord/coordtest"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
@@ -76,9 +77,9 @@ func (c *collector) waitKeys(t *testing.T, want []string) {
 // revision replays from it; when its connection breaks, changes made
 // meanwhile arrive after reconnecting, each exactly once.
 func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
-	ep := startEtcd(t)
-	p := newProxy(t, ep)
-	watcher, _ := newCoord(t, p.url())
+	ep := coordtest.StartMember(t).ClientURL
+	p := coordtest.NewProxy(t, ep)
+	watcher, _ := newCoord(t, p.URL())
 	_, raw := newCoord(t, ep)
 
 	var revs []int64
@@ -95,7 +96,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 	col := watchAsync(t, watcher, "/w/", revs[2]) // from k3's revision
 	col.waitKeys(t, []string{"PUT /w/k3=3", "PUT /w/k4=4", "PUT /w/k5=5"})
 
-	p.cut()
+	p.Cut()
 	if _, err := raw.Put(ctxT(t, 5*time.Second), "/w/k6", "6"); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 	testkit.Eventually(t, 20*time.Second, "the watcher's connection to drop", func() bool {
 		return watcher.Raw().ActiveConnection().GetState() != connectivity.Ready
 	})
-	p.restore(t)
+	p.Restore(t)
 	if _, err := raw.Put(ctxT(t, 5*time.Second), "/w/k7", "7"); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestWatchFromRevisionResumesAcrossDisconnects(t *testing.T) {
 // TestWatchReportsCompaction: asking for compacted history is an error
 // naming the compaction revision, not a silent gap.
 func TestWatchReportsCompaction(t *testing.T) {
-	ep := startEtcd(t)
+	ep := coordtest.StartMember(t).ClientURL
 	c, raw := newCoord(t, ep)
 	var revs []int64
 	for i := range 4 {
@@ -170,11 +171,11 @@ func TestWatchReportsCompaction(t *testing.T) {
 // Watch retries until a leader is back and then delivers what was written
 // meanwhile, each change once.
 func TestWatchResumesAfterLeaderLoss(t *testing.T) {
-	ms := startCluster(t, 3)
+	ms := coordtest.StartCluster(t, 3).Members
 	log, messages := newRecordingLogger()
-	watcher := New(newRawClient(t, ms[0].clientURL()), log) // only m0
+	watcher := New(coordtest.NewClient(t, ms[0].ClientURL), log) // only m0
 	col := watchAsync(t, watcher, "/r/", 0)
-	writer := newRawClient(t, ms[1].clientURL(), ms[2].clientURL())
+	writer := coordtest.NewClient(t, ms[1].ClientURL, ms[2].ClientURL)
 	testkit.Eventually(t, 10*time.Second, "the watch to see a first write", func() bool {
 		if _, err := writer.Put(ctxT(t, 2*time.Second), "/r/a", "1"); err != nil {
 			return false
@@ -184,7 +185,7 @@ func TestWatchResumesAfterLeaderLoss(t *testing.T) {
 
 	var stopping sync.WaitGroup
 	for _, m := range ms[1:] {
-		stopping.Go(m.stop)
+		stopping.Go(m.Stop)
 	}
 	stopping.Wait()
 	testkit.Eventually(t, 15*time.Second, "the watch stream to be cut for lack of a leader", func() bool {
@@ -195,10 +196,10 @@ func TestWatchResumesAfterLeaderLoss(t *testing.T) {
 		}
 		return false
 	})
-	ms[1].startAsync(t)
-	ms[2].startAsync(t)
-	ms[1].waitReady(t)
-	ms[2].waitReady(t)
+	ms[1].Start(t)
+	ms[2].Start(t)
+	ms[1].WaitReady(t)
+	ms[2].WaitReady(t)
 	testkit.Eventually(t, 15*time.Second, "a write after the cluster healed", func() bool {
 		_, err := writer.Put(ctxT(t, 2*time.Second), "/r/b", "2")
 		return err == nil
