@@ -26,9 +26,8 @@ const ResourceNamespace = "resources"
 // storage.backend is flaredb; its units run in the node's group.
 type Storage struct {
 	storage.Store
-	member *Server
-	units  []component.Unit
-	close  func() error
+	units []component.Unit
+	close func() error
 }
 
 // OpenStorage builds the store for a node from its validated flaredb
@@ -41,6 +40,7 @@ func OpenStorage(cfg Config, deps component.Deps) (*Storage, error) {
 	s := &Storage{}
 	endpoints := cfg.endpoints
 	var tlsFiles TLS
+	var member *Server
 	if cfg.IsMember() {
 		m, err := New(cfg, Options{Logger: deps.Logger})
 		if err != nil {
@@ -51,7 +51,7 @@ func OpenStorage(cfg Config, deps component.Deps) (*Storage, error) {
 		if tlsFiles, err = m.MemberTLS(); err != nil {
 			return nil, err
 		}
-		s.member = m
+		member = m
 		s.units = append(s.units, component.Unit{Component: m})
 		// The own member first: it answers stale reads and forwards the
 		// rest; the others let the client find the leader if it is down.
@@ -73,10 +73,10 @@ func OpenStorage(cfg Config, deps component.Deps) (*Storage, error) {
 	}
 	cc := fdbclient.Config{Endpoints: endpoints, ClusterID: cfg.ClusterID, Logger: deps.Logger,
 		CAFile: tlsFiles.CAFile, CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile}
-	if s.member != nil {
+	if member != nil {
 		// Calls to the own member skip HTTP: the leader (always, with one
 		// member) serves the node's writes and reads in-process.
-		cc.Local, cc.LocalWatch, cc.LocalEndpoint = s.member.Call, s.member.Watch, s.member.Config().APIAdvertise
+		cc.Local, cc.LocalWatch, cc.LocalEndpoint = member.Call, member.Watch, member.Config().APIAdvertise
 	}
 	c, err := fdbclient.New(cc)
 	if err != nil {
