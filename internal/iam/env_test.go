@@ -51,12 +51,18 @@ type widgetStatus struct {
 	Ready bool `json:"ready"`
 }
 
+// slotSpec is the spec of the node-bound test kind "slots": bound to host.
+type slotSpec struct {
+	Host string `json:"host"`
+}
+
 const bootstrapToken = "bootstrap-token-0123456789abcdef"
 
 // testEnv is an iam component with the API framework over a real store,
 // served by httptest, with a fake clock and captured debug logs. It also
 // registers a project-scoped test kind ("widgets" of component "test") so
-// isolation is checked on a kind iam knows nothing about.
+// isolation is checked on a kind iam knows nothing about, and a node-bound
+// one ("slots", bound to spec.host) for node principals.
 type testEnv struct {
 	t      testing.TB
 	routes *httpserver.RecordingMux // every pattern mounted
@@ -100,6 +106,11 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 		BookmarkInterval: 50 * time.Millisecond})
 	if err := apiserver.Register(a, "test", apiserver.KindDef[widgetSpec, widgetStatus]{
 		Kind: "Widget", Collection: "widgets", Singular: "widget", Scope: api.ScopeProject}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apiserver.Register(a, "test", apiserver.KindDef[slotSpec, widgetStatus]{
+		Kind: "Slot", Collection: "slots", Singular: "slot", Scope: api.ScopeProject,
+		NodeBinding: func(s *slotSpec, _ *widgetStatus) string { return s.Host }}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ic.Register(a); err != nil {

@@ -299,6 +299,9 @@ func (c *Component) Authenticate(r *http.Request) (apiserver.Principal, error) {
 			return apiserver.Principal{}, &apiserver.Error{Status: http.StatusUnauthorized, Code: api.CodeUnauthenticated,
 				Detail: "the credentials behind this token were revoked (user or service account deleted or disabled, access key or node credential removed)", Err: err}
 		}
+		if node, ok := strings.CutPrefix(p.Name, iamv1.PrincipalNode+":"); ok {
+			p.Node = node // confined to its node on node-bound kinds
+		}
 		return p, nil
 	}
 	if c.bootstrap.Matches(tok) {

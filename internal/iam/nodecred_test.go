@@ -278,6 +278,20 @@ func TestNodeRole(t *testing.T) {
 			t.Errorf("node %s %s: %d %s, want 200", c.method, c.path, r.code, r.body)
 		}
 	}
+	// On a node-bound kind it reaches only what is bound to worker1.
+	e.create("slots", "alpha", "mine", slotSpec{Host: "worker1"})
+	e.create("slots", "alpha", "theirs", slotSpec{Host: "worker2"})
+	if r := e.do("GET", "/v1/slots", node, ""); r.code != 200 || !strings.Contains(r.body, `"mine"`) || strings.Contains(r.body, `"theirs"`) {
+		t.Errorf("node lists slots: %d %s, want only mine", r.code, r.body)
+	}
+	for path, want := range map[string]int{"/v1/projects/alpha/slots/mine": 200, "/v1/projects/alpha/slots/theirs": 404} {
+		if r := e.do("GET", path, node, ""); r.code != want {
+			t.Errorf("node GET %s: %d %s, want %d", path, r.code, r.body, want)
+		}
+	}
+	if r := e.do("PUT", "/v1/projects/alpha/slots/theirs/status", node, `{"status":{"ready":true}}`); r.code != 404 {
+		t.Errorf("node writes the status of another node's slot: %d %s, want 404", r.code, r.body)
+	}
 	refused := []struct{ method, path, body string }{
 		{"POST", "/v1/projects/alpha/widgets", `{"metadata":{"name":"w2"},"spec":{}}`},
 		{"PUT", "/v1/projects/alpha/widgets/w1", `{"metadata":{"name":"w1"},"spec":{"size":2}}`},

@@ -507,6 +507,30 @@ func TestWatchInitialSnapshotAndSelector(t *testing.T) {
 	if ev := next(); ev.Object.Metadata.Name != "web2" {
 		t.Fatalf("selector let through %+v", ev)
 	}
+	// Leaving the selection is a DELETED, entering it an ADDED.
+	relabel := func(name, app string) {
+		o, err := ws.Get(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Metadata.Labels = map[string]string{"app": app}
+		if _, err := ws.Update(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relabel("a0", "db")
+	if ev := next(); ev.Type != api.EventDeleted || ev.Object.Metadata.Name != "a0" {
+		t.Fatalf("relabelled out of the selection: %s %s, want DELETED a0", ev.Type, ev.Object.Metadata.Name)
+	}
+	relabel("db2", "web")
+	if ev := next(); ev.Type != api.EventAdded || ev.Object.Metadata.Name != "db2" {
+		t.Fatalf("relabelled into the selection: %s %s, want ADDED db2", ev.Type, ev.Object.Metadata.Name)
+	}
+	relabel("a1", "cache") // never selected: nothing
+	relabel("db2", "web2")
+	if ev := next(); ev.Type != api.EventDeleted || ev.Object.Metadata.Name != "db2" {
+		t.Fatalf("got %s %s, want DELETED db2 (a1 never matched)", ev.Type, ev.Object.Metadata.Name)
+	}
 }
 
 func TestWatchCompacted(t *testing.T) {

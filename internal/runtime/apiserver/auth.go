@@ -27,6 +27,10 @@ type Principal struct {
 	ExpiresAt time.Time
 	// AccessKeyID is the access key a token was obtained with, if any.
 	AccessKeyID string
+	// Node is set for a node principal (the identity of a worker's host
+	// agents, "node:NAME"): the node's name. On node-bound kinds
+	// (KindDef.NodeBinding) it sees only the objects bound to that node.
+	Node string
 }
 
 // BootstrapPrincipal is the name of the break-glass token's holder.

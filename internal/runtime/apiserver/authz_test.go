@@ -20,7 +20,8 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api"
 )
 
-// fakeAuthn maps "tok-NAME" to principal NAME and "super" to a superuser.
+// fakeAuthn maps "tok-NAME" to principal NAME, "node-NAME" to the node
+// principal node:NAME and "super" to a superuser.
 type fakeAuthn struct{}
 
 func (fakeAuthn) Authenticate(r *http.Request) (apiserver.Principal, error) {
@@ -30,6 +31,9 @@ func (fakeAuthn) Authenticate(r *http.Request) (apiserver.Principal, error) {
 		return apiserver.Principal{Name: "bootstrap:admin", Superuser: true}, nil
 	case strings.HasPrefix(tok, "tok-"):
 		return apiserver.Principal{Name: strings.TrimPrefix(tok, "tok-")}, nil
+	case strings.HasPrefix(tok, "node-"):
+		n := strings.TrimPrefix(tok, "node-")
+		return apiserver.Principal{Name: "node:" + n, Node: n}, nil
 	}
 	return apiserver.Principal{}, apiserver.ErrBadToken()
 }

@@ -454,7 +454,7 @@ func (a *API) handleAction(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	_, o, err := a.readCurrent(r.Context(), t, 0)
+	_, o, err := a.readReachable(r.Context(), t, 0)
 	if err != nil {
 		a.fail(w, r, err)
 		return

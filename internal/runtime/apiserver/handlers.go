@@ -46,6 +46,45 @@ func (a *API) authorize(r *http.Request, t target, verb string) error {
 	return a.Authorize(r.Context(), t.attrs(verb), t.hidden())
 }
 
+// confinedTo returns the node to which the request's principal is confined
+// on t's kind: a node principal's node on a node-bound kind, else "".
+func confinedTo(ctx context.Context, t target) string {
+	if t.k.nodeOf == nil {
+		return ""
+	}
+	p, _ := PrincipalFrom(ctx)
+	return p.Node
+}
+
+// outOfReach reports whether o is bound to a node other than node, the one
+// a principal is confined to ("" means not confined).
+func outOfReach(t target, node string, o *api.Object) (bool, error) {
+	if node == "" {
+		return false, nil
+	}
+	n, err := t.k.nodeOf(o)
+	if err != nil {
+		return true, err
+	}
+	return n != node, nil
+}
+
+// readReachable is readCurrent for a principal that may be confined to a
+// node: an object bound elsewhere is reported missing.
+func (a *API) readReachable(ctx context.Context, t target, wantRev int64) (storage.KV, *api.Object, error) {
+	kv, o, err := a.readCurrent(ctx, t, wantRev)
+	if err != nil {
+		return kv, o, err
+	}
+	if out, err := outOfReach(t, confinedTo(ctx, t), o); err != nil || out {
+		if err == nil {
+			err = notFound(t.k, t.project, t.name)
+		}
+		return kv, nil, err
+	}
+	return kv, o, nil
+}
+
 // afterWrite runs the kind's AfterWrite hook.
 func (a *API) afterWrite(r *http.Request, t target, rev int64) {
 	if t.k.afterWrite != nil {
@@ -74,6 +113,13 @@ func (a *API) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	o, err := objectFromKV(kv)
 	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if out, err := outOfReach(t, confinedTo(r.Context(), t), o); err != nil || out {
+		if err == nil {
+			err = notFound(t.k, t.project, t.name)
+		}
 		a.fail(w, r, err)
 		return
 	}
@@ -281,8 +327,9 @@ func (a *API) readCurrent(ctx context.Context, t target, wantRev int64) (storage
 func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.Object) error) (*api.Object, error) {
 	ctx := r.Context()
 	key := t.key()
+	node := confinedTo(ctx, t)
 	for attempt := 0; ; attempt++ {
-		kv, cur, err := a.readCurrent(ctx, t, wantRev)
+		kv, cur, err := a.readReachable(ctx, t, wantRev)
 		if err != nil {
 			return nil, err
 		}
@@ -292,6 +339,13 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 		}
 		if err := change(cur); err != nil {
 			return nil, err
+		}
+		if out, err := outOfReach(t, node, cur); err != nil {
+			return nil, err
+		} else if out {
+			p, _ := PrincipalFrom(ctx)
+			return nil, Errorf(http.StatusForbidden, api.CodeForbidden,
+				"%s may not bind %s %q to another node", p.Name, t.k.info.Singular, t.name)
 		}
 		after, err := encodeStored(cur)
 		if err != nil {
@@ -356,7 +410,7 @@ func (a *API) handleDelete(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var o *api.Object
-	if t.k.onDelete != nil {
+	if t.k.onDelete != nil || confinedTo(r.Context(), t) != "" {
 		o, err = a.deleteWithHook(r, t, wantRev)
 	} else {
 		o, err = a.deleteSimple(r, t, wantRev)
@@ -398,25 +452,34 @@ func (a *API) deleteSimple(r *http.Request, t target, wantRev int64) (*api.Objec
 	return o, nil
 }
 
-// deleteWithHook reads the object, lets the kind's OnDelete hook add
-// operations, and deletes under compare-and-swap, retrying races.
+// deleteWithHook reads the object, lets the kind's OnDelete hook (if any)
+// add operations and preconditions, and deletes under compare-and-swap,
+// retrying races. It also serves principals confined to a node, who may
+// delete only what they can reach.
 func (a *API) deleteWithHook(r *http.Request, t target, wantRev int64) (*api.Object, error) {
 	ctx := r.Context()
 	key := t.key()
 	for attempt := 0; ; attempt++ {
-		kv, o, err := a.readCurrent(ctx, t, wantRev)
+		kv, o, err := a.readReachable(ctx, t, wantRev)
 		if err != nil {
 			return nil, err
 		}
-		ops, err := t.k.onDelete(ctx, o)
-		if err != nil {
-			return nil, err
+		var ops []storage.Op
+		var require []Precondition
+		if t.k.onDelete != nil {
+			if ops, require, err = t.k.onDelete(ctx, o); err != nil {
+				return nil, err
+			}
 		}
-		res, err := a.store.Txn(ctx, storage.Txn{
+		txn := storage.Txn{
 			If:   []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: kv.ModRevision}},
 			Then: append([]storage.Op{{Type: storage.OpDelete, Key: key}}, ops...),
 			Else: []storage.Op{{Type: storage.OpGet, Key: key}},
-		})
+		}
+		for _, p := range require {
+			txn.If = append(txn.If, p.Compare)
+		}
+		res, err := a.store.Txn(ctx, txn)
 		if err != nil {
 			return nil, err
 		}
@@ -426,6 +489,10 @@ func (a *API) deleteWithHook(r *http.Request, t target, wantRev int64) (*api.Obj
 		}
 		if len(res.Results) == 1 && !res.Results[0].Found {
 			return nil, notFound(t.k, t.project, t.name)
+		}
+		if res.Results[0].KV.ModRevision == kv.ModRevision {
+			// The object is unchanged, so a precondition failed.
+			return nil, a.failedPrecondition(r, require)
 		}
 		if wantRev != 0 {
 			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)
@@ -577,6 +644,7 @@ func (a *API) list(r *http.Request, t target, p listParams, only []string) (*api
 		after = []byte(prefix + p.after + "\x00")
 	}
 	out := &api.List{Kind: t.k.info.Kind + "List", Items: []api.Object{}}
+	node := confinedTo(r.Context(), t)
 	scanned := 0
 	var lastRel string
 	for _, sp := range spans(t, only) {
@@ -614,7 +682,11 @@ func (a *API) list(r *http.Request, t target, p listParams, only []string) (*api
 					return nil, err
 				}
 				if p.selector.Matches(labels.Set(o.Metadata.Labels)) {
-					out.Items = append(out.Items, *o)
+					if away, err := outOfReach(t, node, o); err != nil {
+						return nil, err
+					} else if !away {
+						out.Items = append(out.Items, *o)
+					}
 				}
 				if scanned >= scanBudget && i < len(kvs)-1 {
 					out.Metadata.Continue = encodeContinue(lastRel)

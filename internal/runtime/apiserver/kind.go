@@ -61,6 +61,17 @@ type KindDef[S, T any] struct {
 	// Actions are the kind's endpoints on named objects (POST
 	// .../vms/{name}/start); see Action.
 	Actions []Action
+	// NodeBinding, if set, makes the kind node-bound: it returns the node
+	// an object is bound to ("" for none), e.g. the host a port is bound
+	// to or a VM is placed on. Such objects are a host agent's desired
+	// state, and a node principal (Principal.Node, the identity of a
+	// worker's agents) sees and changes only the objects bound to its own
+	// node: others are 404 to get, status writes and actions, left out of
+	// lists, and a watch reports an object that moves off the node as
+	// DELETED. Other principals are unaffected. Kinds without it are
+	// shared desired state (networks, security groups), which node
+	// principals read as their role allows.
+	NodeBinding func(spec *S, status *T) string
 }
 
 // Creation is what an OnCreate hook sees and may change.
@@ -98,6 +109,10 @@ type Deletion[S, T any] struct {
 	Status *T
 	// Ops are extra store operations committed with the delete.
 	Ops []storage.Op
+	// Require are conditions the delete needs (e.g. that no dependent
+	// object exists: storage.CompareRangeEmpty over their keys); if one
+	// fails, nothing is deleted and the delete fails with its Err.
+	Require []Precondition
 }
 
 // createHookResult is the type-erased outcome of an OnCreate hook.
@@ -134,7 +149,10 @@ type kind struct {
 	// onCreate runs the OnCreate hook (nil without one).
 	onCreate func(ctx context.Context, project, name, uid string, spec, status json.RawMessage) (createHookResult, error)
 	// onDelete runs the OnDelete hook (nil without one).
-	onDelete func(ctx context.Context, o *api.Object) ([]storage.Op, error)
+	onDelete func(ctx context.Context, o *api.Object) ([]storage.Op, []Precondition, error)
+	// nodeOf returns the node an object is bound to (nil: the kind is not
+	// node-bound; see KindDef.NodeBinding).
+	nodeOf func(o *api.Object) (string, error)
 	// afterWrite runs the AfterWrite hook (nil without one).
 	afterWrite func(ctx context.Context, revision int64)
 	objType    reflect.Type
@@ -276,22 +294,25 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		}
 	}
 	if def.OnDelete != nil {
-		k.onDelete = func(ctx context.Context, o *api.Object) ([]storage.Op, error) {
-			d := &Deletion[S, T]{Object: o, Spec: new(S), Status: new(T)}
-			if len(o.Spec) > 0 {
-				if err := json.Unmarshal(o.Spec, d.Spec); err != nil {
-					return nil, fmt.Errorf("apiserver: decoding stored %s spec: %w", def.Kind, err)
-				}
+		k.onDelete = func(ctx context.Context, o *api.Object) ([]storage.Op, []Precondition, error) {
+			spec, status, err := decodeObject[S, T](def.Kind, o)
+			if err != nil {
+				return nil, nil, err
 			}
-			if len(o.Status) > 0 {
-				if err := json.Unmarshal(o.Status, d.Status); err != nil {
-					return nil, fmt.Errorf("apiserver: decoding stored %s status: %w", def.Kind, err)
-				}
-			}
+			d := &Deletion[S, T]{Object: o, Spec: spec, Status: status}
 			if err := def.OnDelete(ctx, d); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return d.Ops, nil
+			return d.Ops, d.Require, nil
+		}
+	}
+	if def.NodeBinding != nil {
+		k.nodeOf = func(o *api.Object) (string, error) {
+			spec, status, err := decodeObject[S, T](def.Kind, o)
+			if err != nil {
+				return "", err
+			}
+			return def.NodeBinding(spec, status), nil
 		}
 	}
 	k.afterWrite = def.AfterWrite
@@ -299,6 +320,23 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		return err
 	}
 	return a.addKind(k)
+}
+
+// decodeObject decodes a stored object's spec and status (zero values when
+// absent).
+func decodeObject[S, T any](kind string, o *api.Object) (*S, *T, error) {
+	spec, status := new(S), new(T)
+	if len(o.Spec) > 0 {
+		if err := json.Unmarshal(o.Spec, spec); err != nil {
+			return nil, nil, fmt.Errorf("apiserver: decoding stored %s spec: %w", kind, err)
+		}
+	}
+	if len(o.Status) > 0 {
+		if err := json.Unmarshal(o.Status, status); err != nil {
+			return nil, nil, fmt.Errorf("apiserver: decoding stored %s status: %w", kind, err)
+		}
+	}
+	return spec, status, nil
 }
 
 // asFieldError turns a validator's plain error into a 400 naming field.

@@ -29,10 +29,19 @@ const watchWriteTimeout = 30 * time.Second
 // the principal may watch, decided per event, so granted and revoked access
 // takes effect on an open stream. Every stream ends when the credential
 // that opened it expires, so a resumed stream is authenticated afresh.
+//
+// A filtered watch (a label selector, a restricted watch, or a node
+// principal on a node-bound kind) reports an object that stops matching as
+// DELETED and one that starts matching as ADDED, so the client's view is
+// exactly the matching objects (see transitions).
 func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listParams, restricted bool) {
 	ctx := r.Context()
+	node := confinedTo(ctx, t)
 	visible := func(o *api.Object) bool {
 		if !p.selector.Matches(labels.Set(o.Metadata.Labels)) {
+			return false
+		}
+		if away, err := outOfReach(t, node, o); err != nil || away {
 			return false
 		}
 		if !restricted {
@@ -52,6 +61,10 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 		expired = tm.C
 	}
 	prefix := t.listPrefix()
+	var view *transitions
+	if restricted || node != "" || !p.selector.Empty() {
+		view = &transitions{state: map[string]bool{}, resumed: p.hasSince}
+	}
 	var initial []api.Object
 	from := p.since + 1
 	if !p.hasSince {
@@ -68,6 +81,9 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 			}
 			if visible(o) {
 				initial = append(initial, *o)
+				if view != nil {
+					view.state[string(kv.Key)] = true
+				}
 			}
 		}
 		from = rev + 1
@@ -137,7 +153,13 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 				return
 			}
 			complete = max(complete, out.Revision-1)
-			if !visible(out.Object) {
+			if view == nil {
+				if !send(out) {
+					return
+				}
+				continue
+			}
+			if !view.next(string(ev.KV.Key), &out, ev.Type == storage.EventDelete || !visible(out.Object)) {
 				continue
 			}
 			if !send(out) {
@@ -145,6 +167,46 @@ func (a *API) watch(w http.ResponseWriter, r *http.Request, t target, p listPara
 			}
 		}
 	}
+}
+
+// transitions is a filtered watch's memory of what its client sees, so
+// that leaving the filter is reported as DELETED and entering it as ADDED.
+// state maps a key to true when the client has the object and false when
+// it is known not to; a key missing from state is one the client does not
+// have on a fresh stream, and unknown on a resumed one (since=), where the
+// client may hold objects from before the resume: there the first event of
+// a key outside the filter is sent as DELETED once, which a client without
+// the object ignores.
+type transitions struct {
+	state   map[string]bool
+	resumed bool
+}
+
+// next adjusts ev (already typed from the store event) for a filtered
+// stream, given whether the object is gone from the client's view (deleted
+// or no longer matching), and reports whether to send it.
+func (v *transitions) next(key string, ev *api.Event, gone bool) bool {
+	has, known := v.state[key]
+	if !known {
+		has = v.resumed
+	}
+	if gone {
+		if !has {
+			return false
+		}
+		if v.resumed {
+			v.state[key] = false
+		} else {
+			delete(v.state, key)
+		}
+		ev.Type = api.EventDeleted
+		return true
+	}
+	v.state[key] = true
+	if !has {
+		ev.Type = api.EventAdded
+	}
+	return true
 }
 
 // eventFor turns a storage event into an API event.
