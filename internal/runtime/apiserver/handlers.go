@@ -165,68 +165,86 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	now := a.now()
-	uid := a.opts.NewUID()
-	hook := createHookResult{status: status, response: status}
-	if t.k.onCreate != nil {
-		if hook, err = t.k.onCreate(r.Context(), t.project, meta.Name, uid, spec, status); err != nil {
-			a.fail(w, r, err)
-			return
-		}
-	}
-	o := &api.Object{
-		Kind: t.k.info.Kind,
-		Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: uid,
-			CreatedAt: now, UpdatedAt: now, Labels: meta.Labels},
-		Spec:   spec,
-		Status: hook.status,
-	}
-	val, err := encodeStored(o)
+	o, err := a.create(r, t, meta, spec, status)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	key := t.key()
-	txn := storage.Txn{
-		If:   []storage.Compare{{Key: key, Target: storage.CompareMissing}},
-		Then: append([]storage.Op{{Type: storage.OpPut, Key: key, Value: val}}, hook.ops...),
-		Else: []storage.Op{{Type: storage.OpGet, Key: key}},
-	}
-	for _, p := range hook.require {
-		txn.If = append(txn.If, p.Compare)
-	}
-	res, err := a.store.Txn(r.Context(), txn)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if !res.Succeeded {
-		if len(res.Results) == 1 && !res.Results[0].Found {
-			a.fail(w, r, a.failedPrecondition(r, hook.require))
-			return
-		}
-		a.fail(w, r, Errorf(http.StatusConflict, api.CodeAlreadyExists, "%s %q already exists; use update (PUT) to change it", t.k.info.Singular, t.name))
-		return
-	}
-	o.Metadata.Revision = res.Revision
-	a.afterWrite(r, t, res.Revision)
-	o.Status = hook.response
 	WriteJSON(w, http.StatusCreated, o)
 }
 
-// failedPrecondition finds which of a create's preconditions failed and
-// returns its error.
-func (a *API) failedPrecondition(r *http.Request, req []Precondition) error {
+// create writes a new object in one transaction with what the kind's
+// OnCreate hook adds, running the hook again when a retryable
+// precondition failed (its choice was taken meanwhile).
+func (a *API) create(r *http.Request, t target, meta api.ObjectMeta, spec, status json.RawMessage) (*api.Object, error) {
+	now := a.now()
+	uid := a.opts.NewUID()
+	key := t.key()
+	for attempt := 0; ; attempt++ {
+		hook := createHookResult{status: status, response: status}
+		if t.k.onCreate != nil {
+			var err error
+			if hook, err = t.k.onCreate(r.Context(), t.project, meta.Name, uid, spec, status); err != nil {
+				return nil, err
+			}
+		}
+		o := &api.Object{
+			Kind: t.k.info.Kind,
+			Metadata: api.ObjectMeta{Name: meta.Name, Project: t.project, UID: uid,
+				CreatedAt: now, UpdatedAt: now, Labels: meta.Labels},
+			Spec:   spec,
+			Status: hook.status,
+		}
+		val, err := encodeStored(o)
+		if err != nil {
+			return nil, err
+		}
+		txn := storage.Txn{
+			If:   []storage.Compare{{Key: key, Target: storage.CompareMissing}},
+			Then: append([]storage.Op{{Type: storage.OpPut, Key: key, Value: val}}, hook.ops...),
+			Else: []storage.Op{{Type: storage.OpGet, Key: key}},
+		}
+		for _, p := range hook.require {
+			txn.If = append(txn.If, p.Compare)
+		}
+		res, err := a.store.Txn(r.Context(), txn)
+		if err != nil {
+			return nil, err
+		}
+		if res.Succeeded {
+			o.Metadata.Revision = res.Revision
+			a.afterWrite(r, t, res.Revision)
+			o.Status = hook.response
+			return o, nil
+		}
+		if len(res.Results) == 1 && res.Results[0].Found {
+			return nil, Errorf(http.StatusConflict, api.CodeAlreadyExists, "%s %q already exists; use update (PUT) to change it", t.k.info.Singular, t.name)
+		}
+		if again, err := a.failedPrecondition(r, hook.require); !again || attempt >= maxCreateRetries {
+			return nil, err
+		}
+	}
+}
+
+// maxCreateRetries bounds how often a create whose retryable precondition
+// failed runs its hook again.
+const maxCreateRetries = 8
+
+// failedPrecondition finds which of a write's preconditions failed and
+// returns its error, and whether trying again may succeed: the failed
+// precondition is marked Retry, or none fails any more (it changed back
+// meanwhile).
+func (a *API) failedPrecondition(r *http.Request, req []Precondition) (retry bool, err error) {
 	for _, p := range req {
 		res, err := a.store.Txn(r.Context(), storage.Txn{If: []storage.Compare{p.Compare}})
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !res.Succeeded {
-			return p.Err
+			return p.Retry, p.Err
 		}
 	}
-	return Errorf(http.StatusConflict, api.CodeConflict, "a resource this one depends on changed meanwhile; retry")
+	return true, Errorf(http.StatusConflict, api.CodeConflict, "a resource this one depends on changed meanwhile; retry")
 }
 
 // handleUpdate replaces labels and spec. A non-zero metadata.revision makes
@@ -234,25 +252,45 @@ func (a *API) failedPrecondition(r *http.Request, req []Precondition) error {
 // UID and createdAt are kept. An update that changes nothing writes nothing.
 func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	a.replace(w, r, "update", func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decode(body) },
-		func(t target, meta api.ObjectMeta, spec json.RawMessage, cur *api.Object) error {
+		func(ctx context.Context, t target, meta api.ObjectMeta, spec json.RawMessage, cur *api.Object) (hookWrites, error) {
 			if err := validateLabels(meta.Labels); err != nil {
-				return err
+				return hookWrites{}, err
 			}
 			if err := t.k.validateUpdate(cur.Spec, spec); err != nil {
-				return err
+				return hookWrites{}, err
+			}
+			var hw hookWrites
+			if t.k.onUpdate != nil && !sameJSON(cur.Spec, spec) {
+				var err error
+				if hw.ops, hw.require, err = t.k.onUpdate(ctx, cur, spec); err != nil {
+					return hookWrites{}, err
+				}
 			}
 			cur.Metadata.Labels = meta.Labels
 			cur.Spec = spec
-			return nil
+			return hw, nil
 		})
+}
+
+// hookWrites are the store operations and preconditions a kind's hook adds
+// to a write.
+type hookWrites struct {
+	ops     []storage.Op
+	require []Precondition
 }
 
 // handleStatus replaces only the status.
 func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 	a.replace(w, r, "updatestatus", func(k *kind, body []byte) (api.ObjectMeta, json.RawMessage, error) { return k.decodeStatus(body) },
-		func(_ target, _ api.ObjectMeta, status json.RawMessage, cur *api.Object) error {
+		func(_ context.Context, t target, _ api.ObjectMeta, status json.RawMessage, cur *api.Object) (hookWrites, error) {
+			if t.k.onStatusUpdate != nil {
+				var err error
+				if status, err = t.k.onStatusUpdate(cur.Status, status); err != nil {
+					return hookWrites{}, err
+				}
+			}
 			cur.Status = status
-			return nil
+			return hookWrites{}, nil
 		})
 }
 
@@ -261,7 +299,7 @@ func (a *API) handleStatus(w http.ResponseWriter, r *http.Request) {
 // compare-and-swap (see modify).
 func (a *API) replace(w http.ResponseWriter, r *http.Request, verb string,
 	decode func(*kind, []byte) (api.ObjectMeta, json.RawMessage, error),
-	change func(t target, meta api.ObjectMeta, part json.RawMessage, cur *api.Object) error) {
+	change func(ctx context.Context, t target, meta api.ObjectMeta, part json.RawMessage, cur *api.Object) (hookWrites, error)) {
 	t, err := a.resolve(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -285,7 +323,7 @@ func (a *API) replace(w http.ResponseWriter, r *http.Request, verb string,
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) error { return change(t, meta, part, cur) })
+	o, err := a.modify(r, t, meta.Revision, func(cur *api.Object) (hookWrites, error) { return change(r.Context(), t, meta, part, cur) })
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -324,7 +362,7 @@ func (a *API) readCurrent(ctx context.Context, t target, wantRev int64) (storage
 // modify applies change to the stored object under compare-and-swap. With
 // wantRev != 0 the stored revision must equal it; otherwise it retries
 // races a few times.
-func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.Object) error) (*api.Object, error) {
+func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.Object) (hookWrites, error)) (*api.Object, error) {
 	ctx := r.Context()
 	key := t.key()
 	node := confinedTo(ctx, t)
@@ -337,7 +375,8 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 		if err != nil {
 			return nil, err
 		}
-		if err := change(cur); err != nil {
+		hw, err := change(cur)
+		if err != nil {
 			return nil, err
 		}
 		if out, err := outOfReach(t, node, cur); err != nil {
@@ -359,11 +398,15 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 		if err != nil {
 			return nil, err
 		}
-		res, err := a.store.Txn(ctx, storage.Txn{
+		txn := storage.Txn{
 			If:   []storage.Compare{{Key: key, Target: storage.CompareModRevision, Revision: kv.ModRevision}},
-			Then: []storage.Op{{Type: storage.OpPut, Key: key, Value: val}},
+			Then: append([]storage.Op{{Type: storage.OpPut, Key: key, Value: val}}, hw.ops...),
 			Else: []storage.Op{{Type: storage.OpGet, Key: key}},
-		})
+		}
+		for _, p := range hw.require {
+			txn.If = append(txn.If, p.Compare)
+		}
+		res, err := a.store.Txn(ctx, txn)
 		if err != nil {
 			return nil, err
 		}
@@ -374,6 +417,13 @@ func (a *API) modify(r *http.Request, t target, wantRev int64, change func(*api.
 		}
 		if len(res.Results) == 1 && !res.Results[0].Found {
 			return nil, notFound(t.k, t.project, t.name)
+		}
+		if res.Results[0].KV.ModRevision == kv.ModRevision {
+			// The object is unchanged, so a hook's precondition failed.
+			if again, err := a.failedPrecondition(r, hw.require); !again || attempt >= maxUpdateRetries {
+				return nil, err
+			}
+			continue
 		}
 		if wantRev != 0 {
 			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)
@@ -492,7 +542,10 @@ func (a *API) deleteWithHook(r *http.Request, t target, wantRev int64) (*api.Obj
 		}
 		if res.Results[0].KV.ModRevision == kv.ModRevision {
 			// The object is unchanged, so a precondition failed.
-			return nil, a.failedPrecondition(r, require)
+			if again, err := a.failedPrecondition(r, require); !again || attempt >= maxUpdateRetries {
+				return nil, err
+			}
+			continue
 		}
 		if wantRev != 0 {
 			return nil, staleRevision(t, wantRev, res.Results[0].KV.ModRevision)

@@ -49,6 +49,14 @@ type KindDef[S, T any] struct {
 	// return in this one response only (a secret shown once). The request's
 	// principal is in ctx (PrincipalFrom). Errors go to the client.
 	OnCreate func(ctx context.Context, c *Creation[S, T]) error
+	// OnUpdate, if set, runs on a spec update that changes the spec, after
+	// validation, with the stored object; like OnCreate it may add store
+	// operations and preconditions committed atomically with the update.
+	OnUpdate func(ctx context.Context, u *Update[S, T]) error
+	// OnStatusUpdate, if set, runs on every status write with the stored
+	// and the new status: it may keep server-owned fields (allocated
+	// addresses) by copying them from old into new, or refuse the write.
+	OnStatusUpdate func(old, new *T) error
 	// OnDelete, if set, runs before a delete with the object as stored and
 	// may add store operations committed atomically with the delete (e.g.
 	// removing the secret material OnCreate wrote).
@@ -98,6 +106,26 @@ type Creation[S, T any] struct {
 type Precondition struct {
 	Compare storage.Compare
 	Err     error
+	// Retry marks a condition whose failure means "chosen from a view that
+	// is no longer current" (an address another create took meanwhile):
+	// the write is then attempted again, hook included, a few times before
+	// Err is reported.
+	Retry bool
+}
+
+// Update is what an OnUpdate hook sees and may add to.
+type Update[S, T any] struct {
+	// Object is the object as stored.
+	Object *api.Object
+	// Old is the stored spec, New the validated new one (read-only), Status
+	// the stored status.
+	Old, New *S
+	Status   *T
+	// Ops are extra store operations committed with the update.
+	Ops []storage.Op
+	// Require are conditions the update needs; if one fails, nothing is
+	// written and the update fails with its Err.
+	Require []Precondition
 }
 
 // Deletion is what an OnDelete hook sees and may add to.
@@ -146,6 +174,11 @@ type kind struct {
 	decodeStatus func(body []byte) (api.ObjectMeta, json.RawMessage, error)
 	// validateUpdate compares stored and new spec JSON.
 	validateUpdate func(old, new json.RawMessage) error
+	// onUpdate runs the OnUpdate hook (nil without one).
+	onUpdate func(ctx context.Context, o *api.Object, newSpec json.RawMessage) ([]storage.Op, []Precondition, error)
+	// onStatusUpdate runs the OnStatusUpdate hook (nil without one) and
+	// returns the status to store.
+	onStatusUpdate func(old, new json.RawMessage) (json.RawMessage, error)
 	// onCreate runs the OnCreate hook (nil without one).
 	onCreate func(ctx context.Context, project, name, uid string, spec, status json.RawMessage) (createHookResult, error)
 	// onDelete runs the OnDelete hook (nil without one).
@@ -291,6 +324,44 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 				}
 			}
 			return res, nil
+		}
+	}
+	if def.OnUpdate != nil {
+		k.onUpdate = func(ctx context.Context, o *api.Object, newRaw json.RawMessage) ([]storage.Op, []Precondition, error) {
+			old, status, err := decodeObject[S, T](def.Kind, o)
+			if err != nil {
+				return nil, nil, err
+			}
+			var spec S
+			if err := json.Unmarshal(newRaw, &spec); err != nil {
+				return nil, nil, fmt.Errorf("apiserver: decoding %s spec: %w", def.Kind, err)
+			}
+			u := &Update[S, T]{Object: o, Old: old, New: &spec, Status: status}
+			if err := def.OnUpdate(ctx, u); err != nil {
+				return nil, nil, err
+			}
+			return u.Ops, u.Require, nil
+		}
+	}
+	if def.OnStatusUpdate != nil {
+		k.onStatusUpdate = func(oldRaw, newRaw json.RawMessage) (json.RawMessage, error) {
+			old, st := new(T), new(T)
+			if len(oldRaw) > 0 {
+				if err := json.Unmarshal(oldRaw, old); err != nil {
+					return nil, fmt.Errorf("apiserver: decoding stored %s status: %w", def.Kind, err)
+				}
+			}
+			if err := json.Unmarshal(newRaw, st); err != nil {
+				return nil, fmt.Errorf("apiserver: decoding %s status: %w", def.Kind, err)
+			}
+			if err := def.OnStatusUpdate(old, st); err != nil {
+				return nil, asFieldError("status", err)
+			}
+			b, err := json.Marshal(st)
+			if err != nil {
+				return nil, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
+			}
+			return b, nil
 		}
 	}
 	if def.OnDelete != nil {
