@@ -183,4 +183,3 @@ func TestUpdateStatusAndDeleteHooks(t *testing.T) {
 		t.Fatal("deleting a did not release its number")
 	}
 }
-
