@@ -290,6 +290,11 @@ func rawTxn(ns string, t wire.Txn) wire.Txn {
 	out := wire.Txn{If: make([]wire.Compare, len(t.If))}
 	for i, c := range t.If {
 		c.Key = wire.RawKey(ns, c.Key)
+		if c.Target == wire.CompareRangeEmpty {
+			// Both ends carry the namespace's prefix, so the range
+			// stays inside it and keeps its order.
+			c.RangeEnd = wire.RawKey(ns, c.RangeEnd)
+		}
 		out.If[i] = c
 	}
 	conv := func(ops []wire.Op) []wire.Op {

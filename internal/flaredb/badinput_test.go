@@ -42,6 +42,12 @@ func TestBadInputWritesNothing(t *testing.T) {
 		many[i] = putOp("m", "v")
 	}
 	valid := txn("", ok)
+	rangeTxn := func(key, end []byte) []byte {
+		return (&wire.TxnRequest{Txn: wire.Txn{
+			If:   []wire.Compare{{Key: key, Target: wire.CompareRangeEmpty, RangeEnd: end}},
+			Then: []wire.Op{ok},
+		}}).Encode()
+	}
 	for _, tc := range []struct {
 		name    string
 		path    string
@@ -56,6 +62,9 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"empty key", wire.PathTxn, txn("", ok, wire.Op{Type: wire.OpPut}), nil, 400, wire.CodeEmptyKey},
 		{"unknown op", wire.PathTxn, txn("", ok, wire.Op{Type: 9, Key: []byte("x")}), nil, 400, wire.CodeInvalid},
 		{"negative ttl", wire.PathTxn, txn("", wire.Op{Type: wire.OpPut, Key: []byte("x"), TTL: -1}), nil, 400, wire.CodeInvalid},
+		{"range end before key", wire.PathTxn, rangeTxn([]byte("b"), []byte("a")), nil, 400, wire.CodeInvalidRange},
+		{"range end equals key", wire.PathTxn, rangeTxn([]byte("b"), []byte("b")), nil, 400, wire.CodeInvalidRange},
+		{"range end too large", wire.PathTxn, rangeTxn([]byte("b"), bigKey), nil, 400, wire.CodeKeyTooLarge},
 		{"bad namespace", wire.PathTxn, txn("Bad NS", ok), nil, 400, wire.CodeBadNamespace},
 		{"garbage", wire.PathTxn, []byte("GET / HTTP/1.1\r\n\r\n"), nil, 400, wire.CodeVersion},
 		{"empty body", wire.PathTxn, nil, nil, 400, wire.CodeMalformed},

@@ -138,7 +138,7 @@ func (e *fatalError) Error() string { return e.err.Error() }
 
 func fatal(err error) error { return &fatalError{err: err} }
 
-func (f *FSM) applyCommand(b *pebble.Batch, rd getter, meta *metaState, data []byte) (any, error) {
+func (f *FSM) applyCommand(b *pebble.Batch, rd txnReader, meta *metaState, data []byte) (any, error) {
 	cmd, err := DecodeCommand(data)
 	if err != nil {
 		// The leader validated it, so this is a bug or a newer format;
@@ -210,6 +210,30 @@ type getter interface {
 	Get(key []byte) ([]byte, io.Closer, error)
 }
 
+// txnReader is what evalTxn reads: point reads, and whether a range of the
+// state keyspace is empty (CompareRangeEmpty).
+type txnReader interface {
+	getter
+	// stateEmpty reports whether no state record lies in [start, end)
+	// (raw keys).
+	stateEmpty(start, end []byte) (bool, error)
+}
+
+// snapReader is a txnReader over a Pebble snapshot.
+type snapReader struct{ *pebble.Snapshot }
+
+func (r snapReader) stateEmpty(start, end []byte) (bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: stateKey(start), UpperBound: stateKey(end)})
+	if err != nil {
+		return false, err
+	}
+	found := it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return false, err
+	}
+	return !found, nil
+}
+
 // batchReader serves the point reads of one ApplyBatch through one iterator
 // over its indexed batch, refreshed before each read so it sees the batch's
 // own writes. Batch.Get would build an iterator stack over the memtables
@@ -247,6 +271,22 @@ func (r *batchReader) Get(key []byte) ([]byte, io.Closer, error) {
 		return nil, nil, err
 	}
 	return v, nopCloser{}, nil
+}
+
+// stateEmpty reports whether no state record lies in [start, end),
+// counting the batch's own writes and deletes. Only the state keyspace is
+// looked at: the versions, log entries and tombstone versions a deleted key
+// leaves live in other keyspaces and do not count. The iterator is bounded
+// to the range for this one seek; the next Get puts its options back.
+func (r *batchReader) stateEmpty(start, end []byte) (bool, error) {
+	o := r.opts
+	o.LowerBound, o.UpperBound = stateKey(start), stateKey(end)
+	r.it.SetOptions(&o)
+	found := r.it.First()
+	if err := r.it.Error(); err != nil {
+		return false, err
+	}
+	return !found, nil
 }
 
 func (r *batchReader) close() { _ = r.it.Close() }
@@ -326,10 +366,25 @@ func (w *txnWriter) del(raw []byte, cur stateRecord) {
 
 // evalTxn evaluates t against r as if committed at rev with leader clock
 // now (unix ms). It writes nothing to r.
-func evalTxn(r getter, t *wire.Txn, rev, now int64) (wire.TxnResult, *txnWriter, error) {
+//
+// A key whose TTL ran out still counts, for every compare, until the
+// leader's CmdExpire deletes it: compares read state only, never a clock,
+// so every replica decides alike.
+func evalTxn(r txnReader, t *wire.Txn, rev, now int64) (wire.TxnResult, *txnWriter, error) {
 	w := &txnWriter{}
 	ok := true
 	for i, c := range t.If {
+		if c.Target == wire.CompareRangeEmpty {
+			empty, err := r.stateEmpty(c.Key, c.RangeEnd)
+			if err != nil {
+				return wire.TxnResult{}, nil, fmt.Errorf("compare %d: %w", i, err)
+			}
+			if !empty {
+				ok = false
+				break
+			}
+			continue
+		}
 		v, found, err := readState(r, c.Key)
 		if err != nil {
 			return wire.TxnResult{}, nil, fmt.Errorf("compare %d: %w", i, err)

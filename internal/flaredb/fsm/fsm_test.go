@@ -447,6 +447,7 @@ func TestVersionKeyOrder(t *testing.T) {
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []Command{
 		txns(5, wire.Txn{If: []wire.Compare{{Key: []byte("a"), Target: wire.CompareExists}}, Then: []wire.Op{put("a", "1")}, Else: []wire.Op{del("b")}}),
+		txns(6, wire.Txn{If: []wire.Compare{{Key: []byte("m/"), Target: wire.CompareRangeEmpty, RangeEnd: []byte("m0")}}, Then: []wire.Op{del("n")}}),
 		{Kind: CmdCompact, Revision: 9},
 		{Kind: CmdExpire, Timestamp: 3, Expire: []ExpireKey{{Key: []byte("k"), Mod: 2}}},
 		{Kind: CmdSetMember, MemberID: "m", APIAddr: "h:1"},
@@ -514,6 +515,7 @@ func TestCompareTargetsMatchStorage(t *testing.T) {
 	for w, s := range map[wire.CompareTarget]storage.CompareTarget{
 		wire.CompareModRevision: storage.CompareModRevision, wire.CompareValue: storage.CompareValue,
 		wire.CompareExists: storage.CompareExists, wire.CompareMissing: storage.CompareMissing,
+		wire.CompareRangeEmpty: storage.CompareRangeEmpty,
 	} {
 		if int(w) != int(s) {
 			t.Errorf("wire target %d is storage target %d", w, s)

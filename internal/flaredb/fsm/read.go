@@ -367,7 +367,7 @@ func (f *FSM) ReadTxn(t *wire.Txn) (wire.TxnResult, error) {
 		return wire.TxnResult{}, fmt.Errorf("flaredb: txn: %w", err)
 	}
 	defer v.close()
-	res, _, err := evalTxn(v.snap, t, v.meta.rev+1, v.meta.clock)
+	res, _, err := evalTxn(snapReader{v.snap}, t, v.meta.rev+1, v.meta.clock)
 	if err != nil {
 		return wire.TxnResult{}, fmt.Errorf("flaredb: txn: %w", err)
 	}

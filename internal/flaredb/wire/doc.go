@@ -26,4 +26,10 @@
 //   - 1 (2026-11-26): first version: get, range, txn (with TTL), watch,
 //     revision, compact, read index, status, members, leader transfer,
 //     snapshot.
+//   - 1 (2026-12-04): compare target 4, range empty (storage.CompareRangeEmpty),
+//     its range end in the compare's value field; error code 29, invalid
+//     range. An addition within version 1: a member that predates it
+//     refuses such a compare as invalid (unknown target), so a cluster must
+//     run it on every member before clients use range compares (a Raft log
+//     entry holding one fails to apply on an older member).
 package wire

@@ -63,6 +63,7 @@ const (
 	CodeTooManyOps      Code = 26
 	CodeCanceled        Code = 27
 	CodeDeadline        Code = 28
+	CodeInvalidRange    Code = 29
 )
 
 // codeTable is the one table mapping codes to sentinels, in match order.
@@ -89,6 +90,7 @@ var codeTable = []struct {
 	{CodeKeyTooLarge, storage.ErrKeyTooLarge},
 	{CodeValueTooLarge, storage.ErrValueTooLarge},
 	{CodeTooManyOps, storage.ErrTooManyOps},
+	{CodeInvalidRange, storage.ErrInvalidRange},
 	{CodeCanceled, context.Canceled},
 	{CodeDeadline, context.DeadlineExceeded},
 	{CodeInternal, ErrInternal},
@@ -125,7 +127,7 @@ func NotApplied(code Code) bool {
 	switch code {
 	case CodeNotLeader, CodeNoLeader, CodeShuttingDown, CodeMalformed, CodeVersion,
 		CodeRequestTooLarge, CodeInvalid, CodeBadNamespace, CodeWrongCluster,
-		CodeEmptyKey, CodeKeyTooLarge, CodeValueTooLarge, CodeTooManyOps:
+		CodeEmptyKey, CodeKeyTooLarge, CodeValueTooLarge, CodeTooManyOps, CodeInvalidRange:
 		return true
 	}
 	return false

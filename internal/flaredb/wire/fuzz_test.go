@@ -51,7 +51,10 @@ var decoders = []func() message{
 func seedMessages() []message {
 	kv := KV{Key: []byte("k"), Value: []byte("v"), CreateRevision: 3, ModRevision: 7, ExpiresAt: 99}
 	txn := Txn{
-		If:   []Compare{{Key: []byte("a"), Target: CompareModRevision, Revision: 4}, {Key: []byte("b"), Target: CompareValue, Value: []byte("x")}},
+		If: []Compare{
+			{Key: []byte("a"), Target: CompareModRevision, Revision: 4}, {Key: []byte("b"), Target: CompareValue, Value: []byte("x")},
+			{Key: []byte("m/"), Target: CompareRangeEmpty, RangeEnd: []byte("m0")},
+		},
 		Then: []Op{{Type: OpPut, Key: []byte("a"), Value: []byte("1"), TTL: 30}, {Type: OpDelete, Key: []byte("c")}},
 		Else: []Op{{Type: OpGet, Key: []byte("a")}},
 	}
@@ -124,6 +127,9 @@ func TestDecodeLimits(t *testing.T) {
 		"ns":       {&GetRequest{Namespace: "A", Key: []byte("k")}, ErrBadNamespace},
 		"emptykey": {&GetRequest{Key: nil}, storage.ErrEmptyKey},
 		"ttl":      {&TxnRequest{Txn: Txn{Then: []Op{{Type: OpPut, Key: []byte("k"), TTL: MaxTTLSeconds + 1}}}}, ErrInvalid},
+		"rangeend": {&TxnRequest{Txn: Txn{If: []Compare{{Key: []byte("k"), Target: CompareRangeEmpty, RangeEnd: make([]byte, storage.MaxKeySize+1)}}}}, storage.ErrKeyTooLarge},
+		"rangeord": {&TxnRequest{Txn: Txn{If: []Compare{{Key: []byte("k"), Target: CompareRangeEmpty, RangeEnd: []byte("a")}}}}, storage.ErrInvalidRange},
+		"noend":    {&TxnRequest{Txn: Txn{If: []Compare{{Key: []byte("k"), Target: CompareRangeEmpty}}}}, storage.ErrInvalidRange},
 	} {
 		err := decoders[indexOf(c.m)]().Decode(c.m.Encode())
 		if !errors.Is(err, c.want) {
@@ -198,5 +204,48 @@ func TestWriteSeedCorpus(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestValidateRangeCompare: a range compare's end must sort after its key
+// and fit a key's limit, carries no value, and no other target carries an
+// end (the encoding would drop it).
+func TestValidateRangeCompare(t *testing.T) {
+	for name, c := range map[string]struct {
+		cmp  Compare
+		max  int
+		want error
+	}{
+		"valid":            {Compare{Key: []byte("a/"), Target: CompareRangeEmpty, RangeEnd: []byte("a0")}, storage.MaxKeySize, nil},
+		"one key":          {Compare{Key: []byte("a"), Target: CompareRangeEmpty, RangeEnd: []byte("a\x00")}, storage.MaxKeySize, nil},
+		"end equals key":   {Compare{Key: []byte("a"), Target: CompareRangeEmpty, RangeEnd: []byte("a")}, storage.MaxKeySize, storage.ErrInvalidRange},
+		"end before key":   {Compare{Key: []byte("b"), Target: CompareRangeEmpty, RangeEnd: []byte("a")}, storage.MaxKeySize, storage.ErrInvalidRange},
+		"no end":           {Compare{Key: []byte("b"), Target: CompareRangeEmpty}, storage.MaxKeySize, storage.ErrInvalidRange},
+		"end too large":    {Compare{Key: []byte("b"), Target: CompareRangeEmpty, RangeEnd: []byte("bbbb")}, 3, storage.ErrKeyTooLarge},
+		"end on exists":    {Compare{Key: []byte("b"), Target: CompareExists, RangeEnd: []byte("c")}, storage.MaxKeySize, storage.ErrInvalidRange},
+		"value on range":   {Compare{Key: []byte("b"), Target: CompareRangeEmpty, RangeEnd: []byte("c"), Value: []byte("v")}, storage.MaxKeySize, ErrInvalid},
+		"empty range key":  {Compare{Target: CompareRangeEmpty, RangeEnd: []byte("c")}, storage.MaxKeySize, storage.ErrEmptyKey},
+		"unknown target 5": {Compare{Key: []byte("b"), Target: 5}, storage.MaxKeySize, ErrInvalid},
+	} {
+		txn := Txn{If: []Compare{c.cmp}}
+		err := txn.Validate(c.max)
+		if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+// TestFromStorageTxnCarriesRangeEnd: the client's conversion keeps the
+// range end (and drops the value the target ignores).
+func TestFromStorageTxnCarriesRangeEnd(t *testing.T) {
+	got := FromStorageTxn(storage.Txn{If: []storage.Compare{
+		{Key: []byte("a/"), Target: storage.CompareRangeEmpty, RangeEnd: []byte("a0"), Value: []byte("ignored")},
+	}})
+	want := Compare{Key: []byte("a/"), Target: CompareRangeEmpty, RangeEnd: []byte("a0")}
+	if !reflect.DeepEqual(got.If[0], want) {
+		t.Fatalf("converted %+v, want %+v", got.If[0], want)
+	}
+	if err := got.Validate(storage.MaxKeySize); err != nil {
+		t.Fatal(err)
 	}
 }

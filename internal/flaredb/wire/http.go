@@ -38,7 +38,7 @@ const (
 func HTTPStatus(c Code) int {
 	switch c {
 	case CodeMalformed, CodeInvalid, CodeBadNamespace, CodeEmptyKey, CodeKeyTooLarge,
-		CodeValueTooLarge, CodeTooManyOps, CodeVersion:
+		CodeValueTooLarge, CodeTooManyOps, CodeVersion, CodeInvalidRange:
 		return http.StatusBadRequest
 	case CodeRequestTooLarge:
 		return http.StatusRequestEntityTooLarge

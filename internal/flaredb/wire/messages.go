@@ -13,7 +13,11 @@ func (e *Encoder) Txn(t *Txn) {
 		e.Blob(c.Key)
 		e.Byte(byte(c.Target))
 		e.Varint(c.Revision)
-		e.Blob(c.Value)
+		if c.Target == CompareRangeEmpty {
+			e.Blob(c.RangeEnd)
+		} else {
+			e.Blob(c.Value)
+		}
 	}
 	for _, ops := range [][]Op{t.Then, t.Else} {
 		e.Uvarint(uint64(len(ops)))
@@ -49,7 +53,11 @@ func (d *Decoder) Txn(maxKey int) Txn {
 		c.Key = d.Blob("compare key", maxKey, storage.ErrKeyTooLarge)
 		c.Target = CompareTarget(d.Byte("compare target"))
 		c.Revision = d.Varint("compare revision")
-		c.Value = d.Blob("compare value", storage.MaxValueSize, storage.ErrValueTooLarge)
+		if c.Target == CompareRangeEmpty {
+			c.RangeEnd = d.Blob("compare range end", maxKey, storage.ErrKeyTooLarge)
+		} else {
+			c.Value = d.Blob("compare value", storage.MaxValueSize, storage.ErrValueTooLarge)
+		}
 	}
 	t.Then = d.ops("then ops", maxKey)
 	t.Else = d.ops("else ops", maxKey)

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
@@ -113,14 +114,19 @@ const (
 	CompareValue       CompareTarget = 1
 	CompareExists      CompareTarget = 2
 	CompareMissing     CompareTarget = 3
+	// CompareRangeEmpty holds when no key k with Key <= k < RangeEnd
+	// exists. On the wire RangeEnd takes the place of the value.
+	CompareRangeEmpty CompareTarget = 4
 )
 
-// Compare is one condition of a transaction.
+// Compare is one condition of a transaction (see storage.Compare). Value is
+// for CompareValue, RangeEnd for CompareRangeEmpty only.
 type Compare struct {
 	Key      []byte
 	Target   CompareTarget
 	Revision int64
 	Value    []byte
+	RangeEnd []byte
 }
 
 // Txn is an atomic transaction: if every compare holds, Then runs, else Else.
@@ -312,7 +318,10 @@ type WatchFrame struct {
 func FromStorageTxn(t storage.Txn) Txn {
 	out := Txn{If: make([]Compare, len(t.If))}
 	for i, c := range t.If {
-		out.If[i] = Compare{Key: c.Key, Target: CompareTarget(c.Target), Revision: c.Revision, Value: c.Value}
+		out.If[i] = Compare{Key: c.Key, Target: CompareTarget(c.Target), Revision: c.Revision, Value: c.Value, RangeEnd: c.RangeEnd}
+		if c.Target == storage.CompareRangeEmpty {
+			out.If[i].Value = nil // ignored by the target, and no room for it on the wire
+		}
 	}
 	conv := func(ops []storage.Op) []Op {
 		r := make([]Op, len(ops))
@@ -375,11 +384,24 @@ func (t *Txn) Validate(maxKey int) error {
 		if err := checkKey(c.Key, maxKey); err != nil {
 			return fmt.Errorf("compare %d: %w", i, err)
 		}
+		if c.Target != CompareRangeEmpty && c.RangeEnd != nil {
+			return fmt.Errorf("compare %d: range end set on a single-key compare (target %d): %w", i, c.Target, storage.ErrInvalidRange)
+		}
 		switch c.Target {
 		case CompareModRevision, CompareExists, CompareMissing:
 		case CompareValue:
 			if len(c.Value) > storage.MaxValueSize {
 				return fmt.Errorf("compare %d: value of %d bytes (max %d): %w", i, len(c.Value), storage.MaxValueSize, storage.ErrValueTooLarge)
+			}
+		case CompareRangeEmpty:
+			if len(c.Value) != 0 {
+				return fmt.Errorf("compare %d: a range compare carries no value: %w", i, ErrInvalid)
+			}
+			if len(c.RangeEnd) > maxKey {
+				return fmt.Errorf("compare %d: range end of %d bytes (max %d): %w", i, len(c.RangeEnd), maxKey, storage.ErrKeyTooLarge)
+			}
+			if bytes.Compare(c.RangeEnd, c.Key) <= 0 {
+				return fmt.Errorf("compare %d: range end %q does not sort after key %q: %w", i, c.RangeEnd, c.Key, storage.ErrInvalidRange)
 			}
 		default:
 			return fmt.Errorf("compare %d: unknown target %d: %w", i, c.Target, ErrInvalid)

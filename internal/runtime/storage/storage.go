@@ -1,7 +1,7 @@
 // Package storage defines the key-value store interface that every component's
 // resources are kept in: point reads, ordered range scans, multi-key
-// transactions with compare-and-swap on revisions, and watches that resume from
-// a revision.
+// transactions with compare-and-swap on revisions (and a compare that a key
+// range is empty), and watches that resume from a revision.
 //
 // Every successful write transaction advances one store-wide revision; each key
 // remembers the revision that created it and the one that last changed it. The
@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Limits every implementation enforces; a write that breaks one is rejected
@@ -34,6 +35,9 @@ var (
 	ErrValueTooLarge = errors.New("storage: value too large")
 	ErrTooManyOps    = errors.New("storage: too many operations in one transaction")
 	ErrClosed        = errors.New("storage: store is closed")
+	// ErrInvalidRange: a CompareRangeEmpty whose RangeEnd does not sort
+	// after its Key, or a RangeEnd on a compare of another target.
+	ErrInvalidRange = errors.New("storage: invalid compare range")
 )
 
 // KV is one stored key with its value and revisions. ModRevision is the
@@ -59,19 +63,72 @@ const (
 	CompareExists
 	// CompareMissing holds when the key does not exist.
 	CompareMissing
+	// CompareRangeEmpty holds when no key k with Key <= k < RangeEnd
+	// exists. It covers a range, not one key, so Holds cannot decide it:
+	// each Store looks the range up itself.
+	CompareRangeEmpty
 )
 
 // Compare is one condition of a transaction.
+//
+// Every compare of a transaction is evaluated against the same state, the
+// one the transaction runs on (every transaction committed before it, none
+// after), in the same atomic step as its operations; its own operations
+// never change what its compares see.
+//
+// RangeEnd is used by CompareRangeEmpty only, and must sort strictly after
+// Key (bytes.Compare); its length is bounded like a key's. It is the way to
+// require "nothing under this prefix" race-free: with RangeEnd =
+// PrefixEnd(prefix), a transaction that holds it commits only if no key
+// under the prefix exists at that moment, and a concurrent transaction that
+// creates one is ordered either before it (the compare fails) or after it.
+// A RangeEnd that does not sort after Key, or a RangeEnd set on a compare of
+// another target, makes the whole transaction fail with ErrInvalidRange.
+// CompareRangeEmpty ignores Revision and Value.
 type Compare struct {
 	Key      []byte
 	Target   CompareTarget
 	Revision int64
 	Value    []byte
+	RangeEnd []byte
+}
+
+// CheckRange validates c's RangeEnd against its target, wrapping
+// ErrInvalidRange. Key limits are checked separately.
+func (c Compare) CheckRange() error {
+	if c.Target != CompareRangeEmpty {
+		if c.RangeEnd != nil {
+			return fmt.Errorf("%w: range end set on a single-key compare (target %d)", ErrInvalidRange, c.Target)
+		}
+		return nil
+	}
+	if bytes.Compare(c.RangeEnd, c.Key) <= 0 {
+		return fmt.Errorf("%w: range end %q does not sort after key %q", ErrInvalidRange, c.RangeEnd, c.Key)
+	}
+	if len(c.RangeEnd) > MaxKeySize {
+		return fmt.Errorf("range end of %d bytes (max %d): %w", len(c.RangeEnd), MaxKeySize, ErrKeyTooLarge)
+	}
+	return nil
+}
+
+// PrefixEnd returns the smallest key greater than every key that starts
+// with prefix, for a range over the prefix; nil if there is none (prefix
+// is empty or all 0xff bytes).
+func PrefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] < 0xff {
+			end := bytes.Clone(prefix[:i+1])
+			end[i]++
+			return end
+		}
+	}
+	return nil
 }
 
 // Holds reports whether c holds for its key in the state given: whether
 // the key exists, its ModRevision and its value. Every Store evaluates
-// compares with it.
+// single-key compares with it; it reports false for CompareRangeEmpty,
+// which the Store evaluates over its range.
 func (c Compare) Holds(found bool, modRevision int64, value []byte) bool {
 	switch c.Target {
 	case CompareModRevision:

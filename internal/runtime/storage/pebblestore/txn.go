@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -114,8 +115,11 @@ func validateTxn(txn storage.Txn) error {
 		if err := checkKey(c.Key); err != nil {
 			return fmt.Errorf("compare %d: %w", i, err)
 		}
+		if err := c.CheckRange(); err != nil {
+			return fmt.Errorf("compare %d: %w", i, err)
+		}
 		switch c.Target {
-		case storage.CompareModRevision, storage.CompareExists, storage.CompareMissing:
+		case storage.CompareModRevision, storage.CompareExists, storage.CompareMissing, storage.CompareRangeEmpty:
 		case storage.CompareValue:
 			if len(c.Value) > storage.MaxValueSize {
 				return fmt.Errorf("compare %d: value of %d bytes (max %d): %w", i, len(c.Value), storage.MaxValueSize, storage.ErrValueTooLarge)
@@ -176,6 +180,17 @@ func evalTxn(r pebble.Reader, txn storage.Txn, rev int64) (storage.TxnResult, *t
 	w := &txnWrites{}
 	ok := true
 	for i, c := range txn.If {
+		if c.Target == storage.CompareRangeEmpty {
+			empty, err := rangeEmpty(r, c.Key, c.RangeEnd)
+			if err != nil {
+				return storage.TxnResult{}, nil, fmt.Errorf("compare %d range [%q, %q): %w", i, c.Key, c.RangeEnd, err)
+			}
+			if !empty {
+				ok = false
+				break
+			}
+			continue
+		}
 		v, found, err := readState(r, c.Key)
 		if err != nil {
 			return storage.TxnResult{}, nil, fmt.Errorf("compare %d key %q: %w", i, c.Key, err)
@@ -221,6 +236,23 @@ func evalTxn(r pebble.Reader, txn storage.Txn, rev int64) (storage.TxnResult, *t
 		}
 	}
 	return res, w, nil
+}
+
+// rangeEmpty reports whether r holds no current key k with start <= k <
+// end. Only the state keyspace is looked at, so a deleted key counts as
+// absent whatever history (log entries) it left; the iterator hides
+// deleted state records, including those deleted by earlier transactions
+// of the batch r may be.
+func rangeEmpty(r pebble.Reader, start, end []byte) (bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: stateKey(start), UpperBound: stateKey(end)})
+	if err != nil {
+		return false, err
+	}
+	found := it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return false, err
+	}
+	return !found, nil
 }
 
 func (w *txnWrites) set(key []byte, v *storedValue) {
