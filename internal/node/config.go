@@ -6,6 +6,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/chainfire"
 	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
+	"github.com/ultracloud/ultracloud/internal/prismnet"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
 
@@ -24,6 +25,8 @@ type Config struct {
 	// a node without the role whose resources are in flaredb, how it
 	// reaches the cluster at storage.endpoints.
 	FlareDB flaredb.Config `yaml:"flaredb"`
+	// PrismNet configures tenant networks' control plane (role prismnet).
+	PrismNet prismnet.Config `yaml:"prismnet"`
 }
 
 // Default returns the defaults of every field: the core's and each
