@@ -110,7 +110,7 @@ func newTestEnv(t testing.TB, tune ...func(*Config, *Options)) *testEnv {
 	}
 	if err := apiserver.Register(a, "test", apiserver.KindDef[slotSpec, widgetStatus]{
 		Kind: "Slot", Collection: "slots", Singular: "slot", Scope: api.ScopeProject,
-		NodeBinding: func(s *slotSpec, _ *widgetStatus) string { return s.Host }}); err != nil {
+		NodeBinding: func(_ *api.ObjectMeta, s *slotSpec, _ *widgetStatus) string { return s.Host }}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ic.Register(a); err != nil {

@@ -27,7 +27,7 @@ type kinds struct {
 }
 
 func (k *kinds) register(a *apiserver.API) error {
-	for _, reg := range []func(*apiserver.API) error{k.networks, k.subnets, k.ports, k.groups} {
+	for _, reg := range []func(*apiserver.API) error{k.networks, k.subnets, k.ports, k.groups, k.hosts} {
 		if err := reg(a); err != nil {
 			return err
 		}
@@ -196,8 +196,10 @@ func (k *kinds) ports(a *apiserver.API) error {
 			{Name: "IPS", Path: "status.fixedIPs"}, {Name: "HOST", Path: "spec.binding.host"}, {Name: "PHASE", Path: "status.phase"}},
 		ValidateSpec:   validatePort,
 		ValidateUpdate: validatePortUpdate,
-		NodeBinding:    func(s *prismnetv1.PortSpec, _ *prismnetv1.PortStatus) string { return s.Binding.Host },
-		OnCreate:       k.createPort,
+		NodeBinding: func(_ *api.ObjectMeta, s *prismnetv1.PortSpec, _ *prismnetv1.PortStatus) string {
+			return s.Binding.Host
+		},
+		OnCreate: k.createPort,
 		OnUpdate: func(_ context.Context, u *apiserver.Update[prismnetv1.PortSpec, prismnetv1.PortStatus]) error {
 			p, n := u.Object.Metadata.Project, u.Object.Metadata.Name
 			for _, g := range u.Old.SecurityGroups {
@@ -350,6 +352,31 @@ func (k *kinds) groups(a *apiserver.API) error {
 			p, n := d.Object.Metadata.Project, d.Object.Metadata.Name
 			d.Require = append(d.Require, emptyRange(dir(groupPortPrefix, p, n),
 				inUse("security group %q is used by ports; remove it from them first", n)))
+			return nil
+		},
+	})
+}
+
+// hosts registers NetworkHost: one per host with prismnet work, named
+// after the node and bound to it. Its spec is written by the
+// prismnet-hosts controller (what the host needs beyond its own ports),
+// its status by the host's agent (underlay address, readiness).
+func (k *kinds) hosts(a *apiserver.API) error {
+	return apiserver.Register(a, "prismnet", apiserver.KindDef[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus]{
+		Kind: prismnetv1.HostKind, Collection: prismnetv1.HostCollection, Singular: "networkhost",
+		ShortNames: []string{"nethost"}, Scope: api.ScopeCluster,
+		MaxBody: 4 << 20, // a host's view of a large network
+		Columns: []api.Column{{Name: "UNDERLAY", Path: "status.underlay"}, {Name: "READY", Path: "status.ready"},
+			{Name: "PORTS", Path: "status.ports"}, {Name: "ERROR", Path: "status.lastError"}},
+		NodeBinding: func(m *api.ObjectMeta, _ *prismnetv1.NetworkHostSpec, _ *prismnetv1.NetworkHostStatus) string {
+			return m.Name
+		},
+		ValidateStatus: func(s *prismnetv1.NetworkHostStatus) error {
+			if s.Underlay != "" {
+				if _, err := parseAddr("underlay", s.Underlay); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	})

@@ -71,7 +71,7 @@ type KindDef[S, T any] struct {
 	Actions []Action
 	// NodeBinding, if set, makes the kind node-bound: it returns the node
 	// an object is bound to ("" for none), e.g. the host a port is bound
-	// to or a VM is placed on. Such objects are a host agent's desired
+	// to, a VM is placed on, or the node an object is named after. Such objects are a host agent's desired
 	// state, and a node principal (Principal.Node, the identity of a
 	// worker's agents) sees and changes only the objects bound to its own
 	// node: others are 404 to get, status writes and actions, left out of
@@ -79,7 +79,7 @@ type KindDef[S, T any] struct {
 	// DELETED. Other principals are unaffected. Kinds without it are
 	// shared desired state (networks, security groups), which node
 	// principals read as their role allows.
-	NodeBinding func(spec *S, status *T) string
+	NodeBinding func(meta *api.ObjectMeta, spec *S, status *T) string
 }
 
 // Creation is what an OnCreate hook sees and may change.
@@ -383,7 +383,7 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 			if err != nil {
 				return "", err
 			}
-			return def.NodeBinding(spec, status), nil
+			return def.NodeBinding(&o.Metadata, spec, status), nil
 		}
 	}
 	k.afterWrite = def.AfterWrite

@@ -45,7 +45,7 @@ func newNodeEnv(t *testing.T) *authzEnv {
 	}
 	must(apiserver.Register(a, "test", apiserver.KindDef[slotSpec, slotStatus]{
 		Kind: "Slot", Collection: "slots", Singular: "slot", Scope: api.ScopeProject,
-		NodeBinding: func(s *slotSpec, st *slotStatus) string {
+		NodeBinding: func(_ *api.ObjectMeta, s *slotSpec, st *slotStatus) string {
 			if st.Node != "" {
 				return st.Node
 			}
