@@ -1,0 +1,171 @@
+package prismnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/client"
+)
+
+// cache mirrors some collections of the API in memory: each is listed and
+// then watched (the SDK resumes broken streams), so readers see every
+// object and changes signal Changed. When a watch ends for good (history
+// compacted, credential refused), the collection is listed again. It is
+// what the hosts controller and the agent compute their desired state
+// from: level-based, so a missed intermediate state does no harm.
+type cache struct {
+	log     *slog.Logger
+	changed chan struct{}
+
+	mu     sync.RWMutex
+	colls  map[string]map[string]*api.Object // collection -> "project/name" -> object
+	synced map[string]bool
+}
+
+// newCache returns an empty cache of the given collections.
+func newCache(log *slog.Logger, collections ...string) *cache {
+	c := &cache{log: log, changed: make(chan struct{}, 1),
+		colls: map[string]map[string]*api.Object{}, synced: map[string]bool{}}
+	for _, coll := range collections {
+		c.colls[coll] = map[string]*api.Object{}
+	}
+	return c
+}
+
+// Changed is signalled (coalesced) after every change.
+func (c *cache) Changed() <-chan struct{} { return c.changed }
+
+func (c *cache) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Synced reports whether every collection has delivered its initial state.
+func (c *cache) Synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for coll := range c.colls {
+		if !c.synced[coll] {
+			return false
+		}
+	}
+	return true
+}
+
+// Run follows every collection through cl until ctx ends.
+func (c *cache) Run(ctx context.Context, cl *client.Client) {
+	var wg sync.WaitGroup
+	for coll := range c.colls {
+		wg.Go(func() { c.follow(ctx, coll, cl.Resources(coll, "")) })
+	}
+	wg.Wait()
+}
+
+func objKey(o *api.Object) string { return o.Metadata.Project + "/" + o.Metadata.Name }
+
+// follow keeps one collection current: a watch without a revision starts
+// with every object as ADDED, then a BOOKMARK; the snapshot replaces what
+// the cache held.
+func (c *cache) follow(ctx context.Context, coll string, r *client.Resources) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		w, err := r.Watch(ctx, client.WatchOptions{})
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("prismnet: watch failed; retrying", "collection", coll, "err", err, "retry", backoff)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		fresh := map[string]*api.Object{}
+		inSnapshot := true
+		for ev := range w.Events() {
+			switch ev.Type {
+			case api.EventBookmark:
+				if inSnapshot {
+					inSnapshot = false
+					c.mu.Lock()
+					c.colls[coll] = fresh
+					c.synced[coll] = true
+					c.mu.Unlock()
+					c.signal()
+				}
+				continue
+			case api.EventAdded, api.EventModified:
+				if inSnapshot {
+					fresh[objKey(ev.Object)] = ev.Object
+					continue
+				}
+				c.mu.Lock()
+				c.colls[coll][objKey(ev.Object)] = ev.Object
+				c.mu.Unlock()
+			case api.EventDeleted:
+				if inSnapshot {
+					delete(fresh, objKey(ev.Object))
+					continue
+				}
+				c.mu.Lock()
+				delete(c.colls[coll], objKey(ev.Object))
+				c.mu.Unlock()
+			default:
+				continue
+			}
+			c.signal()
+		}
+		if err := w.Err(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			c.log.Warn("prismnet: watch ended; listing again", "collection", coll, "err", err)
+		}
+	}
+}
+
+// list returns a snapshot of one collection's objects.
+func (c *cache) list(coll string) []*api.Object {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*api.Object, 0, len(c.colls[coll]))
+	for _, o := range c.colls[coll] {
+		out = append(out, o)
+	}
+	return out
+}
+
+// get returns one object (nil if absent).
+func (c *cache) get(coll, project, name string) *api.Object {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.colls[coll][project+"/"+name]
+}
+
+func unmarshalIf(raw []byte, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	return json.Unmarshal(raw, v)
+}
+
+// decodeAs decodes an object's spec and status.
+func decodeAs[S, T any](o *api.Object) (S, T, error) {
+	var s S
+	var t T
+	if err := unmarshalIf(o.Spec, &s); err != nil {
+		return s, t, fmt.Errorf("prismnet: %s %s spec: %w", o.Kind, objKey(o), err)
+	}
+	if err := unmarshalIf(o.Status, &t); err != nil {
+		return s, t, fmt.Errorf("prismnet: %s %s status: %w", o.Kind, objKey(o), err)
+	}
+	return s, t, nil
+}
