@@ -423,8 +423,8 @@ func (c *Component) SystemTokenSource(name string) func(context.Context) (string
 		if tok != "" && c.cfg.Now().Before(exp.Add(-min(time.Minute, c.cfg.AccessTokenLifetime/2))) {
 			return tok, nil
 		}
-		if _, ok := systemGrants[principal]; !ok {
-			return "", fmt.Errorf("iam: %s is not a system principal", principal)
+		if !c.policy.isSystem(principal) {
+			return "", fmt.Errorf("iam: %s is not a system principal (components declare theirs in Module.SystemGrants)", principal)
 		}
 		t, e, err := c.tokens.issueAccess(principal, "", "")
 		if err != nil {

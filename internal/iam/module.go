@@ -39,5 +39,6 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 		APIDependsOn: []string{c.Name()},
 		Security:     &component.Security{Authenticator: c, Authorizer: c.Authorizer(), Auditor: c.Auditor()},
 		Tokens:       tokens,
+		AcceptGrants: c.policy.SetSystemGrants,
 	}, nil
 }

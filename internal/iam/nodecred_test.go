@@ -392,3 +392,43 @@ func TestDeletingNodeCredentialRevokesTheNode(t *testing.T) {
 		t.Fatalf("the old token after re-enrolling (another UID): %d %s", r.code, r.body)
 	}
 }
+
+// TestComponentSystemGrants: a component's declared system principal gets
+// tokens and exactly its permissions; malformed declarations and attempts
+// to redefine iam's own principals are refused.
+func TestComponentSystemGrants(t *testing.T) {
+	e := newTestEnv(t)
+	pol := e.iam.Policy()
+	if _, err := e.iam.SystemTokenSource("test-hosts")(e.ctx()); err == nil {
+		t.Fatal("an undeclared system principal got a token")
+	}
+	for _, bad := range []map[string][]string{
+		{"hosts": {"test.widgets.get"}},
+		{"system:Bad_Name": {"test.widgets.get"}},
+		{"system:test-hosts": {"not a pattern"}},
+		{"system:iam-projects": {"*.*.*"}},
+	} {
+		if err := pol.SetSystemGrants(bad); err == nil {
+			t.Errorf("SetSystemGrants(%v) was accepted", bad)
+		}
+	}
+	if err := pol.SetSystemGrants(map[string][]string{"system:test-hosts": {"test.widgets.get", "test.widgets.list"}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.iam.SystemTokenSource("test-hosts")(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(iamv1.ProjectCollection, "", "alpha", iamv1.ProjectSpec{})
+	e.create("widgets", "alpha", "w1", widgetSpec{Size: 1})
+	if r := e.do("GET", "/v1/widgets", tok, ""); r.code != 200 || !strings.Contains(r.body, `"w1"`) {
+		t.Errorf("system:test-hosts lists widgets: %d %s", r.code, r.body)
+	}
+	if r := e.do("DELETE", "/v1/projects/alpha/widgets/w1", tok, ""); r.code != 403 && r.code != 404 {
+		t.Errorf("system:test-hosts deletes a widget: %d %s", r.code, r.body)
+	}
+	// iam's own principal keeps working.
+	if _, err := e.iam.SystemTokenSource("iam-projects")(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+}

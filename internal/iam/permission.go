@@ -150,8 +150,10 @@ func BuiltinRoles() map[string][]string {
 	return out
 }
 
-// systemGrants are the cluster-wide permissions of built-in system
-// principals (in-process controllers), which are never stored.
+// systemGrants are the cluster-wide permissions of iam's own built-in
+// system principals (in-process controllers), which are never stored.
+// Other components declare theirs in component.Module.SystemGrants, which
+// the node hands to Policy.SetSystemGrants.
 var systemGrants = map[string][]string{
 	"system:iam-projects": {"iam.projects.get", "iam.projects.list", "iam.projects.watch", "iam.projects.updatestatus"},
 }
@@ -165,12 +167,9 @@ var systemGrants = map[string][]string{
 // projects, roles, bindings, access keys, audit, signing keys, node
 // credentials) is visible to it.
 //
-// Per-node scoping ("only the desired state of its own node") is not
-// expressible yet: no kind is bound to a node. The first dataplane kinds
-// will carry a node-binding field (e.g. spec.nodeName); the policy will
-// then pass the node name to an Authorizer check that admits a node
-// principal's reads and status writes only for objects bound to it (and
-// filters its lists and watches the same way), in addition to this role.
+// On node-bound kinds (apiserver.KindDef.NodeBinding) the API confines a
+// node principal further, to the objects bound to its own node
+// (Principal.Node, set by Authenticate).
 var nodeRole = []string{
 	"*.*.get", "*.*.list", "*.*.watch", "*.*.updatestatus",
 	"!iam.*.*",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -60,6 +61,7 @@ type Policy struct {
 	ttl   time.Duration
 
 	mu       sync.Mutex
+	system   map[string][]string               // system principal -> patterns (iam's and other components')
 	raw      map[string]map[string]*api.Object // roles and bindings: collection -> rel key -> object
 	progress map[string]int64                  // collection -> revision applied
 	changed  chan struct{}                     // closed and replaced on every change
@@ -81,8 +83,8 @@ func NewPolicy(store storage.Store, log *slog.Logger, now func() time.Time, cach
 		cacheTTL = 10 * time.Second
 	}
 	p := &Policy{store: store, log: log, now: now, ttl: cacheTTL, raw: map[string]map[string]*api.Object{},
-		progress: map[string]int64{}, changed: make(chan struct{})}
-	p.snap.Store(buildSnapshot(p.raw))
+		progress: map[string]int64{}, changed: make(chan struct{}), system: systemGrants}
+	p.snap.Store(buildSnapshot(p.raw, p.system))
 	for _, m := range []*atomic.Pointer[sync.Map]{&p.projects, &p.users, &p.sas, &p.keys, &p.nodes} {
 		m.Store(&sync.Map{})
 	}
@@ -315,8 +317,41 @@ func (p *Policy) apply(coll, prefix string, evs []storage.Event) error {
 // rebuildLocked derives a fresh snapshot (with an empty decision cache)
 // from the roles and bindings and wakes waiters.
 func (p *Policy) rebuildLocked() {
-	p.snap.Store(buildSnapshot(p.raw))
+	p.snap.Store(buildSnapshot(p.raw, p.system))
 	p.wakeLocked()
+}
+
+// SetSystemGrants adds other components' system principals (Module.
+// SystemGrants) to iam's own. Every principal must be "system:NAME" and
+// every pattern valid; iam's own principals cannot be redefined.
+func (p *Policy) SetSystemGrants(grants map[string][]string) error {
+	merged := maps.Clone(systemGrants)
+	for principal, pats := range grants {
+		name, ok := strings.CutPrefix(principal, iamv1.PrincipalSystem+":")
+		if !ok || apiserver.ValidateName("system principal", name) != nil {
+			return fmt.Errorf("iam: system grant for %q: a system principal is system:NAME with NAME a DNS label", principal)
+		}
+		if _, own := systemGrants[principal]; own && !slices.Equal(systemGrants[principal], pats) {
+			return fmt.Errorf("iam: system grant for %q: that principal is iam's own", principal)
+		}
+		if _, err := ParseRules(pats); err != nil {
+			return fmt.Errorf("iam: system grant for %q: %w", principal, err)
+		}
+		merged[principal] = slices.Clone(pats)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.system = merged
+	p.rebuildLocked()
+	return nil
+}
+
+// isSystem reports whether principal is a known system principal.
+func (p *Policy) isSystem(principal string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.system[principal]
+	return ok
 }
 
 // flushLocked drops every cached decision, keeping the snapshot.
@@ -388,14 +423,14 @@ func decodeSpec[S any](o *api.Object) (S, bool) {
 	return s, json.Unmarshal(o.Spec, &s) == nil
 }
 
-func buildSnapshot(raw map[string]map[string]*api.Object) *snapshot {
+func buildSnapshot(raw map[string]map[string]*api.Object, system map[string][]string) *snapshot {
 	s := &snapshot{roles: map[string]Rules{}, cluster: map[string][]string{}, project: map[string]map[string][]grant{},
 		projects: map[string][]string{}, bindingProjects: map[string]bool{}, system: map[string]Rules{}, cache: &decisionCache{}}
 	for name, pats := range builtinRoles {
 		r, _ := ParseRules(pats)
 		s.roles[name] = r
 	}
-	for name, pats := range systemGrants {
+	for name, pats := range system {
 		r, _ := ParseRules(pats)
 		s.system[name] = r
 	}

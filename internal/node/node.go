@@ -190,6 +190,19 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		apiDeps = append(apiDeps, mod.APIDependsOn...)
 	}
+	grants := map[string][]string{}
+	for _, mod := range built {
+		for principal, perms := range mod.SystemGrants {
+			grants[principal] = perms
+		}
+	}
+	for _, mod := range built {
+		if mod.AcceptGrants != nil {
+			if err := mod.AcceptGrants(grants); err != nil {
+				return err
+			}
+		}
+	}
 	a = apiserver.New(store, opts)
 	// Ties in start order keep list order: the modules' units come first,
 	// so chainfire, which depends on nothing and nothing on it yet,

@@ -117,6 +117,15 @@ type Module struct {
 	// Tokens, if set, issues tokens for the node's system principals;
 	// the node passes it on as Deps.Client.Tokens.
 	Tokens func(principal string) client.TokenSource
+	// SystemGrants are the built-in system principals of the component's
+	// controllers ("system:NAME", whose tokens Deps.Client.Tokens("NAME")
+	// yields) and the permissions each holds cluster-wide, declared by the
+	// component so no other component has to know them.
+	SystemGrants map[string][]string
+	// AcceptGrants, if set, receives every module's SystemGrants once all
+	// modules are built (the module that issues and authorizes system
+	// tokens: iam).
+	AcceptGrants func(map[string][]string) error
 }
 
 // Security is the API's enforcement: who a request is, what it may do,
