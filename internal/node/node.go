@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,11 +117,23 @@ func (n *Node) Run(ctx context.Context) (err error) {
 				addr, err := srv.Addr(ctx)
 				return "http://" + addr, err
 			},
+			// Modules built before the token issuer (or all of them, at
+			// build time) get a source that finds the issuer at its first
+			// use, once every module is built.
 			Tokens: func(principal string) client.TokenSource {
-				if tokens == nil {
-					return client.TokenFunc(func(context.Context) (string, error) { return "", component.ErrNoTokens })
-				}
-				return tokens(principal)
+				var once sync.Once
+				var src client.TokenSource
+				return client.TokenFunc(func(ctx context.Context) (string, error) {
+					once.Do(func() {
+						if tokens != nil {
+							src = tokens(principal)
+						}
+					})
+					if src == nil {
+						return "", component.ErrNoTokens
+					}
+					return src.Token(ctx)
+				})
 			},
 		},
 	}

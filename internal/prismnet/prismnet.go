@@ -14,6 +14,7 @@ package prismnet
 import (
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
+	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 )
 
 // Config is the prismnet section of node.yaml (role prismnet: the API
@@ -43,8 +44,22 @@ func (c *Config) Validate() error {
 }
 
 // Build builds prismnet's control plane for a node: its kinds on the
-// node's API, over the node's store.
+// node's API, over the node's store, and the prismnet-hosts controller (a
+// cluster-wide singleton when the node has coordination).
 func Build(cfg Config, deps component.Deps) (component.Module, error) {
 	k := &kinds{store: deps.Store, defaultMTU: cfg.DefaultMTU}
-	return component.Module{Register: k.register}, nil
+	hc := &hostsController{log: deps.Logger.With("component", HostsControllerName), endpoint: deps.Client.Endpoint,
+		tokens: deps.Client.Tokens(HostsControllerName), identity: deps.Node.Name}
+	if deps.Coord != nil {
+		hc.elector = coord.DeferredElection(deps.Coord, HostsControllerName, 0)
+	}
+	return component.Module{
+		Register: k.register,
+		Units:    []component.Unit{{Component: hc, DependsOn: []string{"http"}}},
+		SystemGrants: map[string][]string{
+			"system:" + HostsControllerName: {"prismnet.*.get", "prismnet.*.list", "prismnet.*.watch",
+				"prismnet.networkhosts.create", "prismnet.networkhosts.update",
+				"prismnet.routers.updatestatus", "prismnet.floatingips.updatestatus"},
+		},
+	}, nil
 }
