@@ -1,0 +1,130 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// fwRule is one security group rule in the canonical form both the
+// nftables compiler and the conntrack matcher use, so that the flows
+// Apply closes are exactly the ones the kernel would no longer admit.
+type fwRule struct {
+	v6     bool
+	proto  uint8 // 0 = any
+	lo, hi uint16
+	cidr   netip.Prefix // invalid = any
+	group  string       // group ID; wins over cidr
+}
+
+func (r fwRule) String() string {
+	fam := "ip"
+	if r.v6 {
+		fam = "ip6"
+	}
+	s := fmt.Sprintf("%s/%d/%d-%d", fam, r.proto, r.lo, r.hi)
+	if r.group != "" {
+		return s + "/g:" + r.group
+	}
+	if r.cidr.IsValid() {
+		return s + "/c:" + r.cidr.String()
+	}
+	return s
+}
+
+// policy is a port's compiled security groups.
+type policy struct {
+	ingress []fwRule
+	egress  []fwRule
+	// egressAll: no group of the port has an egress rule, so egress is
+	// allowed (the "allow egress" default).
+	egressAll bool
+}
+
+// compilePolicy folds a port's groups into sorted, deduplicated rules.
+func compilePolicy(groups []SecurityGroup) policy {
+	var pol policy
+	seenIn, seenEg := map[string]bool{}, map[string]bool{}
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			fr := fwRule{v6: r.Family == IPv6}
+			fr.proto, _ = protoNumber(r.Protocol) // validated before
+			if fr.proto == protoTCP || fr.proto == protoUDP {
+				fr.lo, fr.hi = r.PortMin, r.PortMax
+				if fr.hi == 0 {
+					fr.hi = fr.lo
+				}
+				if fr.lo == 0 && fr.hi == 0 {
+					fr.lo, fr.hi = 0, 0
+				} else if fr.lo == 0 && fr.hi == 65535 {
+					fr.lo, fr.hi = 0, 0
+				}
+			}
+			switch {
+			case r.RemoteGroup != "":
+				fr.group = r.RemoteGroup
+			case r.RemoteCIDR.IsValid() && r.RemoteCIDR.Bits() > 0:
+				fr.cidr = r.RemoteCIDR.Masked()
+			}
+			key := fr.String()
+			if r.Direction == Egress {
+				if !seenEg[key] {
+					seenEg[key] = true
+					pol.egress = append(pol.egress, fr)
+				}
+			} else if !seenIn[key] {
+				seenIn[key] = true
+				pol.ingress = append(pol.ingress, fr)
+			}
+		}
+	}
+	byString := func(a, b fwRule) int { return strings.Compare(a.String(), b.String()) }
+	slices.SortFunc(pol.ingress, byString)
+	slices.SortFunc(pol.egress, byString)
+	pol.egressAll = len(pol.egress) == 0
+	return pol
+}
+
+// groupsOf lists the groups the rules refer to.
+func (p policy) groupsOf() []string {
+	var out []string
+	for _, r := range append(append([]fwRule(nil), p.ingress...), p.egress...) {
+		if r.group != "" && !slices.Contains(out, r.group) {
+			out = append(out, r.group)
+		}
+	}
+	return out
+}
+
+// flowKey describes a connection from the port's point of view.
+type flowKey struct {
+	remote netip.Addr
+	proto  uint8
+	dport  uint16 // the destination port of the connection's first packet
+}
+
+// allows says whether rules admit a connection; groups are the current
+// members.
+func allows(rules []fwRule, f flowKey, groups map[string]map[netip.Addr]bool) bool {
+	for _, r := range rules {
+		if r.v6 != f.remote.Is6() {
+			continue
+		}
+		if r.proto != 0 && r.proto != f.proto {
+			continue
+		}
+		if (r.lo != 0 || r.hi != 0) && (f.dport < r.lo || f.dport > r.hi) {
+			continue
+		}
+		if r.group != "" {
+			if !groups[r.group][f.remote] {
+				continue
+			}
+		} else if r.cidr.IsValid() && !r.cidr.Contains(f.remote) {
+			continue
+		}
+		return true
+	}
+	return false
+}
