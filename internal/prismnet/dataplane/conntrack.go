@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -82,7 +83,12 @@ func closeConns(h *netlink.Handle, old map[string]*fwPort, oldGroups map[string]
 			}
 			continue
 		}
-		affected := np.in != op.in || np.eg != op.eg || !equalAddrs(np.addrs, op.addrs)
+		// Only a narrowing can disallow a connection: a rule gone (an
+		// added rule changes the chain but closes nothing), an address
+		// gone, a referenced group that lost members.
+		affected := !equalAddrs(np.addrs, op.addrs) || lostRule(op.pol.ingress, np.pol.ingress) ||
+			(!op.pol.egressAll && !np.pol.egressAll && lostRule(op.pol.egress, np.pol.egress)) ||
+			(op.pol.egressAll && !np.pol.egressAll)
 		for _, g := range op.pol.groupsOf() {
 			affected = affected || shrunk[g]
 		}
@@ -130,4 +136,14 @@ func equalAddrs(a, b []netip.Addr) bool {
 		}
 	}
 	return true
+}
+
+// lostRule: some rule of old is not in new.
+func lostRule(old, new []fwRule) bool {
+	for _, r := range old {
+		if !slices.Contains(new, r) {
+			return true
+		}
+	}
+	return false
 }

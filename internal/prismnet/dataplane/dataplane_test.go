@@ -417,8 +417,8 @@ func TestRouterSNATReachesTheExternalNetworkAndAFloatingIPIsReachableFromIt(t *t
 	w.externals["h1"] = []dataplane.ExternalNetwork{{ID: "pub", Interface: "ext0", CIDR: pfx("203.0.113.0/24")}}
 	gwMAC := mac("02:00:00:0f:00:01")
 	w.routers["h1"] = []dataplane.Router{{ID: "r1",
-		Interfaces: []dataplane.RouterInterface{{Network: "neta", Subnet: pfx("10.1.0.0/24"), Gateway: ip("10.1.0.1"), MAC: gwMAC}},
-		External:   &dataplane.RouterGateway{ExternalNetwork: "pub", Address: pfx("203.0.113.10/24"), Gateway: ip("203.0.113.1"), SNAT: true},
+		Interfaces:  []dataplane.RouterInterface{{Network: "neta", Subnet: pfx("10.1.0.0/24"), Gateway: ip("10.1.0.1"), MAC: gwMAC}},
+		External:    &dataplane.RouterGateway{ExternalNetwork: "pub", Address: pfx("203.0.113.10/24"), Gateway: ip("203.0.113.1"), SNAT: true},
 		FloatingIPs: []dataplane.FloatingIP{{External: ip("203.0.113.20"), Internal: ip("10.1.0.11")}},
 	}}
 	// The router interface is remote for h2, like any port.

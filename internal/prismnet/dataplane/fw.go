@@ -409,6 +409,17 @@ func bridgeMapObj() *nftables.Set {
 	return &nftables.Set{Table: btable, Name: mapPorts, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
 }
 
+// elementChain is the chain a map element jumps to. The library does not
+// decode verdicts it reads back, so every element carries its target chain
+// as its comment too; an element without a valid one reads as "?" and is
+// replaced.
+func elementChain(e nftables.SetElement) string {
+	if _, _, _, ok := parseChainName(e.Comment); ok {
+		return e.Comment
+	}
+	return "?"
+}
+
 func jump(chain string) *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
 
 // loadFW reads our tables: chain names, map and set elements.
@@ -448,9 +459,7 @@ func loadFW(c *nftables.Conn) (*fwCurrent, error) {
 		els, err := c.GetSetElements(bridgeMapObj())
 		if err == nil {
 			for _, e := range els {
-				if e.VerdictData != nil {
-					cur.bmap[strings.TrimRight(string(e.Key), "\x00")] = e.VerdictData.Chain
-				}
+				cur.bmap[strings.TrimRight(string(e.Key), "\x00")] = elementChain(e)
 			}
 		}
 	}
@@ -466,9 +475,7 @@ func loadFW(c *nftables.Conn) (*fwCurrent, error) {
 			}
 			if m, ok := cur.maps[s.Name]; ok {
 				for _, e := range els {
-					if e.VerdictData != nil {
-						m[string(e.Key)] = e.VerdictData.Chain
-					}
+					m[string(e.Key)] = elementChain(e)
 				}
 				continue
 			}
@@ -484,10 +491,62 @@ func loadFW(c *nftables.Conn) (*fwCurrent, error) {
 	return cur, nil
 }
 
-// fwPlan queues the transaction turning cur into d on c; it returns the
-// number of object changes queued. cur is updated to what the kernel will
-// hold once the transaction commits.
-func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
+// maxBatch is how many messages one transaction carries at most. A
+// single port's change is far below it and stays one atomic transaction;
+// a large reconcile (1,000 new ports) is split at safe points: new chains
+// before the map elements that jump to them, a map element's delete and
+// add in the same transaction, old chains deleted last. The kernel
+// refused (ENOENT) transactions of a few hundred thousand messages.
+const maxBatch = 4000
+
+// elemChunk is how many set elements go in one message (see planMap).
+const elemChunk = 200
+
+// addElements queues elements in messages of at most elemChunk.
+func (b *batcher) addElements(s *nftables.Set, els []nftables.SetElement, del bool) {
+	for len(els) > 0 {
+		n := min(len(els), elemChunk)
+		if del {
+			_ = b.c.SetDeleteElements(s, els[:n])
+		} else {
+			_ = b.c.SetAddElements(s, els[:n])
+		}
+		b.add(1 + n/64)
+		els = els[n:]
+	}
+}
+
+// batcher counts queued messages and commits at safe points.
+type batcher struct {
+	c      *nftables.Conn
+	queued int
+	err    error
+}
+
+func (b *batcher) add(n int) { b.queued += n }
+
+// safe commits what is queued if the batch is full.
+func (b *batcher) safe() {
+	if b.queued >= maxBatch {
+		b.flush()
+	}
+}
+
+func (b *batcher) flush() {
+	if b.queued == 0 || b.err != nil {
+		return
+	}
+	b.queued = 0
+	if err := b.c.Flush(); err != nil {
+		b.err = err
+	}
+}
+
+// fwPlan commits the transactions turning cur into d; it returns the
+// number of object changes. cur is updated to what the kernel holds if
+// the returned error is nil.
+func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) (int, error) {
+	b := &batcher{c: c}
 	n := 0
 	if !cur.btable {
 		c.AddTable(btable)
@@ -535,17 +594,10 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 		have, ok := cur.sets[name]
 		s := groupSetObj(name)
 		if !ok {
-			var els []nftables.SetElement
-			for k := range want {
-				els = append(els, nftables.SetElement{Key: []byte(k)})
-			}
-			c.AddSet(s, els)
-			cur.sets[name] = map[string]bool{}
-			for k := range want {
-				cur.sets[name][k] = true
-			}
+			c.AddSet(s, nil)
+			have = map[string]bool{}
+			cur.sets[name] = have
 			n++
-			continue
 		}
 		var add, del []nftables.SetElement
 		for k := range want {
@@ -561,11 +613,11 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			}
 		}
 		if len(add) > 0 {
-			_ = c.SetAddElements(s, add)
+			b.addElements(s, add, false)
 			n++
 		}
 		if len(del) > 0 {
-			_ = c.SetDeleteElements(s, del)
+			b.addElements(s, del, true)
 			n++
 		}
 	}
@@ -575,11 +627,17 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 		ports = append(ports, fp)
 	}
 	slices.SortFunc(ports, func(a, b *fwPort) int { return strings.Compare(a.id, b.id) })
+	b.add(1)
 	for _, fp := range ports {
+		b.safe()
+		if b.err != nil {
+			return n, b.err
+		}
 		if !cur.bchains[fp.spoof] {
 			ch := c.AddChain(&nftables.Chain{Name: fp.spoof, Table: btable})
 			for _, r := range spoofRules(fp.port, fp.addrs) {
 				c.AddRule(&nftables.Rule{Table: btable, Chain: ch, Exprs: r})
+				b.add(1)
 			}
 			cur.bchains[fp.spoof] = true
 			n++
@@ -588,6 +646,7 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			ch := c.AddChain(&nftables.Chain{Name: fp.in, Table: itable})
 			for _, r := range sgRules(fp.pol.ingress, false) {
 				c.AddRule(&nftables.Rule{Table: itable, Chain: ch, Exprs: r})
+				b.add(1)
 			}
 			cur.ichains[fp.in] = true
 			n++
@@ -596,15 +655,16 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			ch := c.AddChain(&nftables.Chain{Name: fp.eg, Table: itable})
 			for _, r := range sgRules(fp.pol.egress, true) {
 				c.AddRule(&nftables.Rule{Table: itable, Chain: ch, Exprs: r})
+				b.add(1)
 			}
 			cur.ichains[fp.eg] = true
 			n++
 		}
 	}
 	// Map elements.
-	n += planMap(c, bridgeMapObj(), cur.bmap, d.bmap, func(k string) []byte { return ifname(k) })
+	n += planMap(b, bridgeMapObj(), cur.bmap, d.bmap, func(k string) []byte { return ifname(k) })
 	for _, m := range []string{mapEg4, mapEg6, mapIn4, mapIn6} {
-		n += planMap(c, mapSet(m), cur.maps[m], d.maps[m], func(k string) []byte { return []byte(k) })
+		n += planMap(b, mapSet(m), cur.maps[m], d.maps[m], func(k string) []byte { return []byte(k) })
 	}
 	// Old chains and sets, now unreferenced.
 	for name := range cur.bchains {
@@ -615,6 +675,8 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			c.DelChain(&nftables.Chain{Name: name, Table: btable})
 			delete(cur.bchains, name)
 			n++
+			b.add(1)
+			b.safe()
 		}
 	}
 	for name := range cur.ichains {
@@ -625,6 +687,8 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			c.DelChain(&nftables.Chain{Name: name, Table: itable})
 			delete(cur.ichains, name)
 			n++
+			b.add(1)
+			b.safe()
 		}
 	}
 	for name := range cur.sets {
@@ -632,32 +696,51 @@ func fwPlan(c *nftables.Conn, cur *fwCurrent, d *fwDesired) int {
 			c.DelSet(groupSetObj(name))
 			delete(cur.sets, name)
 			n++
+			b.add(1)
 		}
 	}
-	return n
+	b.flush()
+	return n, b.err
 }
 
 // planMap queues the element changes of one verdict map; a changed
 // element is deleted and added again in the same transaction.
-func planMap(c *nftables.Conn, s *nftables.Set, have, want map[string]string, key func(string) []byte) int {
+func planMap(b *batcher, s *nftables.Set, have, want map[string]string, key func(string) []byte) int {
+	// One message holds its elements in one netlink attribute, whose
+	// length is 16 bits: beyond ~64 KiB (about 600 elements here) it
+	// overflows and the kernel rejects the batch (ENOENT).
+	const chunk = elemChunk
 	var add, del []nftables.SetElement
+	n := 0
+	commit := func() {
+		b.addElements(s, del, true)
+		b.addElements(s, add, false)
+		n += len(add) + len(del)
+		add, del = nil, nil
+		b.safe()
+	}
 	for k, ch := range have {
 		if w, ok := want[k]; !ok || w != ch {
 			del = append(del, nftables.SetElement{Key: key(k)})
 			delete(have, k)
+			if ok {
+				add = append(add, nftables.SetElement{Key: key(k), VerdictData: jump(w), Comment: w})
+				have[k] = w
+			}
+			if len(del)+len(add) >= chunk {
+				commit()
+			}
 		}
 	}
 	for k, ch := range want {
 		if _, ok := have[k]; !ok {
-			add = append(add, nftables.SetElement{Key: key(k), VerdictData: jump(ch)})
+			add = append(add, nftables.SetElement{Key: key(k), VerdictData: jump(ch), Comment: ch})
 			have[k] = ch
+			if len(add) >= chunk {
+				commit()
+			}
 		}
 	}
-	if len(del) > 0 {
-		_ = c.SetDeleteElements(s, del)
-	}
-	if len(add) > 0 {
-		_ = c.SetAddElements(s, add)
-	}
-	return len(add) + len(del)
+	commit()
+	return n
 }

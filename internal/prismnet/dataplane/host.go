@@ -8,14 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
-	"runtime"
-	"path/filepath"
+	"time"
 
 	"github.com/google/nftables"
+	mnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -43,6 +44,20 @@ type Host struct {
 	pols      map[string]*fwPort // last applied firewall per port, for closing connections
 	groups    map[string]map[netip.Addr]bool
 	nfCallSet map[string]bool // bridges whose nf_call_iptables this Host wrote
+
+	// Records of what the last successful Apply left, trusted instead of a
+	// kernel dump until ResyncInterval has passed since the last full scan
+	// (a dump of 1,000 links or 3,000 neighbour entries costs ~20-30 ms,
+	// most of a single-port change's budget).
+	links    map[string]netlink.Link
+	remotes  map[string]*remoteSet // by network
+	lastScan time.Time
+}
+
+// remoteSet is what ensureRemotes last put on a network's VXLAN device.
+type remoteSet struct {
+	fdb   map[string]netip.Addr
+	neigh map[netip.Addr]string
 }
 
 // New opens the namespace and the kernel interfaces. It changes nothing:
@@ -54,6 +69,9 @@ func New(opts Options) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ResyncInterval == 0 {
+		opts.ResyncInterval = 30 * time.Second
+	}
 	ns, err := netns.Open(opts.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)
@@ -63,7 +81,7 @@ func New(opts Options) (*Host, error) {
 		ns.Close()
 		return nil, fmt.Errorf("dataplane: netlink: %w", err)
 	}
-	nc, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting(), nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		nh.Close()
 		ns.Close()
@@ -71,6 +89,26 @@ func New(opts Options) (*Host, error) {
 	}
 	return &Host{opts: opts, log: opts.Logger.With("component", "prismnet-dataplane"), ns: ns, nl: nh, nft: nc,
 		pols: map[string]*fwPort{}, nfCallSet: map[string]bool{}}, nil
+}
+
+// bigBuffers lets one nftables transaction carry a whole 1,000-port
+// firewall: the library sends a transaction in one sendmsg (EMSGSIZE
+// beyond the socket's send buffer) and the kernel acknowledges every
+// message of it. Forcing the sizes needs CAP_NET_ADMIN, which the agent
+// has anyway.
+func bigBuffers(c *mnetlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20))
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Close releases the Host's handles; the kernel state stays as it is.
@@ -114,6 +152,16 @@ type applier struct {
 	keepNs  map[string]bool         // namespace names the State wants
 	changes int
 	closers []func()
+	last    time.Time
+	phases  []string // "phase=duration", for the debug log
+}
+
+func (a *applier) mark(phase string) {
+	now := time.Now()
+	if !a.last.IsZero() {
+		a.phases = append(a.phases, phase+"="+now.Sub(a.last).Round(10*time.Microsecond).String())
+	}
+	a.last = now
 }
 
 func (a *applier) close() {
@@ -143,19 +191,29 @@ func (h *Host) Apply(ctx context.Context, s State) (Report, error) {
 	if err := s.validate(); err != nil {
 		return rep, err
 	}
-	a := &applier{h: h, s: &s, rep: &rep, keep: map[string]bool{}, keepNs: map[string]bool{}}
+	a := &applier{h: h, s: &s, rep: &rep, keep: map[string]bool{}, keepNs: map[string]bool{}, last: time.Now()}
 	defer a.close()
-	all, err := listLinks(h.nl)
-	if err != nil {
-		return rep, err
-	}
-	a.links = map[string]netlink.Link{}
-	for _, l := range all {
-		if _, _, ok := parseDevName(l.Attrs().Name); ok {
-			a.links[l.Attrs().Name] = l
+	full := h.links == nil || time.Since(h.lastScan) >= h.opts.ResyncInterval
+	if full {
+		all, err := listLinks(h.nl)
+		if err != nil {
+			return rep, err
 		}
+		a.links = map[string]netlink.Link{}
+		for _, l := range all {
+			if _, _, ok := parseDevName(l.Attrs().Name); ok {
+				a.links[l.Attrs().Name] = l
+			}
+		}
+		h.remotes = map[string]*remoteSet{}
+		h.lastScan = time.Now()
+	} else {
+		a.links = maps.Clone(h.links)
 	}
+	// Forget the records until this Apply succeeds: a failure rescans.
+	h.links = nil
 
+	a.mark("links")
 	nets := map[string]*Network{}
 	bridges := map[string]netlink.Link{}
 	vxlans := map[string]netlink.Link{}
@@ -176,6 +234,7 @@ func (h *Host) Apply(ctx context.Context, s State) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
+	a.mark("networks")
 	extBridges := map[string]netlink.Link{}
 	for _, e := range s.Externals {
 		a.keep[devName(kindExternal, e.ID)] = true
@@ -191,11 +250,13 @@ func (h *Host) Apply(ctx context.Context, s State) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
+	a.mark("ports")
 	for id, vx := range vxlans {
 		if err := a.ensureRemotes(id, vx); err != nil {
 			a.fail(fmt.Errorf("network %s remotes: %w", id, err))
 		}
 	}
+	a.mark("remotes")
 	fwErr := a.applyFW(nets, ready)
 	for _, p := range ready {
 		if fwErr != nil && p.PortSecurity {
@@ -215,6 +276,7 @@ func (h *Host) Apply(ctx context.Context, s State) (Report, error) {
 	if fwErr != nil {
 		a.fail(fwErr)
 	}
+	a.mark("fw")
 	for i := range s.Routers {
 		r := &s.Routers[i]
 		a.keepNs[devName(kindRouter, r.ID)] = true
@@ -228,13 +290,19 @@ func (h *Host) Apply(ctx context.Context, s State) (Report, error) {
 			a.fail(fmt.Errorf("router %s: %w", r.ID, err))
 		}
 	}
+	a.mark("routers")
 	a.gc()
 	rep.Changes = a.changes
+	a.mark("gc")
+	h.log.Debug("applied", "changes", a.changes, "ports", len(s.Ports), "errors", len(rep.Errors), "phases", a.phases)
 	notReady := 0
 	for _, pr := range rep.Ports {
 		if !pr.Ready {
 			notReady++
 		}
+	}
+	if len(rep.Errors) == 0 {
+		h.links = a.links
 	}
 	if len(rep.Errors) > 0 || notReady > 0 {
 		return rep, fmt.Errorf("%w: %d errors, %d ports not ready", ErrPartial, len(rep.Errors), notReady)
@@ -366,10 +434,11 @@ func (a *applier) ensurePorts(nets map[string]*Network, bridges map[string]netli
 				a.rep.Ports[p.ID] = PortResult{Err: err.Error()}
 				continue
 			}
-			a.changes++; a.h.log.Debug("change", "at", caller())
+			a.changes++
 			l, err := h.nl.LinkByName(dev)
 			if err == nil {
 				err = h.nl.LinkSetAlias(l, portAlias(p.ID))
+				l.Attrs().Alias = portAlias(p.ID)
 			}
 			if err == nil {
 				err = a.finishPortLink(p, l, bridges[p.Network], nets[p.Network].mtu())
@@ -441,7 +510,7 @@ func (a *applier) ensurePortVethLink(v vethSpec, checkPeer bool) (netlink.Link, 
 		if err := h.LinkAdd(veth); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: create veth %s (peer %s): %w", v.host, v.peerName, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 		var err error
 		if l, err = h.LinkByName(v.host); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: veth %s: %w", v.host, err)
@@ -450,6 +519,7 @@ func (a *applier) ensurePortVethLink(v vethSpec, checkPeer bool) (netlink.Link, 
 		if err := h.LinkSetAlias(l, v.hostAlias); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: veth %s alias: %w", v.host, err)
 		}
+		l.Attrs().Alias = v.hostAlias
 		a.links[v.host] = l
 		checkPeer = true
 	}
@@ -474,7 +544,7 @@ func (a *applier) ensurePortVethLink(v vethSpec, checkPeer bool) (netlink.Link, 
 		if err := ph.LinkSetHardwareAddr(peer, v.peerMAC); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: veth peer %s mac: %w", v.peerName, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
 	if err := a.setMTU(ph, peer, v.mtu); err != nil {
 		return nil, nil, err
@@ -500,6 +570,11 @@ func (a *applier) ensureRemotes(network string, vx netlink.Link) error {
 		}
 		wantNeigh[linkLocal(r.MAC)] = r.MAC.String()
 	}
+	if last := a.h.remotes[network]; last != nil && maps.Equal(last.fdb, wantFDB) && maps.Equal(last.neigh, wantNeigh) {
+		return nil
+	}
+	delete(a.h.remotes, network)
+	rec := &remoteSet{fdb: maps.Clone(wantFDB), neigh: maps.Clone(wantNeigh)}
 	fdb, err := h.NeighList(idx, unix.AF_BRIDGE)
 	if err != nil {
 		return fmt.Errorf("dataplane: fdb of %s: %w", vx.Attrs().Name, err)
@@ -523,7 +598,7 @@ func (a *applier) ensureRemotes(network string, vx netlink.Link) error {
 				HardwareAddr: hw, IP: net.IP(ip.AsSlice())}); err != nil && !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("dataplane: delete fdb %s on %s: %w", mac, vx.Attrs().Name, err)
 			}
-			a.changes++; a.h.log.Debug("change", "at", caller())
+			a.changes++
 		}
 	}
 	for mac, vtep := range wantFDB {
@@ -532,7 +607,7 @@ func (a *applier) ensureRemotes(network string, vx netlink.Link) error {
 			State: unix.NUD_PERMANENT, HardwareAddr: hw, IP: net.IP(vtep.AsSlice())}); err != nil {
 			return fmt.Errorf("dataplane: fdb %s -> %s on %s: %w", mac, vtep, vx.Attrs().Name, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		ns, err := h.NeighList(idx, fam)
@@ -552,7 +627,7 @@ func (a *applier) ensureRemotes(network string, vx netlink.Link) error {
 			if err := h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: fam, IP: e.IP}); err != nil && !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("dataplane: delete neighbour %s on %s: %w", ip, vx.Attrs().Name, err)
 			}
-			a.changes++; a.h.log.Debug("change", "at", caller())
+			a.changes++
 		}
 	}
 	ips := make([]netip.Addr, 0, len(wantNeigh))
@@ -570,8 +645,9 @@ func (a *applier) ensureRemotes(network string, vx netlink.Link) error {
 			IP: net.IP(ip.AsSlice()), HardwareAddr: hw}); err != nil {
 			return fmt.Errorf("dataplane: neighbour %s on %s: %w", ip, vx.Attrs().Name, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
+	a.h.remotes[network] = rec
 	return nil
 }
 
@@ -589,14 +665,15 @@ func (a *applier) applyFW(nets map[string]*Network, ready []*Port) error {
 		// were admitted under; only changes from now on close connections.
 		h.pols = nil
 	}
+	a.mark("fw.load")
 	d := buildFW(a.s, nets, ready)
-	n := fwPlan(h.nft, h.fw, d)
-	if n > 0 {
-		if err := h.nft.Flush(); err != nil {
-			h.fw = nil // re-read: the cache no longer says what the kernel holds
-			return fmt.Errorf("dataplane: nftables transaction: %w", err)
-		}
-		a.changes += n
+	a.mark("fw.build")
+	n, err := fwPlan(h.nft, h.fw, d)
+	a.mark("fw.commit")
+	a.changes += n
+	if err != nil {
+		h.fw = nil // re-read: the cache no longer says what the kernel holds
+		return fmt.Errorf("dataplane: nftables transaction: %w", err)
 	}
 	groups := map[string]map[netip.Addr]bool{}
 	for g, addrs := range a.s.Groups {
@@ -652,9 +729,7 @@ func (a *applier) gc() {
 				a.fail(err)
 				continue
 			}
-			a.changes++; a.h.log.Debug("change", "at", caller())
+			a.changes++
 		}
 	}
 }
-
-func caller() string { _, f, l, _ := runtime.Caller(1); return fmt.Sprintf("%s:%d", filepath.Base(f), l) }

@@ -54,7 +54,8 @@ func (a *applier) setUp(h *netlink.Handle, l netlink.Link) error {
 	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("dataplane: %s up: %w", l.Attrs().Name, err)
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	l.Attrs().Flags |= net.FlagUp // keep the record current
+	a.changes++
 	return nil
 }
 
@@ -65,7 +66,8 @@ func (a *applier) setMTU(h *netlink.Handle, l netlink.Link, mtu int) error {
 	if err := h.LinkSetMTU(l, mtu); err != nil {
 		return fmt.Errorf("dataplane: %s mtu %d: %w", l.Attrs().Name, mtu, err)
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	l.Attrs().MTU = mtu
+	a.changes++
 	return nil
 }
 
@@ -76,7 +78,8 @@ func (a *applier) setMaster(h *netlink.Handle, l netlink.Link, master netlink.Li
 	if err := h.LinkSetMasterByIndex(l, master.Attrs().Index); err != nil {
 		return fmt.Errorf("dataplane: %s master %s: %w", l.Attrs().Name, master.Attrs().Name, err)
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	l.Attrs().MasterIndex = master.Attrs().Index
+	a.changes++
 	return nil
 }
 
@@ -85,7 +88,7 @@ func (a *applier) delLink(l netlink.Link) error {
 		return fmt.Errorf("dataplane: delete %s: %w", l.Attrs().Name, err)
 	}
 	delete(a.links, l.Attrs().Name)
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	a.changes++
 	return nil
 }
 
@@ -110,7 +113,7 @@ func (a *applier) ensureBridge(name string, mtu int, nfCall bool) (netlink.Link,
 		if err := h.LinkAdd(br); err != nil {
 			return nil, fmt.Errorf("dataplane: create bridge %s: %w", name, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 		var err error
 		if l, err = h.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("dataplane: bridge %s: %w", name, err)
@@ -189,7 +192,7 @@ func (a *applier) ensureVxlan(n *Network, br netlink.Link, underlay netip.Addr) 
 		if err := h.LinkAdd(vx); err != nil {
 			return nil, fmt.Errorf("dataplane: create vxlan %s (vni %d): %w", name, n.VNI, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 		var err error
 		if l, err = h.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("dataplane: vxlan %s: %w", name, err)
@@ -223,7 +226,7 @@ func (a *applier) ensureNamespace(name string) (vnetns.NsHandle, error) {
 	if err := netns.Create(path); err != nil {
 		return vnetns.None(), err
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	a.changes++
 	return netns.Open(path)
 }
 
@@ -275,7 +278,7 @@ func (a *applier) ensureVeth(v vethSpec, checkPeer bool) (netlink.Link, *netlink
 		if err := h.LinkAdd(veth); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: create veth %s (peer %s): %w", v.host, v.peerName, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 		created = true
 		var err error
 		if l, err = h.LinkByName(v.host); err != nil {
@@ -309,7 +312,7 @@ func (a *applier) ensureVeth(v vethSpec, checkPeer bool) (netlink.Link, *netlink
 		if err := ph.LinkSetHardwareAddr(peer, v.peerMAC); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: veth peer %s mac: %w", v.peerName, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
 	if err := a.setMTU(ph, peer, v.mtu); err != nil {
 		return nil, nil, err
@@ -351,7 +354,7 @@ func (a *applier) ensureAddrs(h *netlink.Handle, l netlink.Link, want []netip.Pr
 		if err := h.AddrDel(l, &ad); err != nil {
 			return fmt.Errorf("dataplane: remove %s from %s: %w", p, l.Attrs().Name, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
 	for _, p := range want {
 		if !wantSet[p] {
@@ -366,7 +369,7 @@ func (a *applier) ensureAddrs(h *netlink.Handle, l netlink.Link, want []netip.Pr
 		if err := h.AddrAdd(l, ad); err != nil {
 			return fmt.Errorf("dataplane: add %s to %s: %w", p, l.Attrs().Name, err)
 		}
-		a.changes++; a.h.log.Debug("change", "at", caller())
+		a.changes++
 	}
 	return nil
 }

@@ -54,7 +54,9 @@ func portDev(p *Port) string {
 }
 
 // legDev is the host side of router r's leg into network n.
-func legDev(router, network string) string { return devName(kindRouter, hashKey(router+"/"+network, 11)) }
+func legDev(router, network string) string {
+	return devName(kindRouter, hashKey(router+"/"+network, 11))
+}
 
 // legInner is the name of that leg inside the router namespace.
 func legInner(network string) string { return "qr-" + network }

@@ -1,9 +1,9 @@
 package dataplane
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -19,18 +19,25 @@ type fwRule struct {
 }
 
 func (r fwRule) String() string {
-	fam := "ip"
+	b := make([]byte, 0, 48)
 	if r.v6 {
-		fam = "ip6"
+		b = append(b, "ip6/"...)
+	} else {
+		b = append(b, "ip/"...)
 	}
-	s := fmt.Sprintf("%s/%d/%d-%d", fam, r.proto, r.lo, r.hi)
+	b = strconv.AppendUint(b, uint64(r.proto), 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(r.lo), 10)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, uint64(r.hi), 10)
 	if r.group != "" {
-		return s + "/g:" + r.group
+		b = append(b, "/g:"...)
+		b = append(b, r.group...)
+	} else if r.cidr.IsValid() {
+		b = append(b, "/c:"...)
+		b = r.cidr.AppendTo(b)
 	}
-	if r.cidr.IsValid() {
-		return s + "/c:" + r.cidr.String()
-	}
-	return s
+	return string(b)
 }
 
 // policy is a port's compiled security groups.
@@ -45,7 +52,12 @@ type policy struct {
 // compilePolicy folds a port's groups into sorted, deduplicated rules.
 func compilePolicy(groups []SecurityGroup) policy {
 	var pol policy
-	seenIn, seenEg := map[string]bool{}, map[string]bool{}
+	type keyed struct {
+		key string
+		r   fwRule
+	}
+	var in, eg []keyed
+	seen := map[string]bool{}
 	for _, g := range groups {
 		for _, r := range g.Rules {
 			fr := fwRule{v6: r.Family == IPv6}
@@ -55,10 +67,8 @@ func compilePolicy(groups []SecurityGroup) policy {
 				if fr.hi == 0 {
 					fr.hi = fr.lo
 				}
-				if fr.lo == 0 && fr.hi == 0 {
-					fr.lo, fr.hi = 0, 0
-				} else if fr.lo == 0 && fr.hi == 65535 {
-					fr.lo, fr.hi = 0, 0
+				if fr.lo == 0 && fr.hi == 65535 {
+					fr.lo, fr.hi = 0, 0 // any port
 				}
 			}
 			switch {
@@ -69,19 +79,28 @@ func compilePolicy(groups []SecurityGroup) policy {
 			}
 			key := fr.String()
 			if r.Direction == Egress {
-				if !seenEg[key] {
-					seenEg[key] = true
-					pol.egress = append(pol.egress, fr)
-				}
-			} else if !seenIn[key] {
-				seenIn[key] = true
-				pol.ingress = append(pol.ingress, fr)
+				key = "e " + key
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			if r.Direction == Egress {
+				eg = append(eg, keyed{key, fr})
+			} else {
+				in = append(in, keyed{key, fr})
 			}
 		}
 	}
-	byString := func(a, b fwRule) int { return strings.Compare(a.String(), b.String()) }
-	slices.SortFunc(pol.ingress, byString)
-	slices.SortFunc(pol.egress, byString)
+	byKey := func(a, b keyed) int { return strings.Compare(a.key, b.key) }
+	slices.SortFunc(in, byKey)
+	slices.SortFunc(eg, byKey)
+	for _, k := range in {
+		pol.ingress = append(pol.ingress, k.r)
+	}
+	for _, k := range eg {
+		pol.egress = append(pol.egress, k.r)
+	}
 	pol.egressAll = len(pol.egress) == 0
 	return pol
 }

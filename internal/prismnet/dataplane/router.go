@@ -117,7 +117,7 @@ func (a *applier) ensureDefaultRoute(h *netlink.Handle, gw netip.Addr) error {
 	if err := h.RouteReplace(&netlink.Route{LinkIndex: qg.Attrs().Index, Gw: net.IP(gw.AsSlice())}); err != nil {
 		return fmt.Errorf("dataplane: default route via %s: %w", gw, err)
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	a.changes++
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (a *applier) ensureRouterNAT(r *Router, nsFd int) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("dataplane: router nftables transaction: %w", err)
 	}
-	a.changes++; a.h.log.Debug("change", "at", caller())
+	a.changes++
 	return nil
 }
 
@@ -210,4 +210,3 @@ func natTo(t expr.NATType, to netip.Addr) []expr.Any {
 		&expr.NAT{Type: t, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1},
 	}
 }
-

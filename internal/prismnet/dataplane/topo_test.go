@@ -101,7 +101,7 @@ func newTopo(t testing.TB, nhosts int) *topo {
 
 func (tp *topo) newHost(th *thost) *dataplane.Host {
 	h, err := dataplane.New(dataplane.Options{Netns: th.ns, NamespaceDir: th.nsDir,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	must(tp.t, err)
 	return h
 }
@@ -363,8 +363,8 @@ func mac(s string) net.HardwareAddr {
 	return m
 }
 
-func ip(s string) netip.Addr      { return netip.MustParseAddr(s) }
-func pfx(s string) netip.Prefix   { return netip.MustParsePrefix(s) }
+func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func ips(s ...string) []netip.Addr {
 	var out []netip.Addr
 	for _, x := range s {
@@ -372,4 +372,5 @@ func ips(s ...string) []netip.Addr {
 	}
 	return out
 }
+
 var doIn = netns.Do

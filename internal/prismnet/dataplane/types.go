@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strconv"
+	"time"
 )
 
 // Sentinel errors; every error this package returns wraps one of them or
@@ -38,6 +39,11 @@ type Options struct {
 	// UnderlayDevice optionally names the device VXLAN packets leave by
 	// (IFLA_VXLAN_LINK); "" lets the kernel route to the remote VTEP.
 	UnderlayDevice string
+	// ResyncInterval is how long Apply trusts its record of the devices
+	// and FDB/neighbour entries it made before dumping them from the
+	// kernel again (default 30s). nftables chains are listed on every
+	// Apply whose firewall failed; an Apply after any error rescans.
+	ResyncInterval time.Duration
 }
 
 // State is the complete desired network state of one host. Apply makes the
