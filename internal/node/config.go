@@ -27,6 +27,9 @@ type Config struct {
 	FlareDB flaredb.Config `yaml:"flaredb"`
 	// PrismNet configures tenant networks' control plane (role prismnet).
 	PrismNet prismnet.Config `yaml:"prismnet"`
+	// PrismNetAgent configures the host agent that programs this host's
+	// kernel for tenant networks (role prismnet-agent).
+	PrismNetAgent prismnet.AgentConfig `yaml:"prismnet-agent"`
 }
 
 // Default returns the defaults of every field: the core's and each
@@ -96,5 +99,7 @@ func SingleNodeDefault(dataDir string) Config {
 	c.DataDir = dataDir
 	c.Chainfire.AllowPlaintext = true
 	c.FlareDB.AllowPlaintext = true
+	// One host: VXLAN has no peer, the tunnel endpoint is loopback.
+	c.PrismNetAgent.Underlay = "127.0.0.1"
 	return c
 }

@@ -25,6 +25,7 @@ func modules() []module {
 			defaults: func(c *Config) { c.FlareDB = flaredb.Default() }, validateWithoutRole: true},
 		entry("iam", func(c *Config) *iam.Config { return &c.IAM }, iam.Default, iam.Build),
 		entry("prismnet", func(c *Config) *prismnet.Config { return &c.PrismNet }, prismnet.Default, prismnet.Build),
+		entry("prismnet-agent", func(c *Config) *prismnet.AgentConfig { return &c.PrismNetAgent }, prismnet.DefaultAgent, prismnet.BuildAgent),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,8 +25,11 @@ import (
 )
 
 // Options tune the node; the zero value is `ultracloud up`'s single-node
-// profile (every role, resources in a one-member flaredb group).
+// profile (every role, resources in a one-member flaredb group) without
+// the host agents, which program the machine's kernel (HostAgents).
 type Options struct {
+	// HostAgents also runs the host agent roles (<component>-agent).
+	HostAgents bool
 	// Tune edits the config before it is validated (roles, backend, iam
 	// lifetimes...).
 	Tune func(*node.Config)
@@ -63,6 +67,13 @@ func Start(t testing.TB, o Options) *Node {
 		}
 		if err := config.Set(&cfg, f.Field, fmt.Sprintf(f.Listener, port)); err != nil {
 			t.Fatalf("nodetest: %v", err)
+		}
+	}
+	if !o.HostAgents {
+		for _, r := range node.KnownRoles() {
+			if !strings.HasSuffix(r, "-agent") {
+				cfg.Roles = append(cfg.Roles, r)
+			}
 		}
 	}
 	if o.Tune != nil {

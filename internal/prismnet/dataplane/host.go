@@ -342,7 +342,7 @@ func (a *applier) ensureService(n *Network, br netlink.Link) error {
 			addrs = append(addrs, netip.PrefixFrom(sn.ServiceAddr, sn.CIDR.Bits()))
 		}
 	}
-	_, ph, err := a.ensureVeth(vethSpec{host: name, master: br, mtu: n.mtu(), peerNs: ns, peerName: "eth0",
+	_, ph, err := a.ensureVeth(vethSpec{host: name, master: br, mtu: n.mtu(), peerNs: ns, peerName: ServiceInterface,
 		peerMAC: n.ServiceMAC, peerAddrs: addrs}, true)
 	if err != nil {
 		return err

@@ -114,3 +114,11 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
 	return netip.AddrFrom16(a)
 }
+
+// DeviceName is the host device of a port (uct-... or ucv-...), as the
+// agent reports it in the port's status.
+func DeviceName(p Port) string { return portDev(&p) }
+
+// ServiceInterface is the name of the interface inside a network's
+// service namespace (where the DHCP server and RA sender listen).
+const ServiceInterface = "eth0"

@@ -47,7 +47,7 @@ func EnvName(path string) string {
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		switch {
-		case c == '.':
+		case c == '.' || c == '-':
 			b.WriteByte('_')
 		case upper(c):
 			// A word starts at an upper-case letter after a lower-case one,
