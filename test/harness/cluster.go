@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ultracloud/ultracloud/internal/chainfire"
 )
 
@@ -243,6 +245,9 @@ func (c *Cluster) build(ctx context.Context) error {
 		}
 	}
 	for _, h := range c.hosts {
+		if c.plan.hosts[h.index-1].deferred {
+			continue // the test starts it
+		}
 		if err := h.Start(ctx); err != nil {
 			return err
 		}
@@ -353,6 +358,13 @@ func (c *Cluster) teardown() error {
 		})
 	}
 	wg.Wait()
+	// Namespaces the hosts pinned under their data directories (the
+	// prismnet agent's service and router namespaces) are bind mounts
+	// there; detach them so the namespaces go and the directory can be
+	// removed.
+	if err := unmountBelow(c.workDir); err != nil {
+		errs = append(errs, err)
+	}
 	// Deleting the namespaces kills anything left inside them (processes
 	// started with Exec, say) and destroys every veth and bridge.
 	for _, h := range c.hosts {
@@ -461,6 +473,9 @@ func (c *Cluster) waitAll(ctx context.Context, timeout time.Duration, path strin
 	return waitFor(ctx, timeout, "every host's "+path+" to answer 200", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
 		for _, h := range c.hosts {
+			if c.plan.hosts[h.index-1].deferred && h.State().Phase == PhaseNotStarted {
+				continue // never started
+			}
 			ok, state, err := h.probe(ctx, path)
 			if err != nil {
 				return false, "", err
@@ -571,4 +586,27 @@ func (c *Cluster) Leftovers() []string {
 	}
 	slices.Sort(left)
 	return left
+}
+
+// unmountBelow lazily unmounts every mount point below dir, deepest first.
+func unmountBelow(dir string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("harness: reading mounts: %w", err)
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
+	var errs []error
+	for _, mp := range points {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("harness: unmounting %s: %w", mp, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -98,6 +98,10 @@ func (h *Host) ConfigPath() string { return h.configPath }
 // LogPath is the file the server's stdout and stderr are appended to.
 func (h *Host) LogPath() string { return h.logPath }
 
+// JoinTokenPath is where a worker (HostSpec.ControlPlane) reads its join
+// token: write it there (mode 0600) before starting the host.
+func (h *Host) JoinTokenPath() string { return joinTokenPath(h.dataDir) }
+
 // TokenPath is the admin token file the server creates on first start.
 func (h *Host) TokenPath() string { return h.dataDir + "/admin-token" }
 

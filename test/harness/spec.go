@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -84,6 +85,16 @@ type HostSpec struct {
 	Roles []string `json:"roles,omitempty"`
 	// Address optionally fixes the host's underlay address.
 	Address string `json:"address,omitempty"`
+	// ControlPlane makes the host a worker of the named hosts: it runs no
+	// store of its own that others use (storage.backend local), reaches
+	// their APIs as node:NAME (controlPlane.endpoints), and enrolls with
+	// the join token the test writes to Host.JoinTokenPath before it
+	// starts the host (so such a host is Deferred).
+	ControlPlane []string `json:"controlPlane,omitempty"`
+	// Deferred hosts are not started by Create: the test starts them
+	// (Host.Start) when it is ready for them. Waits for every host skip
+	// hosts that were never started.
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 // NetworkSpec describes an extra network.
@@ -142,6 +153,9 @@ type planHost struct {
 	name  string
 	index int // 1-based
 	roles []string
+	// controlPlane names the hosts whose API a worker uses.
+	controlPlane []string
+	deferred     bool
 	// addrs[j] is the address on networks[j], invalid if not attached.
 	addrs []netip.Addr
 }
@@ -241,7 +255,11 @@ func makePlan(s Spec) (*plan, error) {
 				return nil, specErr("HostList[%d].Roles: %q is not a role name", i, r)
 			}
 		}
-		ph := planHost{name: hs.Name, index: i + 1, roles: slices.Clone(hs.Roles), addrs: make([]netip.Addr, len(p.networks))}
+		ph := planHost{name: hs.Name, index: i + 1, roles: slices.Clone(hs.Roles), addrs: make([]netip.Addr, len(p.networks)),
+			controlPlane: slices.Clone(hs.ControlPlane), deferred: hs.Deferred || len(hs.ControlPlane) > 0}
+		if len(hs.ControlPlane) > 0 && (len(hs.Roles) == 0 || slices.Contains(hs.Roles, "iam")) {
+			return nil, specErr("HostList[%d] %q: a worker (ControlPlane set) lists its roles, without iam", i, hs.Name)
+		}
 		for j, pn := range p.networks {
 			if j > 0 && len(nets[j].Hosts) > 0 && !slices.Contains(nets[j].Hosts, hs.Name) {
 				continue
@@ -399,6 +417,24 @@ type nodeConfig struct {
 	Storage *nodeConfigStorage `yaml:"storage,omitempty"`
 	FlareDB *nodeConfigFDB     `yaml:"flaredb,omitempty"`
 	IAM     *nodeConfigIAM     `yaml:"iam,omitempty"`
+
+	// ControlPlane is a worker's way to the API (HostSpec.ControlPlane).
+	ControlPlane *nodeConfigControlPlane `yaml:"controlPlane,omitempty"`
+
+	// PrismNetAgent is the host agent's section: the host's first address
+	// is its VXLAN endpoint, and its namespaces live under its data
+	// directory so two hosts' never collide on this one kernel.
+	PrismNetAgent nodeConfigPrismNetAgent `yaml:"prismnet-agent"`
+}
+
+type nodeConfigControlPlane struct {
+	Endpoints     []string `yaml:"endpoints"`
+	JoinTokenFile string   `yaml:"joinTokenFile"`
+}
+
+type nodeConfigPrismNetAgent struct {
+	Underlay     string `yaml:"underlay"`
+	NamespaceDir string `yaml:"namespaceDir"`
 }
 
 // nodeConfigCF is the chainfire section. By default it keeps each host's
@@ -445,9 +481,26 @@ func (p *plan) renderNodeConfig(h planHost, dataDir string) ([]byte, error) {
 		FlareDB:       p.flaredbSection(h),
 		IAM:           p.iamSection(),
 		ShutdownGrace: p.shutdownGrace.String(),
+		PrismNetAgent: nodeConfigPrismNetAgent{Underlay: h.addrs[0].String(), NamespaceDir: filepath.Join(dataDir, "netns")},
+	}
+	if len(h.controlPlane) > 0 {
+		cp := &nodeConfigControlPlane{JoinTokenFile: joinTokenPath(dataDir)}
+		for _, name := range h.controlPlane {
+			other, ok := p.host(name)
+			if !ok {
+				return nil, specErr("host %q: ControlPlane names %q, which is not a host", h.name, name)
+			}
+			cp.Endpoints = append(cp.Endpoints, "http://"+netip.AddrPortFrom(other.addrs[0], uint16(p.apiPort)).String())
+		}
+		cfg.ControlPlane = cp
+		cfg.Storage = &nodeConfigStorage{Backend: "local"}
+		cfg.FlareDB = &nodeConfigFDB{AllowPlaintext: true}
 	}
 	return encodeNodeYAML(cfg, h.name, "# Written by the UltraCloud test harness (test/harness) for cluster "+p.name+".\n")
 }
+
+// joinTokenPath is where a worker's join token goes (under its data dir).
+func joinTokenPath(dataDir string) string { return filepath.Join(dataDir, "join-token") }
 
 // encodeNodeYAML encodes host's node.yaml under a comment header.
 func encodeNodeYAML(cfg nodeConfig, host, header string) ([]byte, error) {
