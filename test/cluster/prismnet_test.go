@@ -1,0 +1,336 @@
+//go:build linux
+
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
+	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/test/harness"
+)
+
+// netEnv is a control-plane host (chainfire, flaredb, iam, prismnet) and
+// workers that run only the prismnet agent, enrolled as node:NAME.
+type netEnv struct {
+	t       *testing.T
+	c       *harness.Cluster
+	cp      *harness.Host
+	admin   *client.Client
+	nettool string
+	ctx     context.Context
+}
+
+func startNetEnv(t *testing.T, workers ...string) *netEnv {
+	t.Helper()
+	requireTools(t, "busybox")
+	hosts := []harness.HostSpec{{Name: "cp", Roles: []string{"chainfire", "flaredb", "iam", "prismnet"}}}
+	for _, w := range workers {
+		hosts = append(hosts, harness.HostSpec{Name: w, Roles: []string{"prismnet-agent"}, ControlPlane: []string{"cp"}})
+	}
+	c := harness.Start(t, harness.Spec{HostList: hosts, LogLevel: "info"})
+	e := &netEnv{t: t, c: c, cp: c.Host("cp"), ctx: t.Context()}
+	var err error
+	if e.admin, err = e.cp.Client(); err != nil {
+		t.Fatal(err)
+	}
+	e.nettool = filepath.Join(t.TempDir(), "nettool")
+	if out, err := exec.Command("go", "build", "-o", e.nettool, "./nettool").CombinedOutput(); err != nil {
+		t.Fatalf("building nettool: %v\n%s", err, out)
+	}
+	// Enroll every worker with a join token made by the operator's CLI.
+	for _, w := range workers {
+		var cred struct {
+			Status struct{ JoinToken string } `json:"status"`
+		}
+		out := cli(t, e.cp, "iam", "node-credential", "create", w, "-o", "json")
+		if err := json.Unmarshal(out, &cred); err != nil || cred.Status.JoinToken == "" {
+			t.Fatalf("node-credential create %s: %v\n%s", w, err, out)
+		}
+		h := c.Host(w)
+		if err := os.WriteFile(h.JoinTokenPath(), []byte(cred.Status.JoinToken+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range workers {
+		if err := c.Host(w).WaitReady(e.ctx, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"alpha", "bravo"} {
+		e.create("projects", "", p, struct{}{})
+	}
+	return e
+}
+
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: the test command installs it (apt-get install -y busybox-static iputils-ping iproute2)", tool)
+		}
+	}
+}
+
+func (e *netEnv) create(coll, project, name string, spec any) *api.Object {
+	e.t.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	o, err := e.admin.Resources(coll, project).Create(e.ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: raw})
+	if err != nil {
+		e.t.Fatalf("creating %s %s/%s: %v", coll, project, name, err)
+	}
+	return o
+}
+
+// workload is a network namespace attached to a tenant network through a
+// veth port bound to a worker.
+type workload struct {
+	e      *netEnv
+	ns     string
+	port   string
+	proj   string
+	host   string
+	ip, v6 string
+}
+
+// attach creates the workload's namespace and its port, waits for the
+// port to be Ready, and configures the workload by DHCP (IPv4) and SLAAC
+// (IPv6) as a guest would.
+func (e *netEnv) attach(project, name, network, host string, groups ...string) *workload {
+	e.t.Helper()
+	w := &workload{e: e, ns: e.c.Prefix() + "wl-" + name, port: name, proj: project, host: host}
+	if out, err := exec.Command("ip", "netns", "add", w.ns).CombinedOutput(); err != nil {
+		e.t.Fatalf("ip netns add %s: %v %s", w.ns, err, out)
+	}
+	e.t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", w.ns).Run() })
+	w.sh("ip link set lo up")
+	e.create("ports", project, name, prismnetv1.PortSpec{Network: network, SecurityGroups: groups,
+		Binding: prismnetv1.PortBinding{Host: host, Device: prismnetv1.DeviceVeth, Namespace: w.ns}})
+	testkit.EventuallyErr(e.t, 30*time.Second, "port "+name+" ready", func() error {
+		st := e.portStatus(project, name)
+		if st.Phase != prismnetv1.PortReady {
+			return fmt.Errorf("phase %s: %s", st.Phase, st.LastError)
+		}
+		return nil
+	})
+	// DHCP with busybox's client, applying what it got as a guest's
+	// script would.
+	script := filepath.Join(e.t.TempDir(), "udhcpc.sh")
+	os.WriteFile(script, []byte(`#!/bin/sh
+case "$1" in
+bound|renew)
+  ip addr flush dev "$interface" scope global
+  ip addr add "$ip/$mask" dev "$interface"
+  [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+  for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+  set -- $staticroutes
+  while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
+  ;;
+esac
+`), 0o755)
+	w.sh("busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s " + script)
+	st := e.portStatus(project, name)
+	for _, f := range st.FixedIPs {
+		if strings.Contains(f.IP, ":") {
+			w.v6 = f.IP
+		} else {
+			w.ip = f.IP
+		}
+	}
+	if got := w.sh("ip -4 -o addr show dev eth0"); !strings.Contains(got, w.ip+"/") {
+		e.t.Fatalf("workload %s has %q after DHCP, want %s", name, got, w.ip)
+	}
+	return w
+}
+
+func (e *netEnv) portStatus(project, name string) prismnetv1.PortStatus {
+	e.t.Helper()
+	o, err := e.admin.Resources("ports", project).Get(e.ctx, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var st prismnetv1.PortStatus
+	_ = json.Unmarshal(o.Status, &st)
+	return st
+}
+
+// sh runs a shell command in the workload's namespace and fails the test
+// if it fails.
+func (w *workload) sh(cmd string) string {
+	w.e.t.Helper()
+	out, err := w.try(cmd)
+	if err != nil {
+		w.e.t.Fatalf("in %s: %s: %v\n%s", w.port, cmd, err, out)
+	}
+	return out
+}
+
+func (w *workload) try(cmd string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", w.ns, "sh", "-c", cmd).CombinedOutput()
+	return string(out), err
+}
+
+// pings reports whether w reaches addr by ping (three tries, 1s each).
+func (w *workload) pings(addr string) bool {
+	_, err := w.try("ping -c 1 -W 1 " + addr + " || ping -c 1 -W 1 " + addr + " || ping -c 1 -W 1 " + addr)
+	return err == nil
+}
+
+// TestTenantNetworkAcrossHosts: workloads on different workers get their
+// addresses by DHCP and SLAAC from their host's agent and reach each
+// other over VXLAN; another project's network (same addresses) does not
+// reach them; default ingress deny, a security group rule opening one TCP
+// port (and closing it again, existing connections too), same-group
+// traffic, anti-spoofing; a deleted port leaves nothing behind on any
+// host.
+func TestTenantNetworkAcrossHosts(t *testing.T) {
+	e := startNetEnv(t, "w1", "w2", "w3")
+	e.create("networks", "alpha", "net1", prismnetv1.NetworkSpec{CIDR: "10.77.0.0/16", IPv6Prefixes: []string{"fd00:77::/64"}})
+	e.create("subnets", "alpha", "sub4", prismnetv1.SubnetSpec{Network: "net1", CIDR: "10.77.1.0/24"})
+	e.create("subnets", "alpha", "sub6", prismnetv1.SubnetSpec{Network: "net1", CIDR: "fd00:77::/64"})
+	e.create("securitygroups", "alpha", "app", prismnetv1.SecurityGroupSpec{})
+	e.create("securitygroups", "alpha", "svc", prismnetv1.SecurityGroupSpec{Rules: []prismnetv1.SecurityGroupRule{
+		{Direction: "ingress", Protocol: "tcp", PortMin: 8080}}})
+	// The same addresses in another project.
+	e.create("networks", "bravo", "net1", prismnetv1.NetworkSpec{CIDR: "10.77.0.0/16"})
+	e.create("subnets", "bravo", "sub4", prismnetv1.SubnetSpec{Network: "net1", CIDR: "10.77.1.0/24"})
+	e.create("securitygroups", "bravo", "open", prismnetv1.SecurityGroupSpec{Rules: []prismnetv1.SecurityGroupRule{
+		{Direction: "ingress"}, {Direction: "ingress", Ethertype: "IPv6"}}})
+
+	a := e.attach("alpha", "a", "net1", "w1", "app")
+	b := e.attach("alpha", "b", "net1", "w2", "app")
+	c := e.attach("alpha", "c", "net1", "w3", "svc")
+	x := e.attach("bravo", "x", "net1", "w2", "open")
+	t.Logf("a %s %s on w1, b %s %s on w2, c %s on w3, x %s (bravo) on w2", a.ip, a.v6, b.ip, b.v6, c.ip, x.ip)
+
+	if !a.pings(b.ip) || !b.pings(a.ip) {
+		t.Fatal("a and b (same network, same group, w1 and w2) do not reach each other over VXLAN")
+	}
+	testkit.EventuallyErr(t, 30*time.Second, "SLAAC addresses", func() error {
+		if got := a.sh("ip -6 -o addr show dev eth0 scope global"); !strings.Contains(got, a.v6+"/64") {
+			return fmt.Errorf("a has %q, want %s", got, a.v6)
+		}
+		return nil
+	})
+	if !a.pings(b.v6) {
+		t.Fatal("a does not reach b over IPv6")
+	}
+	if a.pings(c.ip) {
+		t.Fatal("a reaches c, whose groups admit no ICMP from it (default ingress deny)")
+	}
+	if x.pings(a.ip) || a.pings(x.ip) {
+		t.Fatal("bravo's workload and alpha's reach each other")
+	}
+
+	// One TCP port opened by c's group.
+	serve := exec.Command("ip", "netns", "exec", c.ns, e.nettool, "serve", "-listen", ":8080")
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill(); _ = serve.Wait() })
+	serve81 := exec.Command("ip", "netns", "exec", c.ns, e.nettool, "serve", "-listen", ":8081")
+	if err := serve81.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve81.Process.Kill(); _ = serve81.Wait() })
+	testkit.EventuallyErr(t, 10*time.Second, "a reaches c:8080", func() error {
+		out, err := a.try(e.nettool + " probe -to " + c.ip + ":8080")
+		if err != nil {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+	if out, err := a.try(e.nettool + " probe -timeout 1s -to " + c.ip + ":8081"); err == nil {
+		t.Fatalf("a reaches c:8081, which no rule opens: %s", out)
+	}
+	// Spoofing: a second address on a's interface is not a's.
+	a.sh("ip addr add 10.77.1.250/24 dev eth0")
+	if _, err := a.try("ping -c 2 -W 1 -I 10.77.1.250 " + b.ip); err == nil {
+		t.Fatal("a ping from a spoofed source address got through")
+	}
+	a.sh("ip addr del 10.77.1.250/24 dev eth0")
+
+	// Removing the rule closes new and existing connections.
+	stream := exec.Command("ip", "netns", "exec", a.ns, e.nettool, "stream", "-to", c.ip+":8080", "-duration", "60s", "-timeout", "3s")
+	var streamOut strings.Builder
+	stream.Stdout, stream.Stderr = &streamOut, &streamOut
+	if err := stream.Start(); err != nil {
+		t.Fatal(err)
+	}
+	streamDone := make(chan error, 1)
+	go func() { streamDone <- stream.Wait() }()
+	time.Sleep(1500 * time.Millisecond) // let the stream run a while
+	sg, err := e.admin.Resources("securitygroups", "alpha").Get(e.ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg.Spec = json.RawMessage(`{"rules":[]}`)
+	if _, err := e.admin.Resources("securitygroups", "alpha").Update(e.ctx, sg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-streamDone:
+		if err == nil {
+			t.Fatalf("the stream through the removed rule ran to its end: %s", streamOut.String())
+		}
+		t.Logf("the stream through the removed rule stopped: %s", strings.TrimSpace(streamOut.String()))
+	case <-time.After(20 * time.Second):
+		_ = stream.Process.Kill()
+		t.Fatalf("the stream through the removed rule still runs 20s later: %s", streamOut.String())
+	}
+	if out, err := a.try(e.nettool + " probe -timeout 1s -to " + c.ip + ":8080"); err == nil {
+		t.Fatalf("a still reaches c:8080 after the rule was removed: %s", out)
+	}
+
+	// Deleting b removes it from w1's view: no VXLAN FDB entry (MAC ->
+	// remote endpoint) for its MAC. (The bridge's own learned entries
+	// age out by themselves.)
+	bmac := e.portStatus("alpha", "b").MAC
+	w1 := e.c.Host("w1")
+	fdb := func() string {
+		out, _ := w1.Exec(e.ctx, "bridge", "fdb", "show")
+		var vxlan []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, " dst ") {
+				vxlan = append(vxlan, l)
+			}
+		}
+		return strings.Join(vxlan, "\n")
+	}
+	if !strings.Contains(fdb(), bmac+" dev ucx-") || !strings.Contains(fdb(), "dst "+e.c.Host("w2").Addr().String()) {
+		t.Fatalf("w1 has no VXLAN FDB entry for b (%s) towards w2:\n%s", bmac, fdb())
+	}
+	if _, err := e.admin.Resources("ports", "alpha").Delete(e.ctx, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.EventuallyErr(t, 20*time.Second, "b's FDB entry gone from w1", func() error {
+		if out := fdb(); strings.Contains(out, bmac) {
+			return fmt.Errorf("still there:\n%s", out)
+		}
+		return nil
+	})
+	w2 := e.c.Host("w2")
+	testkit.EventuallyErr(t, 20*time.Second, "b's device gone from w2", func() error {
+		out, _ := w2.Exec(e.ctx, "ip", "-o", "link", "show")
+		if strings.Count(string(out), "ucv-") != 1 { // only x's
+			return fmt.Errorf("w2 links:\n%s", out)
+		}
+		return nil
+	})
+}
