@@ -22,6 +22,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	flaredbcli "github.com/ultracloud/ultracloud/internal/cli/flaredb"
 	iamcli "github.com/ultracloud/ultracloud/internal/cli/iam"
+	prismnetcli "github.com/ultracloud/ultracloud/internal/cli/prismnet"
 )
 
 // Env is what the commands may touch of the outside world, so tests can run
@@ -79,5 +80,6 @@ func NewRoot(env Env) *cobra.Command {
 		chainfirecli.NewCmd(env, chainfireOffline()),
 		flaredbcli.NewCmd(env, flaredbOffline()),
 	)
+	root.AddCommand(prismnetcli.NewCmds(cf)...)
 	return root
 }

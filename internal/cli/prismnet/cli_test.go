@@ -1,0 +1,516 @@
+package prismnet_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ultracloud/ultracloud/internal/cli"
+	"github.com/ultracloud/ultracloud/internal/node/nodetest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
+	"github.com/ultracloud/ultracloud/pkg/api"
+	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
+)
+
+var _ = testkit.RegisterUpdateFlag()
+
+// env runs the whole CLI in-process against a node built by the real
+// wiring, as a shell with ULTRACLOUD_ENDPOINT, _TOKEN and _PROJECT set.
+type env struct {
+	t    *testing.T
+	n    *nodetest.Node
+	vars map[string]string
+	ctx  context.Context
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	if _, err := n.Admin.Resources("projects", "").Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "demo"}, Spec: json.RawMessage(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, n: n, ctx: ctx, vars: map[string]string{
+		"ULTRACLOUD_ENDPOINT":      n.APIURL(),
+		"ULTRACLOUD_TOKEN":         n.Token(),
+		"ULTRACLOUD_PROJECT":       "demo",
+		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(t.TempDir(), "none.yaml"),
+	}}
+}
+
+func (e *env) run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	getenv := func(k string) string { return e.vars[k] }
+	lookup := func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
+	code := cli.Main(e.ctx, args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: getenv, LookupEnv: lookup})
+	return code, out.String(), errb.String()
+}
+
+// ok runs a command that must succeed and returns its stdout.
+func (e *env) ok(args ...string) string {
+	e.t.Helper()
+	code, out, errs := e.run(args...)
+	if code != 0 {
+		e.t.Fatalf("ultracloud %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// fails runs a command that must fail and checks that stderr mentions
+// every want; it returns stderr.
+func (e *env) fails(args []string, want ...string) string {
+	e.t.Helper()
+	code, out, errs := e.run(args...)
+	if code == 0 {
+		e.t.Fatalf("ultracloud %s succeeded:\n%s", strings.Join(args, " "), out)
+	}
+	for _, w := range want {
+		if !strings.Contains(errs, w) {
+			e.t.Fatalf("ultracloud %s: stderr %q does not mention %q", strings.Join(args, " "), errs, w)
+		}
+	}
+	return errs
+}
+
+func (e *env) object(coll, name string) *api.Object {
+	e.t.Helper()
+	o, err := e.n.Admin.Resources(coll, "demo").Get(e.ctx, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+func decodeInto[T any](t *testing.T, raw json.RawMessage) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("decoding %s: %v", raw, err)
+	}
+	return v
+}
+
+var (
+	cellSep = regexp.MustCompile(`\s{2,}`)
+	timeRE  = regexp.MustCompile(`\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ \(\d+[smhd] ago\)`)
+	ageRE   = regexp.MustCompile(`^\d+[smhd]$`)
+	revRE   = regexp.MustCompile(`Revision:\s+\d+`)
+)
+
+// stable masks what changes from run to run (times, ages, revisions, and
+// the words in mask: VNIs, IDs) and re-aligns the columns, whose widths
+// depend on the masked values, so the output can be a golden file. A run
+// of lines with the same indentation and number of cells is aligned as
+// one table, as the verbs align them.
+func stable(s string, mask ...string) []byte {
+	s = timeRE.ReplaceAllString(s, "<time>")
+	s = revRE.ReplaceAllString(s, "Revision:  <rev>")
+	for i := 0; i+1 < len(mask); i += 2 {
+		s = strings.ReplaceAll(s, mask[i], mask[i+1])
+	}
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	lastShape := ""
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		body := strings.TrimLeft(line, " ")
+		indent := line[:len(line)-len(body)]
+		cells := cellSep.Split(body, -1)
+		for i, c := range cells {
+			if ageRE.MatchString(c) {
+				cells[i] = "<age>"
+			}
+		}
+		if shape := fmt.Sprintf("%q/%d", indent, len(cells)); shape != lastShape {
+			tw.Flush()
+			lastShape = shape
+		}
+		fmt.Fprintln(tw, indent+strings.Join(cells, "\t"))
+	}
+	tw.Flush()
+	return b.Bytes()
+}
+
+// TestTenantNetworkByCLI builds a network through the verbs an operator
+// types: subnets with flags of every kind, a security group with rules,
+// ports; lists them as tables and JSON, describes them (a port with the
+// state its agent reported), changes rules and bindings, and is refused a
+// delete of what is still in use with the server's 409 in_use.
+func TestTenantNetworkByCLI(t *testing.T) {
+	e := newEnv(t)
+
+	if out := e.ok("network", "create", "web", "--cidr", "10.0.0.0/16", "--ipv6", "fd00:1::/64", "--description", "the web tier"); out != "network/web in project demo created\n" {
+		t.Fatalf("network create: %q", out)
+	}
+	e.ok("net", "create", "db", "--cidr", "10.1.0.0/16", "--mtu", "1400")
+	e.ok("subnet", "create", "web-a", "--network", "web", "--cidr", "10.0.1.0/24", "--dns", "10.0.0.53", "--dns", "10.0.0.54",
+		"--pool", "10.0.1.10-10.0.1.20", "--route", "10.9.0.0/16=10.0.1.1")
+	e.ok("subnet", "create", "web-v6", "--network", "web", "--cidr", "fd00:1::/64")
+	e.ok("subnet", "create", "db-a", "--network", "db", "--cidr", "10.1.1.0/24", "--gateway", "none")
+
+	e.ok("secgroup", "create", "web", "--description", "web servers")
+	e.ok("sg", "create", "ssh")
+	if out := e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); out != "securitygroup/web rule 0 added\n" {
+		t.Fatalf("rule add: %q", out)
+	}
+	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "TCP", "--port", "8000-8080", "--remote-cidr", "10.0.0.0/16")
+	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "icmpv6") // IPv6 by the protocol
+	e.ok("secgroup", "rule", "add", "web", "--direction", "egress", "--remote-group", "ssh")
+	if out := e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); !strings.Contains(out, "already has this rule (index 0)") {
+		t.Fatalf("adding a rule twice: %q", out)
+	}
+	g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	if len(g.Rules) != 4 || g.Rules[1].Protocol != "tcp" || g.Rules[1].PortMax != 8080 || g.Rules[2].Ethertype != "IPv6" || g.Rules[3].RemoteGroup != "ssh" {
+		t.Fatalf("rules %+v", g.Rules)
+	}
+
+	e.ok("port", "create", "web-1", "--network", "web", "--sg", "web", "--sg", "ssh", "--mac", "fa:16:3e:00:00:01", "--owner", "VM/web-1")
+	e.ok("port", "create", "probe", "--network", "web", "--ip", "web-a=10.0.1.15", "--mac", "FA-16-3E-00-00-02",
+		"--host", "worker1", "--namespace", "probe", "--no-port-security")
+	e.ok("port", "create", "db-1", "--network", "db", "--host", "worker2")
+	probe := decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
+	if probe.Binding != (prismnetv1.PortBinding{Host: "worker1", Device: "veth", Namespace: "probe", Interface: "eth0"}) || *probe.PortSecurity {
+		t.Fatalf("probe spec %+v", probe)
+	}
+
+	// The agent on worker1 reports the probe plugged in.
+	po := e.object("ports", "probe")
+	st := decodeInto[prismnetv1.PortStatus](t, po.Status)
+	now := time.Now()
+	st.Phase, st.Host, st.Device, st.ObservedAt = prismnetv1.PortReady, "worker1", "pv0a1b2c", &now
+	po.Status, _ = json.Marshal(st)
+	if _, err := e.n.Admin.Resources("ports", "demo").UpdateStatus(e.ctx, po); err != nil {
+		t.Fatal(err)
+	}
+
+	var mask []string
+	for _, n := range []string{"web", "db"} {
+		ns := decodeInto[prismnetv1.NetworkStatus](t, e.object("networks", n).Status)
+		mask = append(mask, ns.ID, "<id-"+n+">", fmt.Sprint(ns.VNI), "<vni-"+n+">")
+	}
+	db1 := decodeInto[prismnetv1.PortStatus](t, e.object("ports", "db-1").Status)
+	if !regexp.MustCompile(`^([0-9a-f]{2}:){5}[0-9a-f]{2}$`).MatchString(db1.MAC) || len(db1.FixedIPs) != 1 {
+		t.Fatalf("db-1 status %+v", db1)
+	}
+	mask = append(mask, db1.MAC, "<mac-db-1>", db1.FixedIPs[0].IP, "<ip-db-1>")
+	// IPAM picks a random free address; the IPv6 one is the MAC's EUI-64.
+	for _, f := range decodeInto[prismnetv1.PortStatus](t, e.object("ports", "web-1").Status).FixedIPs {
+		if f.Subnet == "web-a" {
+			mask = append(mask, f.IP+",", "<ip-web-1>,", f.IP+" ", "<ip-web-1> ")
+		}
+	}
+
+	t.Run("tables", func(t *testing.T) {
+		var all bytes.Buffer
+		for _, args := range [][]string{
+			{"network", "list"}, {"subnet", "list"}, {"subnet", "list", "--network", "web"}, {"port", "list"},
+			{"port", "list", "--host", "worker1"}, {"port", "ls", "--network", "db", "-o", "table"}, {"secgroup", "list"},
+			{"network", "get", "db"}, {"port", "list", "-A"},
+		} {
+			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+		}
+		testkit.Golden(t, "tables", stable(all.String(), mask...))
+	})
+
+	t.Run("json and yaml", func(t *testing.T) {
+		l := decodeInto[api.List](t, json.RawMessage(e.ok("port", "list", "--network", "web", "-o", "json")))
+		if l.Kind != "PortList" || len(l.Items) != 2 || l.Metadata.Revision == 0 {
+			t.Fatalf("port list -o json: %+v", l)
+		}
+		for _, o := range l.Items {
+			if o.Kind != prismnetv1.PortKind || o.Metadata.Project != "demo" || len(o.Status) == 0 {
+				t.Fatalf("item %+v", o)
+			}
+		}
+		o := decodeInto[api.Object](t, json.RawMessage(e.ok("port", "describe", "probe", "-o", "json")))
+		if o.Metadata.Name != "probe" || decodeInto[prismnetv1.PortStatus](t, o.Status).Phase != prismnetv1.PortReady {
+			t.Fatalf("port describe -o json: %+v", o)
+		}
+		if out := e.ok("network", "get", "web", "-o", "yaml"); !strings.Contains(out, "kind: Network") || !strings.Contains(out, "cidr: 10.0.0.0/16") {
+			t.Fatalf("network get -o yaml:\n%s", out)
+		}
+		if out := e.ok("subnet", "list", "-o", "yaml"); !strings.Contains(out, "kind: SubnetList") || !strings.Contains(out, "dnsServers:") {
+			t.Fatalf("subnet list -o yaml:\n%s", out)
+		}
+	})
+
+	t.Run("describe", func(t *testing.T) {
+		var all bytes.Buffer
+		for _, args := range [][]string{
+			{"network", "describe", "web"}, {"network", "describe", "db"}, {"subnet", "describe", "web-a"}, {"subnet", "describe", "db-a"},
+			{"port", "describe", "web-1"}, {"port", "describe", "probe"}, {"port", "describe", "db-1"}, {"secgroup", "describe", "web"},
+			{"secgroup", "describe", "ssh"},
+		} {
+			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+		}
+		testkit.Golden(t, "describe", stable(all.String(), mask...))
+	})
+
+	t.Run("rule delete", func(t *testing.T) {
+		out := e.ok("secgroup", "rule", "delete", "web", "1")
+		if out != "securitygroup/web rule 1 deleted (ingress IPv4 tcp port 8000-8080, remote 10.0.0.0/16)\n" {
+			t.Fatalf("rule delete: %q", out)
+		}
+		g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+		if len(g.Rules) != 3 || g.Rules[1].Protocol != "icmpv6" {
+			t.Fatalf("rules after deleting 1: %+v", g.Rules)
+		}
+		e.fails([]string{"secgroup", "rule", "delete", "web", "7"}, "securitygroup/web: has 3 rules; there is no rule 7")
+		e.fails([]string{"secgroup", "rule", "delete", "web", "first"}, `INDEX "first"`)
+		// A revision from an earlier look that is no longer current.
+		rev := e.object("securitygroups", "web").Metadata.Revision
+		e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "udp", "--port", "53")
+		e.fails([]string{"secgroup", "rule", "delete", "web", "0", "--revision", fmt.Sprint(rev)}, "changed since you looked", "nothing was deleted")
+		if g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec); len(g.Rules) != 4 {
+			t.Fatalf("a refused delete changed the rules: %+v", g.Rules)
+		}
+		rev = e.object("securitygroups", "web").Metadata.Revision
+		e.ok("secgroup", "rule", "delete", "web", "3", "--revision", fmt.Sprint(rev))
+	})
+
+	t.Run("set", func(t *testing.T) {
+		if out := e.ok("port", "set", "probe", "--host", "worker2"); out != "port/probe updated\n" {
+			t.Fatalf("port set: %q", out)
+		}
+		o := e.object("ports", "probe")
+		s, st := decodeInto[prismnetv1.PortSpec](t, o.Spec), decodeInto[prismnetv1.PortStatus](t, o.Status)
+		if s.Binding.Host != "worker2" || s.Binding.Namespace != "probe" || s.MAC != "fa:16:3e:00:00:02" || st.MAC != s.MAC {
+			t.Fatalf("after set --host: %+v %+v", s, st)
+		}
+		// The status the old host reported is shown as such.
+		if out := e.ok("port", "describe", "probe"); !strings.Contains(out, "Reported by:") || !strings.Contains(out, "worker1 (not the binding host") {
+			t.Fatalf("describe after a new binding:\n%s", out)
+		}
+		e.ok("port", "set", "probe", "--device", "tap", "--port-security=true", "--sg", "web")
+		s = decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
+		if s.Binding != (prismnetv1.PortBinding{Host: "worker2", Device: "tap"}) || !*s.PortSecurity || len(s.SecurityGroups) != 1 {
+			t.Fatalf("after set --device tap: %+v", s)
+		}
+		e.ok("port", "set", "web-1", "--no-sg", "--no-owner")
+		s = decodeInto[prismnetv1.PortSpec](t, e.object("ports", "web-1").Spec)
+		if len(s.SecurityGroups) != 0 || s.Owner != nil {
+			t.Fatalf("after --no-sg --no-owner: %+v", s)
+		}
+		e.ok("port", "set", "probe", "--unbind")
+		if s := decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec); s.Binding.Host != "" {
+			t.Fatalf("after --unbind: %+v", s.Binding)
+		}
+		e.fails([]string{"port", "set", "probe"}, "nothing to change")
+		e.fails([]string{"port", "set", "probe", "--unbind", "--host", "x"}, "--unbind clears the binding")
+		e.fails([]string{"port", "set", "probe", "--device", "tap", "--namespace", "x"}, "--namespace and --interface are for veth ports")
+		// The server's word on what is immutable or wrong passes through.
+		e.fails([]string{"port", "set", "probe", "--sg", "nosuch"}, "nosuch", "HTTP 4")
+		e.fails([]string{"port", "set", "nosuch", "--host", "w"}, "port/nosuch:", "not_found", "HTTP 404")
+	})
+
+	t.Run("delete in use", func(t *testing.T) {
+		errs := e.fails([]string{"network", "delete", "web"}, "network/web:", "still has ports", "ultracloud port list --network web", "[in_use, HTTP 409]")
+		if strings.Count(errs, "\n") != 1 {
+			t.Fatalf("want one line, got %q", errs)
+		}
+		e.fails([]string{"secgroup", "delete", "web"}, "securitygroup/web:", "used by ports", "[in_use, HTTP 409]")
+		e.fails([]string{"subnet", "delete", "db-a"}, "subnet/db-a:", "[in_use, HTTP 409]")
+		if out := e.ok("port", "delete", "web-1", "probe"); out != "port/web-1 deleted\nport/probe deleted\n" {
+			t.Fatalf("port delete: %q", out)
+		}
+		e.ok("subnet", "delete", "web-a", "web-v6")
+		e.ok("secgroup", "delete", "web", "ssh")
+		e.ok("network", "delete", "web")
+		if out := e.ok("secgroup", "list"); out != "No securitygroups found.\n" {
+			t.Fatalf("secgroup list: %q", out)
+		}
+		e.fails([]string{"network", "describe", "web"}, "network/web:", "not_found")
+	})
+}
+
+// TestFlagErrors: a malformed flag is named with what it wants and an
+// example, before anything is sent.
+func TestFlagErrors(t *testing.T) {
+	// Nothing listens here: a flag error must come before any dial.
+	vars := map[string]string{"ULTRACLOUD_ENDPOINT": "http://127.0.0.1:1", "ULTRACLOUD_TOKEN": "t", "ULTRACLOUD_PROJECT": "demo",
+		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(t.TempDir(), "none.yaml")}
+	e := &env{t: t, vars: vars, ctx: context.Background()}
+	sub := []string{"subnet", "create", "s", "--network", "n", "--cidr", "10.0.0.0/24"}
+	portCreate := []string{"port", "create", "p", "--network", "n"}
+	rule := []string{"secgroup", "rule", "add", "g", "--direction", "ingress"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{append(sub, "--pool", "10.0.0.5"), `--pool: want START-END, e.g. 10.0.0.10-10.0.0.99 (got "10.0.0.5")`},
+		{append(sub, "--pool", "10.0.0.5-x"), `--pool: want START-END of two IP addresses`},
+		{append(sub, "--pool", "10.0.0.9-10.0.0.5"), `starts after it ends`},
+		{append(sub, "--pool", "10.0.0.9-fd00::1"), `mixes IPv4 and IPv6`},
+		{append(sub, "--route", "10.9.0.0/16"), `--route: want DEST=NEXTHOP, e.g. 10.1.0.0/16=10.0.0.1`},
+		{append(sub, "--route", "10.9.0.0=10.0.0.1"), `the destination "10.9.0.0" is not a CIDR prefix`},
+		{append(sub, "--dns", "dns.example"), `--dns: "dns.example" is not an IP address`},
+		{append(sub, "--gateway", "first"), `--gateway: "first" is neither an IP address`},
+		{[]string{"subnet", "create", "s", "--network", "n", "--cidr", "10.0.0.0"}, `--cidr: "10.0.0.0" is not a CIDR prefix`},
+		{[]string{"subnet", "create", "s", "--cidr", "10.0.0.0/24"}, `--network and --cidr are required`},
+		{[]string{"network", "create", "n"}, `--cidr is required`},
+		{[]string{"network", "create", "n", "--cidr", "10.0.0.0/16", "--mtu", "100"}, `--mtu: 100 is outside 576 to 9000`},
+		{[]string{"network", "create", "n", "--cidr", "10.0.0.0/16", "--mtu", "big"}, `invalid argument "big" for "--mtu"`},
+		{[]string{"network", "create", "n", "--cidr", "10.0.0.0/16", "-o", "xml"}, `-o "xml" is not supported`},
+		{[]string{"network", "list", "-o", "xml"}, `-o "xml" is not supported`},
+		{[]string{"network", "create"}, `accepts 1 arg(s), received 0`},
+		{append(portCreate, "--ip", "=10.0.0.1"), `--ip: want SUBNET or SUBNET=ADDRESS`},
+		{append(portCreate, "--ip", "s=10.0.0"), `--ip: "s=10.0.0": "10.0.0" is not an IP address`},
+		{append(portCreate, "--mac", "fa:16:3e"), `--mac: "fa:16:3e" is not a MAC address`},
+		{append(portCreate, "--owner", "web-1"), `--owner: want KIND/NAME, e.g. VM/web-1`},
+		{append(portCreate, "--device", "nic"), `--device: "nic": use tap`},
+		{append(portCreate, "--device", "tap", "--interface", "eth1"), `--namespace and --interface are for veth ports`},
+		{[]string{"port", "create", "p"}, `--network is required`},
+		{rule[:4], `--direction is required: ingress or egress`},
+		{[]string{"secgroup", "rule", "add", "g", "--direction", "in"}, `--direction: "in": use ingress or egress`},
+		{append(rule, "--protocol", "sctp-ish"), `--protocol: "sctp-ish": use tcp, udp, icmp, icmpv6`},
+		{append(rule, "--protocol", "tcp", "--port", "0"), `--port: want PORT or MIN-MAX within 1-65535, e.g. 22 or 8000-8080 (got "0")`},
+		{append(rule, "--protocol", "tcp", "--port", "90-80"), `(got "90-80")`},
+		{append(rule, "--protocol", "tcp", "--port", "70000"), `(got "70000")`},
+		{append(rule, "--port", "22"), `--port needs --protocol tcp or udp`},
+		{append(rule, "--ethertype", "ipx"), `--ethertype: "ipx": use IPv4 or IPv6`},
+		{append(rule, "--remote-cidr", "10.0.0.0/8", "--remote-group", "g"), `give --remote-cidr or --remote-group, not both`},
+		{append(rule, "--remote-cidr", "everyone"), `--remote-cidr: "everyone" is not a CIDR prefix`},
+		{[]string{"router", "create", "r", "--no-snat"}, `--no-snat needs --external-network`},
+		{[]string{"fip", "create", "f"}, `--external-network is required`},
+		{[]string{"fip", "create", "f", "--external-network", "x", "--fixed-ip", "10.0.0.1"}, `--fixed-ip picks an address of --port`},
+		{[]string{"fip", "associate", "f", "p", "--fixed-ip", "ten"}, `--fixed-ip: "ten" is not an IP address`},
+		{[]string{"extnet", "create", "x", "--cidr", "192.0.2.0/24"}, `--cidr, --interface and at least one --host are required`},
+		{[]string{"extnet", "create", "x", "--cidr", "192.0.2.0/24", "--interface", "eth1", "--host", "w1", "--pool", "192.0.2.9"}, `--pool: want START-END`},
+		{[]string{"port", "set", "p", "--sg", "a", "--no-sg"}, `give --sg or --no-sg, not both`},
+	} {
+		errs := e.fails(c.args, c.want)
+		if strings.Contains(errs, "connection refused") {
+			t.Errorf("ultracloud %s dialled before checking its flags: %s", strings.Join(c.args, " "), errs)
+		}
+	}
+}
+
+// TestKindsNotYetServed: the verbs of kinds the control plane does not
+// serve yet say so, instead of answering a 404 for the collection.
+func TestKindsNotYetServed(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"router", "list"}, {"router", "create", "r"}, {"router", "add-interface", "r", "s"},
+		{"fip", "create", "f", "--external-network", "x"}, {"fip", "describe", "f"},
+		{"extnet", "list"}, {"extnet", "delete", "x"},
+	} {
+		e.fails(args, "this endpoint does not serve")
+	}
+	// A port's describe still works when the binding host's NetworkHost
+	// cannot be read.
+	e.ok("network", "create", "n", "--cidr", "10.0.0.0/24")
+	e.ok("port", "create", "p", "--network", "n", "--host", "w1")
+	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w1:") || !strings.Contains(out, "state not available") {
+		t.Fatalf("port describe without NetworkHosts:\n%s", out)
+	}
+}
+
+// TestRuleDeleteConflict: when the group changes between the read and the
+// write of `secgroup rule delete`, the write is refused and says so, and
+// neither change is lost.
+func TestRuleDeleteConflict(t *testing.T) {
+	e := newEnv(t)
+	e.ok("secgroup", "create", "web")
+	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "22")
+	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "80")
+
+	// A proxy that lets someone else add a rule just before the CLI's
+	// write arrives.
+	target, err := url.Parse(e.n.APIURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var raced atomic.Bool
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/securitygroups/web") && !raced.Swap(true) {
+			rs := e.n.Admin.Resources("securitygroups", "demo")
+			o, err := rs.Get(r.Context(), "web")
+			if err == nil {
+				g := decodeInto[prismnetv1.SecurityGroupSpec](t, o.Spec)
+				g.Rules = append(g.Rules, prismnetv1.SecurityGroupRule{Direction: "ingress", Protocol: "udp", PortMin: 53})
+				o.Spec, _ = json.Marshal(g)
+				_, err = rs.Update(r.Context(), o)
+			}
+			if err != nil {
+				t.Errorf("the concurrent change failed: %v", err)
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	e.vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
+
+	e.fails([]string{"secgroup", "rule", "delete", "web", "0"}, "securitygroup/web changed while this command ran", "nothing was changed", "HTTP 409")
+	g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	if len(g.Rules) != 3 || g.Rules[0].PortMin != 22 || g.Rules[2].Protocol != "udp" {
+		t.Fatalf("rules after the refused delete: %+v", g.Rules)
+	}
+	// Adding is retried instead: it does not depend on what was read.
+	raced.Store(false)
+	e.ok("secgroup", "rule", "add", "web", "--direction", "egress", "--protocol", "tcp", "--port", "443")
+	g = decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	if len(g.Rules) != 5 || g.Rules[4].Direction != "egress" {
+		t.Fatalf("rules after an add that met a conflict: %+v", g.Rules)
+	}
+}
+
+// TestPortDescribeShowsHostState: when the binding host's NetworkHost can
+// be read, a port's describe adds the host's underlay address, readiness
+// and last error.
+func TestPortDescribeShowsHostState(t *testing.T) {
+	e := newEnv(t)
+	e.ok("network", "create", "n", "--cidr", "10.0.0.0/24")
+	e.ok("port", "create", "p", "--network", "n", "--host", "w1")
+	e.ok("port", "create", "q", "--network", "n", "--host", "w2")
+
+	// NetworkHosts are not served yet: a proxy answers for two hosts as
+	// the control plane will.
+	observed := time.Now().Add(-3 * time.Second)
+	hostsByName := map[string]prismnetv1.NetworkHostStatus{
+		"w1": {Underlay: "192.0.2.11", Ready: true, Ports: 3, ObservedAt: &observed},
+		"w2": {Underlay: "192.0.2.12", LastError: "creating vxlan device: operation not permitted", ObservedAt: &observed},
+	}
+	target, err := url.Parse(e.n.APIURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, ok := strings.CutPrefix(r.URL.Path, "/v1/networkhosts/")
+		if st, known := hostsByName[name]; ok && known {
+			raw, _ := json.Marshal(st)
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(api.Object{Kind: prismnetv1.HostKind, Metadata: api.ObjectMeta{Name: name}, Status: raw})
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	e.vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
+
+	out := e.ok("port", "describe", "p")
+	for _, want := range []string{"Host w1:", "underlay 192.0.2.11, ready, 3 ports plugged in", "Host observed at:", " ago)"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("port describe p does not show %q:\n%s", want, out)
+		}
+	}
+	out = e.ok("port", "describe", "q")
+	for _, want := range []string{"underlay 192.0.2.12, not ready, 0 ports plugged in", "Host last error:", "operation not permitted"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("port describe q does not show %q:\n%s", want, out)
+		}
+	}
+}
