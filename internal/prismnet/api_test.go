@@ -134,6 +134,20 @@ func TestNetworkSubnetPortLifecycle(t *testing.T) {
 		t.Fatalf("status after the agent's write: %+v", got)
 	}
 
+	// Moving the port to another host makes its status Pending again.
+	cur, err := e.n.Admin.Resources("ports", "alpha").Get(e.ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec = json.RawMessage(`{"network":"net1","securityGroups":["web"],"binding":{"host":"w2"}}`)
+	moved, err := e.n.Admin.Resources("ports", "alpha").Update(e.ctx, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := status[prismnetv1.PortStatus](t, moved); got.Phase != prismnetv1.PortPending || got.MAC != ps.MAC {
+		t.Fatalf("status after rebinding: %+v, want Pending with the same MAC", got)
+	}
+
 	wantProblem(t, "deleting a network with ports", e.delete("networks", "alpha", "net1"), 409, prismnetv1.CodeInUse)
 	wantProblem(t, "deleting a subnet with addresses", e.delete("subnets", "alpha", "sub1"), 409, prismnetv1.CodeInUse)
 	wantProblem(t, "deleting a group in use", e.delete("securitygroups", "alpha", "web"), 409, prismnetv1.CodeInUse)

@@ -176,8 +176,8 @@ func TestTenantNetworkByCLI(t *testing.T) {
 		t.Fatalf("rules %+v", g.Rules)
 	}
 
-	e.ok("port", "create", "web-1", "--network", "web", "--sg", "web", "--sg", "ssh", "--mac", "fa:16:3e:00:00:01", "--owner", "VM/web-1")
-	e.ok("port", "create", "probe", "--network", "web", "--ip", "web-a=10.0.1.15", "--mac", "FA-16-3E-00-00-02",
+	e.ok("port", "create", "web-1", "--network", "web", "--ip", "web-a=10.0.1.100", "--ip", "web-v6", "--sg", "web", "--sg", "ssh", "--mac", "fa:16:3e:00:00:01", "--owner", "VM/web-1")
+	e.ok("port", "create", "probe", "--network", "web", "--ip", "web-a=10.0.1.200", "--mac", "FA-16-3E-00-00-02",
 		"--host", "worker1", "--namespace", "probe", "--no-port-security")
 	e.ok("port", "create", "db-1", "--network", "db", "--host", "worker2")
 	probe := decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
@@ -408,12 +408,13 @@ func TestKindsNotYetServed(t *testing.T) {
 	} {
 		e.fails(args, "this endpoint does not serve")
 	}
-	// A port's describe still works when the binding host's NetworkHost
-	// cannot be read.
+	// A port's describe says when the binding host's agent never
+	// reported.
 	e.ok("network", "create", "n", "--cidr", "10.0.0.0/24")
 	e.ok("port", "create", "p", "--network", "n", "--host", "w1")
-	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w1:") || !strings.Contains(out, "state not available") {
-		t.Fatalf("port describe without NetworkHosts:\n%s", out)
+	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w1:") ||
+		!strings.Contains(out, "never reported") && !strings.Contains(out, "no network state yet") {
+		t.Fatalf("port describe of a host whose agent never reported:\n%s", out)
 	}
 }
 

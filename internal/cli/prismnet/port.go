@@ -11,6 +11,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
+	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
 type networkHost = object[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus]
@@ -245,6 +246,9 @@ func portHost(ctx context.Context, c *clikit.Conn, o port) hostView {
 	// No discovery check: a missing kind or a missing permission is only
 	// a line of the block, never a failure of the describe.
 	raw, err := c.Client.Resources(hosts.collection, "").Get(ctx, h)
+	if client.IsNotFound(err) {
+		return hostView{} // the control plane has not created it yet
+	}
 	if err != nil {
 		return hostView{err: err}
 	}
@@ -309,6 +313,7 @@ func describePort(d *desc, o port, hv hostView) {
 		return
 	}
 	if hv.host == nil {
+		d.kv("Host "+b.Host, "no network state yet (the control plane creates it moments after a port is bound there)")
 		return
 	}
 	hs := hv.host.Status

@@ -262,9 +262,11 @@ func (a *API) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			var hw hookWrites
 			if t.k.onUpdate != nil && !sameJSON(cur.Spec, spec) {
 				var err error
-				if hw.ops, hw.require, err = t.k.onUpdate(ctx, cur, spec); err != nil {
+				var status json.RawMessage
+				if hw.ops, hw.require, status, err = t.k.onUpdate(ctx, cur, spec); err != nil {
 					return hookWrites{}, err
 				}
+				cur.Status = status
 			}
 			cur.Metadata.Labels = meta.Labels
 			cur.Spec = spec

@@ -117,10 +117,11 @@ type Precondition struct {
 type Update[S, T any] struct {
 	// Object is the object as stored.
 	Object *api.Object
-	// Old is the stored spec, New the validated new one (read-only), Status
-	// the stored status.
+	// Old is the stored spec, New the validated new one (read-only).
 	Old, New *S
-	Status   *T
+	// Status is the stored status; changes to it are stored with the
+	// update (e.g. a phase that the new spec makes stale).
+	Status *T
 	// Ops are extra store operations committed with the update.
 	Ops []storage.Op
 	// Require are conditions the update needs; if one fails, nothing is
@@ -174,8 +175,9 @@ type kind struct {
 	decodeStatus func(body []byte) (api.ObjectMeta, json.RawMessage, error)
 	// validateUpdate compares stored and new spec JSON.
 	validateUpdate func(old, new json.RawMessage) error
-	// onUpdate runs the OnUpdate hook (nil without one).
-	onUpdate func(ctx context.Context, o *api.Object, newSpec json.RawMessage) ([]storage.Op, []Precondition, error)
+	// onUpdate runs the OnUpdate hook (nil without one) and returns the
+	// status to store with the update.
+	onUpdate func(ctx context.Context, o *api.Object, newSpec json.RawMessage) ([]storage.Op, []Precondition, json.RawMessage, error)
 	// onStatusUpdate runs the OnStatusUpdate hook (nil without one) and
 	// returns the status to store.
 	onStatusUpdate func(old, new json.RawMessage) (json.RawMessage, error)
@@ -327,20 +329,26 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		}
 	}
 	if def.OnUpdate != nil {
-		k.onUpdate = func(ctx context.Context, o *api.Object, newRaw json.RawMessage) ([]storage.Op, []Precondition, error) {
+		k.onUpdate = func(ctx context.Context, o *api.Object, newRaw json.RawMessage) ([]storage.Op, []Precondition, json.RawMessage, error) {
 			old, status, err := decodeObject[S, T](def.Kind, o)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			var spec S
 			if err := json.Unmarshal(newRaw, &spec); err != nil {
-				return nil, nil, fmt.Errorf("apiserver: decoding %s spec: %w", def.Kind, err)
+				return nil, nil, nil, fmt.Errorf("apiserver: decoding %s spec: %w", def.Kind, err)
 			}
 			u := &Update[S, T]{Object: o, Old: old, New: &spec, Status: status}
 			if err := def.OnUpdate(ctx, u); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
-			return u.Ops, u.Require, nil
+			st := o.Status
+			if zero, _ := json.Marshal(new(T)); len(o.Status) > 0 || !sameJSON(zero, mustJSON(u.Status)) {
+				if st, err = json.Marshal(u.Status); err != nil {
+					return nil, nil, nil, fmt.Errorf("apiserver: encoding %s status: %w", def.Kind, err)
+				}
+			}
+			return u.Ops, u.Require, st, nil
 		}
 	}
 	if def.OnStatusUpdate != nil {
@@ -391,6 +399,12 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 		return err
 	}
 	return a.addKind(k)
+}
+
+// mustJSON encodes v, which is a decoded status and so always encodes.
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
 }
 
 // decodeObject decodes a stored object's spec and status (zero values when
