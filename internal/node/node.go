@@ -17,10 +17,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"sync"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
