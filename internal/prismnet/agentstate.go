@@ -188,6 +188,48 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 		v.services[ni.id] = sv
 	}
 
+	// Routers placed here bring their networks (and external networks)
+	// even without a local port.
+	var hostSpec prismnetv1.NetworkHostSpec
+	if o := c.get(prismnetv1.HostCollection, "", host); o != nil {
+		hostSpec, _, _ = decodeAs[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
+	}
+	externals := map[string]dataplane.ExternalNetwork{}
+	for _, hr := range hostSpec.Routers {
+		r := dataplane.Router{ID: hr.ID}
+		for _, ifc := range hr.Interfaces {
+			ni := nets[ifc.Network]
+			cidr, err1 := netip.ParsePrefix(ifc.CIDR)
+			gw, err2 := netip.ParseAddr(ifc.Gateway)
+			mac, err3 := net.ParseMAC(ifc.MAC)
+			if ni == nil || err1 != nil || err2 != nil || err3 != nil {
+				continue
+			}
+			present[ifc.Network] = true
+			r.Interfaces = append(r.Interfaces, dataplane.RouterInterface{Network: ni.id, Subnet: cidr, Gateway: gw, MAC: mac})
+		}
+		if g := hr.External; g != nil {
+			addr, err1 := netip.ParsePrefix(g.Address)
+			if err1 == nil {
+				gw, _ := netip.ParseAddr(g.Gateway)
+				r.External = &dataplane.RouterGateway{ExternalNetwork: g.ID, Address: addr, Gateway: gw, SNAT: g.SNAT}
+				externals[g.ID] = dataplane.ExternalNetwork{ID: g.ID, Interface: g.Interface, CIDR: addr.Masked()}
+				for _, f := range hr.FloatingIPs {
+					ext, err1 := netip.ParseAddr(f.External)
+					in, err2 := netip.ParseAddr(f.Internal)
+					if err1 == nil && err2 == nil {
+						r.FloatingIPs = append(r.FloatingIPs, dataplane.FloatingIP{External: ext, Internal: in})
+					}
+				}
+			}
+		}
+		v.state.Routers = append(v.state.Routers, r)
+	}
+	for _, e := range externals {
+		v.state.Externals = append(v.state.Externals, e)
+	}
+	slices.SortFunc(v.state.Externals, func(a, b dataplane.ExternalNetwork) int { return strings.Compare(a.ID, b.ID) })
+
 	for nk := range present {
 		ni := nets[nk]
 		n := dataplane.Network{ID: ni.id, VNI: ni.st.VNI, MTU: ni.st.MTU, ServiceMAC: serviceMAC(ni.st.VNI)}
@@ -210,34 +252,29 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 	slices.SortFunc(v.state.Ports, func(a, b dataplane.Port) int { return strings.Compare(a.ID, b.ID) })
 
 	// Remote ports and group members come from the host's NetworkHost.
-	if o := c.get(prismnetv1.HostCollection, "", host); o != nil {
-		spec, _, err := decodeAs[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
-		if err == nil {
-			for _, r := range spec.Remotes {
-				ni := nets[r.Network]
-				mac, err1 := net.ParseMAC(r.MAC)
-				vtep, err2 := netip.ParseAddr(r.VTEP)
-				if ni == nil || !present[r.Network] || err1 != nil || err2 != nil {
-					continue
-				}
-				rp := dataplane.RemotePort{Network: ni.id, MAC: mac, VTEP: vtep}
-				for _, s := range r.IPs {
-					if a, err := netip.ParseAddr(s); err == nil {
-						rp.IPs = append(rp.IPs, a)
-					}
-				}
-				v.state.Remotes = append(v.state.Remotes, rp)
-			}
-			for _, g := range spec.Groups {
-				var ips []netip.Addr
-				for _, s := range g.IPs {
-					if a, err := netip.ParseAddr(s); err == nil {
-						ips = append(ips, a)
-					}
-				}
-				v.state.Groups[g.Group] = ips
+	for _, r := range hostSpec.Remotes {
+		ni := nets[r.Network]
+		mac, err1 := net.ParseMAC(r.MAC)
+		vtep, err2 := netip.ParseAddr(r.VTEP)
+		if ni == nil || !present[r.Network] || err1 != nil || err2 != nil {
+			continue
+		}
+		rp := dataplane.RemotePort{Network: ni.id, MAC: mac, VTEP: vtep}
+		for _, s := range r.IPs {
+			if a, err := netip.ParseAddr(s); err == nil {
+				rp.IPs = append(rp.IPs, a)
 			}
 		}
+		v.state.Remotes = append(v.state.Remotes, rp)
+	}
+	for _, g := range hostSpec.Groups {
+		var ips []netip.Addr
+		for _, s := range g.IPs {
+			if a, err := netip.ParseAddr(s); err == nil {
+				ips = append(ips, a)
+			}
+		}
+		v.state.Groups[g.Group] = ips
 	}
 	for id, sv := range v.services {
 		slices.SortFunc(sv.leases, func(a, b dhcp.Lease) int { return cmp.Compare(a.MAC.String(), b.MAC.String()) })

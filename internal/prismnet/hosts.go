@@ -2,11 +2,13 @@ package prismnet
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
+	"github.com/ultracloud/ultracloud/internal/runtime/controller"
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
@@ -101,8 +104,9 @@ func (h *hostsController) term(ctx context.Context) {
 		h.log.Error("prismnet-hosts: API client", "err", err)
 		return
 	}
-	c := newCache(h.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection,
-		prismnetv1.SecurityGroupCollection, prismnetv1.HostCollection)
+	c := newCache(h.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
+		prismnetv1.SecurityGroupCollection, prismnetv1.HostCollection, prismnetv1.RouterCollection,
+		prismnetv1.FloatingIPCollection, prismnetv1.ExternalNetworkCollection)
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx, cl) }()
 	defer func() { cancel(); <-done }()
@@ -137,9 +141,27 @@ func (h *hostsController) term(ctx context.Context) {
 // behind: the change that caused it arrives next and triggers another
 // sync.
 func (h *hostsController) sync(ctx context.Context, cl *client.Client, c *cache) error {
-	want := computeHosts(c)
+	want, fips := computeHosts(c)
 	res := cl.Resources(prismnetv1.HostCollection, "")
 	var errs []error
+	for k, st := range fips {
+		o := c.get(prismnetv1.FloatingIPCollection, k.Project, k.Name)
+		if o == nil {
+			continue
+		}
+		_, cur, err := decodeAs[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+		if err != nil || (cur.Router == st.Router && cur.InternalIP == st.InternalIP) {
+			continue
+		}
+		cur.Router, cur.InternalIP = st.Router, st.InternalIP
+		raw, _ := json.Marshal(cur)
+		upd := *o
+		upd.Status = raw
+		if _, err := cl.Resources(prismnetv1.FloatingIPCollection, k.Project).UpdateStatus(ctx, &upd); err != nil &&
+			!client.IsConflict(err) && !client.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("floating IP %s/%s: %w", k.Project, k.Name, err))
+		}
+	}
 	for host, spec := range want {
 		raw, err := json.Marshal(spec)
 		if err != nil {
@@ -185,9 +207,19 @@ type portView struct {
 	groups                            []string
 }
 
-// computeHosts derives every host's NetworkHostSpec from the cache. Hosts
-// are those with a bound port or an existing NetworkHost.
-func computeHosts(c *cache) map[string]prismnetv1.NetworkHostSpec {
+// routerLegMAC is the MAC of a router's leg on a subnet: stable, and in a
+// locally administered range (f6:...) that ports (fa:...) and service
+// namespaces (fe:...) never use.
+func routerLegMAC(routerID, subnet string) string {
+	sum := sha256.Sum256([]byte(routerID + "/" + subnet))
+	return net.HardwareAddr{0xf6, sum[0], sum[1], sum[2], sum[3], sum[4]}.String()
+}
+
+// computeHosts derives every host's NetworkHostSpec from the cache, and
+// the router and internal address every associated floating IP resolves
+// to. Hosts are those with a bound port, a router, or an existing
+// NetworkHost.
+func computeHosts(c *cache) (map[string]prismnetv1.NetworkHostSpec, map[controller.Key]prismnetv1.FloatingIPStatus) {
 	vnis := map[string]uint32{} // "project/network" -> VNI
 	for _, o := range c.list(prismnetv1.NetworkCollection) {
 		if _, st, err := decodeAs[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o); err == nil {
@@ -235,6 +267,7 @@ func computeHosts(c *cache) map[string]prismnetv1.NetworkHostSpec {
 			groupsOf[p.host][p.project+"/"+g] = true
 		}
 	}
+	routersOn, fipStatus := computeRouters(c, vnis, &ports, want, onHost, groupsOf)
 	// Groups named by the rules of a host's groups count too.
 	rulesRefer := map[string][]string{} // "project/group" -> "project/remoteGroup"
 	for _, o := range c.list(prismnetv1.SecurityGroupCollection) {
@@ -280,7 +313,119 @@ func computeHosts(c *cache) map[string]prismnetv1.NetworkHostSpec {
 			})
 			spec.Groups = append(spec.Groups, prismnetv1.GroupMembers{Group: g, IPs: slices.Compact(ips)})
 		}
+		spec.Routers = routersOn[host]
 		want[host] = spec
 	}
-	return want
+	return want, fipStatus
+}
+
+// computeRouters adds every placed router's legs to ports (so other hosts
+// get them as remote ports) and its networks to its host, and returns the
+// routers of each host with their floating IPs, and every associated
+// floating IP's resolved status.
+func computeRouters(c *cache, vnis map[string]uint32, ports *[]portView, want map[string]prismnetv1.NetworkHostSpec,
+	onHost, groupsOf map[string]map[string]bool) (map[string][]prismnetv1.HostRouter, map[controller.Key]prismnetv1.FloatingIPStatus) {
+	subnets := map[string]prismnetv1.SubnetSpec{} // "project/subnet"
+	gateways := map[string]string{}
+	for _, o := range c.list(prismnetv1.SubnetCollection) {
+		if spec, st, err := decodeAs[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o); err == nil {
+			subnets[objKey(o)], gateways[objKey(o)] = spec, st.Gateway
+		}
+	}
+	exts := map[string]*api.Object{}
+	for _, o := range c.list(prismnetv1.ExternalNetworkCollection) {
+		exts[o.Metadata.Name] = o
+	}
+	// Which router serves a subnet towards which external network.
+	type served struct {
+		router string // "project/router"
+		ext    string
+	}
+	bySubnet := map[string]served{}
+	byHost := map[string][]*prismnetv1.HostRouter{}
+	index := map[string]*prismnetv1.HostRouter{} // "project/router"
+	for _, o := range c.list(prismnetv1.RouterCollection) {
+		spec, st, err := decodeAs[prismnetv1.RouterSpec, prismnetv1.RouterStatus](o)
+		if err != nil || st.Host == "" || st.ID == "" {
+			continue
+		}
+		p := o.Metadata.Project
+		hr := &prismnetv1.HostRouter{Router: objKey(o), ID: st.ID}
+		for _, ifc := range spec.Interfaces {
+			sk := p + "/" + ifc.Subnet
+			sub, ok := subnets[sk]
+			if !ok || gateways[sk] == "" {
+				continue
+			}
+			nk := p + "/" + sub.Network
+			mac := routerLegMAC(st.ID, ifc.Subnet)
+			hr.Interfaces = append(hr.Interfaces, prismnetv1.HostRouterInterface{Network: nk, VNI: vnis[nk], CIDR: sub.CIDR,
+				Gateway: gateways[sk], MAC: mac})
+			*ports = append(*ports, portView{project: p, name: "router/" + o.Metadata.Name, network: nk, host: st.Host,
+				mac: mac, ips: []string{gateways[sk]}})
+			if onHost[st.Host] == nil {
+				onHost[st.Host], groupsOf[st.Host] = map[string]bool{}, map[string]bool{}
+			}
+			onHost[st.Host][nk] = true
+			if g := spec.ExternalGateway; g != nil {
+				bySubnet[sk] = served{router: objKey(o), ext: g.ExternalNetwork}
+			}
+		}
+		if g := spec.ExternalGateway; g != nil && st.ExternalIP != "" {
+			if eo := exts[g.ExternalNetwork]; eo != nil {
+				es, est, err := decodeAs[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](eo)
+				if err == nil {
+					hr.External = &prismnetv1.HostRouterGateway{ExternalNetwork: g.ExternalNetwork, ID: est.ID, Interface: es.Interface,
+						Address: st.ExternalIP, Gateway: es.Gateway, SNAT: g.SNAT == nil || *g.SNAT}
+				}
+			}
+		}
+		if _, ok := want[st.Host]; !ok {
+			want[st.Host] = prismnetv1.NetworkHostSpec{}
+		}
+		byHost[st.Host] = append(byHost[st.Host], hr)
+		index[hr.Router] = hr
+	}
+	// Floating IPs: the router serving the port's subnet towards the
+	// floating IP's external network translates it.
+	portAddrs := map[string][]prismnetv1.FixedIP{}
+	for _, o := range c.list(prismnetv1.PortCollection) {
+		if _, st, err := decodeAs[prismnetv1.PortSpec, prismnetv1.PortStatus](o); err == nil {
+			portAddrs[objKey(o)] = st.FixedIPs
+		}
+	}
+	fips := map[controller.Key]prismnetv1.FloatingIPStatus{}
+	for _, o := range c.list(prismnetv1.FloatingIPCollection) {
+		spec, st, err := decodeAs[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+		if err != nil {
+			continue
+		}
+		var res prismnetv1.FloatingIPStatus
+		if spec.Port != "" && st.Address != "" {
+			for _, f := range portAddrs[o.Metadata.Project+"/"+spec.Port] {
+				a, err := netip.ParseAddr(f.IP)
+				if err != nil || !a.Is4() || (spec.FixedIP != "" && spec.FixedIP != f.IP) {
+					continue
+				}
+				sv, ok := bySubnet[o.Metadata.Project+"/"+f.Subnet]
+				if !ok || sv.ext != spec.ExternalNetwork || index[sv.router] == nil || index[sv.router].External == nil {
+					continue
+				}
+				hr := index[sv.router]
+				hr.FloatingIPs = append(hr.FloatingIPs, prismnetv1.HostFloatingIP{External: st.Address, Internal: f.IP})
+				res = prismnetv1.FloatingIPStatus{Router: strings.TrimPrefix(sv.router, o.Metadata.Project+"/"), InternalIP: f.IP}
+				break
+			}
+		}
+		fips[controller.KeyOf(o)] = res
+	}
+	out := map[string][]prismnetv1.HostRouter{}
+	for h, rs := range byHost {
+		for _, hr := range rs {
+			slices.SortFunc(hr.FloatingIPs, func(a, b prismnetv1.HostFloatingIP) int { return strings.Compare(a.External, b.External) })
+			out[h] = append(out[h], *hr)
+		}
+		slices.SortFunc(out[h], func(a, b prismnetv1.HostRouter) int { return strings.Compare(a.Router, b.Router) })
+	}
+	return out, fips
 }

@@ -2,6 +2,8 @@ package prismnet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
@@ -27,7 +30,7 @@ type kinds struct {
 }
 
 func (k *kinds) register(a *apiserver.API) error {
-	for _, reg := range []func(*apiserver.API) error{k.networks, k.subnets, k.ports, k.groups, k.hosts} {
+	for _, reg := range []func(*apiserver.API) error{k.networks, k.subnets, k.ports, k.groups, k.hosts, k.externalNetworks, k.routers, k.floatingIPs} {
 		if err := reg(a); err != nil {
 			return err
 		}
@@ -380,4 +383,322 @@ func (k *kinds) hosts(a *apiserver.API) error {
 			return nil
 		},
 	})
+}
+
+// shortID is a stable 8-character identifier for host device names
+// (router namespaces, external bridges): [a-z2-7], from a hash of key.
+func shortID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:8]
+}
+
+func (k *kinds) externalNetworks(a *apiserver.API) error {
+	return apiserver.Register(a, "prismnet", apiserver.KindDef[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]{
+		Kind: prismnetv1.ExternalNetworkKind, Collection: prismnetv1.ExternalNetworkCollection, Singular: "externalnetwork",
+		ShortNames: []string{"extnet"}, Scope: api.ScopeCluster,
+		Columns: []api.Column{{Name: "CIDR", Path: "spec.cidr"}, {Name: "GATEWAY", Path: "spec.gateway"},
+			{Name: "INTERFACE", Path: "spec.interface"}, {Name: "HOSTS", Path: "spec.hosts"}},
+		ValidateSpec: validateExternalNetwork,
+		ValidateUpdate: func(old, new *prismnetv1.ExternalNetworkSpec) error {
+			if old.CIDR != new.CIDR || old.Gateway != new.Gateway || fmt.Sprint(old.AllocationPools) != fmt.Sprint(new.AllocationPools) {
+				return fieldErr("cidr", "cidr, gateway and allocationPools are immutable; hosts and interface may change")
+			}
+			return nil
+		},
+		InitialStatus: func(*prismnetv1.ExternalNetworkSpec) *prismnetv1.ExternalNetworkStatus {
+			return &prismnetv1.ExternalNetworkStatus{}
+		},
+		OnCreate: func(_ context.Context, c *apiserver.Creation[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]) error {
+			c.Status.ID = shortID("extnet/" + c.Name)
+			return nil
+		},
+		OnStatusUpdate: keepStatus[prismnetv1.ExternalNetworkStatus],
+		OnDelete: func(_ context.Context, d *apiserver.Deletion[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]) error {
+			n := d.Object.Metadata.Name
+			d.Require = append(d.Require, emptyRange(dir(extAddrPrefix, n),
+				inUse("external network %q still has router gateways or floating IPs; delete them first", n)))
+			return nil
+		},
+	})
+}
+
+// externalShape parses an external network's addressing.
+func externalShape(s *prismnetv1.ExternalNetworkSpec) (subnetShape, error) {
+	sub := prismnetv1.SubnetSpec{CIDR: s.CIDR, Gateway: s.Gateway, AllocationPools: s.AllocationPools}
+	if sub.Gateway == "" {
+		sub.Gateway = "none"
+	}
+	sh, err := shapeOf(&sub)
+	if err != nil {
+		return sh, err
+	}
+	sh.service = netip.Addr{} // external networks have no DHCP
+	if len(s.AllocationPools) == 0 {
+		first, last := usableRange(sh.cidr)
+		sh.pools = []pool{{first, last}}
+	}
+	return sh, nil
+}
+
+func validateExternalNetwork(s *prismnetv1.ExternalNetworkSpec) error {
+	sh, err := externalShape(s)
+	if err != nil {
+		return err
+	}
+	if !sh.cidr.Addr().Is4() {
+		return fieldErr("cidr", "%s: external networks are IPv4 (NAT)", s.CIDR)
+	}
+	s.CIDR = sh.cidr.String()
+	if sh.gateway.IsValid() {
+		s.Gateway = sh.gateway.String()
+	}
+	if !validIfName(s.Interface, 15) {
+		return fieldErr("interface", "%q is not an interface name (the host device leading to the external network)", s.Interface)
+	}
+	if len(s.Hosts) == 0 {
+		return fieldErr("hosts", "name at least one host that has interface %s", s.Interface)
+	}
+	for i, h := range s.Hosts {
+		if err := apiserver.ValidateName(fmt.Sprintf("hosts[%d]", i), h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocExternal picks a free address of an external network for owner and
+// adds the ops and preconditions that claim it.
+func (k *kinds) allocExternal(ctx context.Context, ext string, owner string, ops *[]storage.Op, req *[]apiserver.Precondition) (netip.Addr, netip.Prefix, error) {
+	spec, _, _, err := getObject[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](ctx, k.store,
+		prismnetv1.ExternalNetworkCollection, "", ext, "external network")
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, err
+	}
+	sh, err := externalShape(spec)
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("prismnet: stored external network %s: %w", ext, err)
+	}
+	used, err := usedAddrs(ctx, k.store, dir(extAddrPrefix, ext))
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, err
+	}
+	addr, ok := pickFree(sh.pools, used, sh.reserved())
+	if !ok {
+		return netip.Addr{}, netip.Prefix{}, apiserver.Errorf(http.StatusConflict, prismnetv1.CodePoolExhausted,
+			"external network %q (%s) has no free address left", ext, sh.cidr)
+	}
+	ak := key(extAddrPrefix, ext, addr.String())
+	*ops = append(*ops, put(ak, owner))
+	*req = append(*req, exists(prismnetv1.ExternalNetworkCollection, "", ext, "external network"),
+		free(ak, true, apiserver.Errorf(http.StatusConflict, prismnetv1.CodeAddressInUse, "address %s of external network %q is taken", addr, ext)))
+	return addr, sh.cidr, nil
+}
+
+func (k *kinds) routers(a *apiserver.API) error {
+	return apiserver.Register(a, "prismnet", apiserver.KindDef[prismnetv1.RouterSpec, prismnetv1.RouterStatus]{
+		Kind: prismnetv1.RouterKind, Collection: prismnetv1.RouterCollection, Singular: "router",
+		Scope: api.ScopeProject,
+		Columns: []api.Column{{Name: "INTERFACES", Path: "spec.interfaces"}, {Name: "EXTERNAL", Path: "spec.externalGateway.externalNetwork"},
+			{Name: "EXTERNAL IP", Path: "status.externalIP"}, {Name: "HOST", Path: "status.host"}},
+		ValidateSpec: validateRouter,
+		ValidateUpdate: func(old, new *prismnetv1.RouterSpec) error {
+			if fmt.Sprint(old.ExternalGateway) != fmt.Sprint(new.ExternalGateway) {
+				return fieldErr("externalGateway", "is immutable; create another router to change it")
+			}
+			return nil
+		},
+		OnCreate: func(ctx context.Context, c *apiserver.Creation[prismnetv1.RouterSpec, prismnetv1.RouterStatus]) error {
+			c.Status.ID = shortID("router/" + c.Project + "/" + c.Name + "/" + c.UID)
+			c.Require = append(c.Require, projectExists(c.Project))
+			for _, ifc := range c.Spec.Interfaces {
+				if err := k.attachSubnet(ctx, c.Project, c.Name, ifc.Subnet, &c.Ops, &c.Require); err != nil {
+					return err
+				}
+			}
+			if g := c.Spec.ExternalGateway; g != nil {
+				ext, _, _, err := getObject[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](ctx, k.store,
+					prismnetv1.ExternalNetworkCollection, "", g.ExternalNetwork, "external network")
+				if err != nil {
+					return fieldErr("spec.externalGateway.externalNetwork", "%v", err)
+				}
+				addr, cidr, err := k.allocExternal(ctx, g.ExternalNetwork, c.Project+"/router/"+c.Name, &c.Ops, &c.Require)
+				if err != nil {
+					return err
+				}
+				c.Status.ExternalIP = netip.PrefixFrom(addr, cidr.Bits()).String()
+				// Placed on one of the external network's hosts, spread by name.
+				c.Status.Host = ext.Hosts[int(shortID(c.Project + "/" + c.Name)[0])%len(ext.Hosts)]
+			}
+			return nil
+		},
+		OnUpdate: func(ctx context.Context, u *apiserver.Update[prismnetv1.RouterSpec, prismnetv1.RouterStatus]) error {
+			p, n := u.Object.Metadata.Project, u.Object.Metadata.Name
+			had := map[string]bool{}
+			for _, ifc := range u.Old.Interfaces {
+				had[ifc.Subnet] = true
+			}
+			keep := map[string]bool{}
+			for _, ifc := range u.New.Interfaces {
+				keep[ifc.Subnet] = true
+				if !had[ifc.Subnet] {
+					if err := k.attachSubnet(ctx, p, n, ifc.Subnet, &u.Ops, &u.Require); err != nil {
+						return err
+					}
+				}
+			}
+			for s := range had {
+				if !keep[s] {
+					u.Ops = append(u.Ops, del(key(subnetRouterPrefix, p, s, n)))
+				}
+			}
+			return nil
+		},
+		OnStatusUpdate: keepStatus[prismnetv1.RouterStatus],
+		OnDelete: func(_ context.Context, d *apiserver.Deletion[prismnetv1.RouterSpec, prismnetv1.RouterStatus]) error {
+			p, n := d.Object.Metadata.Project, d.Object.Metadata.Name
+			for _, ifc := range d.Spec.Interfaces {
+				d.Ops = append(d.Ops, del(key(subnetRouterPrefix, p, ifc.Subnet, n)))
+			}
+			if g := d.Spec.ExternalGateway; g != nil && d.Status.ExternalIP != "" {
+				if pf, err := netip.ParsePrefix(d.Status.ExternalIP); err == nil {
+					d.Ops = append(d.Ops, del(key(extAddrPrefix, g.ExternalNetwork, pf.Addr().String())))
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// attachSubnet claims a subnet's gateway for router: the subnet exists in
+// the project, has a gateway, and no other router holds it.
+func (k *kinds) attachSubnet(ctx context.Context, project, router, subnet string, ops *[]storage.Op, req *[]apiserver.Precondition) error {
+	spec, _, _, err := getObject[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](ctx, k.store, prismnetv1.SubnetCollection, project, subnet, "subnet")
+	if err != nil {
+		return fieldErr("spec.interfaces", "%v", err)
+	}
+	if spec.Gateway == "" || spec.Gateway == "none" {
+		return fieldErr("spec.interfaces", "subnet %q has no gateway address for a router", subnet)
+	}
+	*ops = append(*ops, put(key(subnetRouterPrefix, project, subnet, router), ""))
+	*req = append(*req, exists(prismnetv1.SubnetCollection, project, subnet, "subnet"),
+		emptyRange(dir(subnetRouterPrefix, project, subnet), apiserver.Errorf(http.StatusConflict, prismnetv1.CodeInUse,
+			"subnet %q is already attached to a router (a subnet has one gateway)", subnet)))
+	return nil
+}
+
+func validateRouter(s *prismnetv1.RouterSpec) error {
+	if len(s.Interfaces) > maxFixedIPs*2 {
+		return fieldErr("interfaces", "at most %d interfaces, got %d", maxFixedIPs*2, len(s.Interfaces))
+	}
+	seen := map[string]bool{}
+	for i, ifc := range s.Interfaces {
+		f := fmt.Sprintf("interfaces[%d].subnet", i)
+		if err := apiserver.ValidateName(f, ifc.Subnet); err != nil {
+			return err
+		}
+		if seen[ifc.Subnet] {
+			return fieldErr(f, "%q is listed twice", ifc.Subnet)
+		}
+		seen[ifc.Subnet] = true
+	}
+	if g := s.ExternalGateway; g != nil {
+		if err := apiserver.ValidateName("externalGateway.externalNetwork", g.ExternalNetwork); err != nil {
+			return err
+		}
+		if g.SNAT == nil {
+			t := true
+			g.SNAT = &t
+		}
+	}
+	return nil
+}
+
+func (k *kinds) floatingIPs(a *apiserver.API) error {
+	return apiserver.Register(a, "prismnet", apiserver.KindDef[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]{
+		Kind: prismnetv1.FloatingIPKind, Collection: prismnetv1.FloatingIPCollection, Singular: "floatingip",
+		ShortNames: []string{"fip"}, Scope: api.ScopeProject,
+		Columns: []api.Column{{Name: "ADDRESS", Path: "status.address"}, {Name: "EXTERNAL", Path: "spec.externalNetwork"},
+			{Name: "PORT", Path: "spec.port"}, {Name: "INTERNAL", Path: "status.internalIP"}, {Name: "ROUTER", Path: "status.router"}},
+		ValidateSpec: func(s *prismnetv1.FloatingIPSpec) error {
+			if err := apiserver.ValidateName("externalNetwork", s.ExternalNetwork); err != nil {
+				return err
+			}
+			if s.Port != "" {
+				if err := apiserver.ValidateName("port", s.Port); err != nil {
+					return err
+				}
+			}
+			if s.FixedIP != "" {
+				a, err := parseAddr("fixedIP", s.FixedIP)
+				if err != nil {
+					return err
+				}
+				if !a.Is4() {
+					return fieldErr("fixedIP", "%s: floating IPs translate to IPv4 addresses", a)
+				}
+				if s.Port == "" {
+					return fieldErr("fixedIP", "needs port")
+				}
+			}
+			return nil
+		},
+		ValidateUpdate: func(old, new *prismnetv1.FloatingIPSpec) error {
+			if old.ExternalNetwork != new.ExternalNetwork {
+				return fieldErr("externalNetwork", "is immutable")
+			}
+			return nil
+		},
+		OnCreate: func(ctx context.Context, c *apiserver.Creation[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]) error {
+			c.Require = append(c.Require, projectExists(c.Project))
+			addr, _, err := k.allocExternal(ctx, c.Spec.ExternalNetwork, c.Project+"/fip/"+c.Name, &c.Ops, &c.Require)
+			if err != nil {
+				return err
+			}
+			c.Status.Address = addr.String()
+			if c.Spec.Port != "" {
+				return k.associate(ctx, c.Project, c.Spec, &c.Require)
+			}
+			return nil
+		},
+		OnUpdate: func(ctx context.Context, u *apiserver.Update[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]) error {
+			if u.New.Port != "" {
+				return k.associate(ctx, u.Object.Metadata.Project, u.New, &u.Require)
+			}
+			return nil
+		},
+		// The hosts controller owns router and internalIP; the address is
+		// IPAM's.
+		OnStatusUpdate: func(old, new *prismnetv1.FloatingIPStatus) error {
+			new.Address = old.Address
+			return nil
+		},
+		OnDelete: func(_ context.Context, d *apiserver.Deletion[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]) error {
+			if d.Status.Address != "" {
+				d.Ops = append(d.Ops, del(key(extAddrPrefix, d.Spec.ExternalNetwork, d.Status.Address)))
+			}
+			return nil
+		},
+	})
+}
+
+// associate checks that a floating IP's port exists in the project and has
+// the IPv4 address named (or one).
+func (k *kinds) associate(ctx context.Context, project string, s *prismnetv1.FloatingIPSpec, req *[]apiserver.Precondition) error {
+	_, st, _, err := getObject[prismnetv1.PortSpec, prismnetv1.PortStatus](ctx, k.store, prismnetv1.PortCollection, project, s.Port, "port")
+	if err != nil {
+		return fieldErr("spec.port", "%v", err)
+	}
+	found := false
+	for _, f := range st.FixedIPs {
+		a, err := netip.ParseAddr(f.IP)
+		if err == nil && a.Is4() && (s.FixedIP == "" || s.FixedIP == f.IP) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return fieldErr("spec.fixedIP", "port %q has no IPv4 address %s", s.Port, s.FixedIP)
+	}
+	*req = append(*req, exists(prismnetv1.PortCollection, project, s.Port, "port"))
+	return nil
 }

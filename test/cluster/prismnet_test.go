@@ -33,12 +33,19 @@ type netEnv struct {
 
 func startNetEnv(t *testing.T, workers ...string) *netEnv {
 	t.Helper()
+	return startNetEnvWith(t, nil, workers...)
+}
+
+// startNetEnvWith is startNetEnv with extra harness networks (an
+// "external" network on some workers).
+func startNetEnvWith(t *testing.T, networks []harness.NetworkSpec, workers ...string) *netEnv {
+	t.Helper()
 	requireTools(t, "busybox")
 	hosts := []harness.HostSpec{{Name: "cp", Roles: []string{"chainfire", "flaredb", "iam", "prismnet"}}}
 	for _, w := range workers {
 		hosts = append(hosts, harness.HostSpec{Name: w, Roles: []string{"prismnet-agent"}, ControlPlane: []string{"cp"}})
 	}
-	c := harness.Start(t, harness.Spec{HostList: hosts, LogLevel: "info"})
+	c := harness.Start(t, harness.Spec{HostList: hosts, LogLevel: "info", Networks: networks})
 	e := &netEnv{t: t, c: c, cp: c.Host("cp"), ctx: t.Context()}
 	var err error
 	if e.admin, err = e.cp.Client(); err != nil {
@@ -332,5 +339,84 @@ func TestTenantNetworkAcrossHosts(t *testing.T) {
 			return fmt.Errorf("w2 links:\n%s", out)
 		}
 		return nil
+	})
+}
+
+// TestRouterSNATAndFloatingIP: a router whose gateway runs on w1 (the
+// only worker on the external network) lets a workload on w2 reach the
+// external network by SNAT, and a floating IP makes that workload
+// reachable from the external network; removing the association closes
+// that path.
+func TestRouterSNATAndFloatingIP(t *testing.T) {
+	e := startNetEnvWith(t, []harness.NetworkSpec{{Name: "external", Subnet: "10.98.0.0/24", Hosts: []string{"w1"}}}, "w1", "w2")
+	ext := "10.98.0.1" // the switch namespace: the "outside world" of this test
+	e.create("externalnetworks", "", "public", prismnetv1.ExternalNetworkSpec{CIDR: "10.98.0.0/24", Gateway: ext,
+		AllocationPools: []prismnetv1.AllocationPool{{Start: "10.98.0.100", End: "10.98.0.150"}}, Interface: "eth1", Hosts: []string{"w1"}})
+	e.create("networks", "alpha", "net1", prismnetv1.NetworkSpec{CIDR: "10.77.0.0/16"})
+	e.create("subnets", "alpha", "sub4", prismnetv1.SubnetSpec{Network: "net1", CIDR: "10.77.1.0/24"})
+	e.create("securitygroups", "alpha", "ping", prismnetv1.SecurityGroupSpec{Rules: []prismnetv1.SecurityGroupRule{
+		{Direction: "ingress", Protocol: "icmp"}, {Direction: "ingress", Protocol: "tcp", PortMin: 8080}}})
+	r := e.create("routers", "alpha", "r1", prismnetv1.RouterSpec{Interfaces: []prismnetv1.RouterInterface{{Subnet: "sub4"}},
+		ExternalGateway: &prismnetv1.RouterGateway{ExternalNetwork: "public"}})
+	var rs prismnetv1.RouterStatus
+	_ = json.Unmarshal(r.Status, &rs)
+	if rs.Host != "w1" || !strings.HasPrefix(rs.ExternalIP, "10.98.0.") {
+		t.Fatalf("router status %+v, want host w1 and an external address", rs)
+	}
+	a := e.attach("alpha", "a", "net1", "w2", "ping")
+	sw := func(cmd string) (string, error) {
+		out, err := exec.Command("ip", "netns", "exec", e.c.SwitchNamespace(), "sh", "-c", cmd).CombinedOutput()
+		return string(out), err
+	}
+	testkit.Eventually(t, 30*time.Second, "a reaches the external network through the router (SNAT)", func() bool { return a.pings(ext) })
+
+	fip := e.create("floatingips", "alpha", "f1", prismnetv1.FloatingIPSpec{ExternalNetwork: "public", Port: "a"})
+	var fs prismnetv1.FloatingIPStatus
+	_ = json.Unmarshal(fip.Status, &fs)
+	testkit.EventuallyErr(t, 30*time.Second, "the floating IP "+fs.Address+" answers from outside", func() error {
+		out, err := sw("ping -c 1 -W 1 " + fs.Address)
+		if err != nil {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+	// A TCP echo served by a answers through the floating IP: it is a
+	// that answers, not the router.
+	serve := exec.Command("ip", "netns", "exec", a.ns, e.nettool, "serve", "-listen", ":8080")
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill(); _ = serve.Wait() })
+	testkit.EventuallyErr(t, 10*time.Second, "a's echo through the floating IP", func() error {
+		out, err := sw(e.nettool + " probe -to " + fs.Address + ":8080")
+		if err != nil {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+	testkit.EventuallyErr(t, 10*time.Second, "the floating IP's status names its router", func() error {
+		o, err := e.admin.Resources("floatingips", "alpha").Get(e.ctx, "f1")
+		if err != nil {
+			return err
+		}
+		var st prismnetv1.FloatingIPStatus
+		_ = json.Unmarshal(o.Status, &st)
+		if st.Router != "r1" || st.InternalIP != a.ip {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	// Disassociated, the address no longer reaches a.
+	o, err := e.admin.Resources("floatingips", "alpha").Get(e.ctx, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Spec = json.RawMessage(`{"externalNetwork":"public"}`)
+	if _, err := e.admin.Resources("floatingips", "alpha").Update(e.ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "the disassociated floating IP stops answering", func() bool {
+		_, err := sw("ping -c 1 -W 1 " + fs.Address)
+		return err != nil
 	})
 }
