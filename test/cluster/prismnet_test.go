@@ -420,3 +420,91 @@ func TestRouterSNATAndFloatingIP(t *testing.T) {
 		return err != nil
 	})
 }
+
+// TestAgentRestartKeepsTrafficAndCleansUp: restarting a worker's agent
+// while a TCP stream runs through its port does not break the stream; a
+// worker killed with SIGKILL whose port is deleted meanwhile removes the
+// port's leftovers (device, filter chains) when it comes back.
+func TestAgentRestartKeepsTrafficAndCleansUp(t *testing.T) {
+	e := startNetEnv(t, "w1", "w2")
+	e.create("networks", "alpha", "net1", prismnetv1.NetworkSpec{CIDR: "10.77.0.0/16"})
+	e.create("subnets", "alpha", "sub4", prismnetv1.SubnetSpec{Network: "net1", CIDR: "10.77.1.0/24"})
+	e.create("securitygroups", "alpha", "app", prismnetv1.SecurityGroupSpec{})
+	a := e.attach("alpha", "a", "net1", "w1", "app")
+	b := e.attach("alpha", "b", "net1", "w2", "app")
+	serve := exec.Command("ip", "netns", "exec", b.ns, e.nettool, "serve", "-listen", ":8080")
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill(); _ = serve.Wait() })
+	testkit.EventuallyErr(t, 10*time.Second, "a reaches b:8080", func() error {
+		out, err := a.try(e.nettool + " probe -to " + b.ip + ":8080")
+		if err != nil {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+
+	// A stream from a to b; w1's node (and with it the agent) restarts
+	// twice while it runs; every echo must come back within 2s.
+	stream := exec.Command("ip", "netns", "exec", a.ns, e.nettool, "stream", "-to", b.ip+":8080", "-duration", "15s", "-timeout", "2s")
+	var out strings.Builder
+	stream.Stdout, stream.Stderr = &out, &out
+	if err := stream.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w1 := e.c.Host("w1")
+	for range 2 {
+		if err := w1.Restart(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := w1.WaitReady(e.ctx, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.Wait(); err != nil {
+		t.Fatalf("the stream broke while w1's agent restarted: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "done") {
+		t.Fatalf("stream output: %s", out.String())
+	}
+	t.Logf("stream across two restarts of w1: %s", strings.Fields(out.String())[len(strings.Fields(out.String()))-1])
+
+	// SIGKILL w2, delete b meanwhile, start w2 again: b's device and
+	// chains go.
+	w2 := e.c.Host("w2")
+	links := func() string {
+		out, _ := w2.Exec(e.ctx, "ip", "-o", "link", "show")
+		return string(out)
+	}
+	chains := func() string {
+		out, _ := w2.Exec(e.ctx, "nft", "list", "table", "inet", "ultracloud")
+		return string(out)
+	}
+	dev := e.portStatus("alpha", "b").Device
+	if !strings.Contains(links(), dev) || !strings.Contains(chains(), "chain ") {
+		t.Fatalf("w2 has no device %s or no chains before the kill", dev)
+	}
+	before := strings.Count(chains(), "chain ")
+	if err := w2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.Resources("ports", "alpha").Delete(e.ctx, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(links(), dev) {
+		t.Fatal("b's device vanished while w2 was down: nothing else should remove it")
+	}
+	if err := w2.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	testkit.EventuallyErr(t, 30*time.Second, "b's leftovers removed on w2", func() error {
+		if strings.Contains(links(), dev) {
+			return fmt.Errorf("device %s still there", dev)
+		}
+		if n := strings.Count(chains(), "chain "); n >= before {
+			return fmt.Errorf("%d chains, had %d with b", n, before)
+		}
+		return nil
+	})
+}
