@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_go
-apt_need iproute2 nftables etcd-client
+apt_need iproute2 nftables etcd-client busybox-static iputils-ping
 FUZZTIME=${FUZZTIME:-5s}
 
 echo "==> go mod download"
