@@ -216,6 +216,25 @@ func TestBadInputIsRefusedAndCreatesNothing(t *testing.T) {
 		{"network in a missing project", "networks", "nowhere", "n2", prismnetv1.NetworkSpec{CIDR: "10.0.0.0/16"}, 404, api.CodeNotFound},
 	}
 	e.mustCreate("ports", "alpha", "holder", prismnetv1.PortSpec{Network: "net1", FixedIPs: []prismnetv1.FixedIP{{Subnet: "sub1", IP: "10.20.1.10"}}})
+	e.mustCreate("externalnetworks", "", "public", prismnetv1.ExternalNetworkSpec{CIDR: "192.0.2.0/24", Gateway: "192.0.2.1",
+		Interface: "eth1", Hosts: []string{"w1"}})
+	e.mustCreate("subnets", "bravo", "theirsub", prismnetv1.SubnetSpec{Network: "theirs", CIDR: "10.30.1.0/24"})
+	e.mustCreate("ports", "bravo", "theirport", prismnetv1.PortSpec{Network: "theirs"})
+	e.mustCreate("routers", "alpha", "r1", prismnetv1.RouterSpec{Interfaces: []prismnetv1.RouterInterface{{Subnet: "sub1"}}})
+	cases = append(cases, []struct {
+		what, coll, project, name string
+		spec                      any
+		status                    int
+		code                      string
+	}{
+		{"external network without hosts", "externalnetworks", "", "x2", prismnetv1.ExternalNetworkSpec{CIDR: "198.51.100.0/24", Interface: "eth1"}, 400, api.CodeInvalidField},
+		{"external network with a bad interface", "externalnetworks", "", "x2", prismnetv1.ExternalNetworkSpec{CIDR: "198.51.100.0/24", Interface: "eth1; rm", Hosts: []string{"w1"}}, 400, api.CodeInvalidField},
+		{"router on another project's subnet", "routers", "alpha", "r2", prismnetv1.RouterSpec{Interfaces: []prismnetv1.RouterInterface{{Subnet: "theirsub"}}}, 400, api.CodeInvalidField},
+		{"second router on a subnet", "routers", "alpha", "r2", prismnetv1.RouterSpec{Interfaces: []prismnetv1.RouterInterface{{Subnet: "sub1"}}}, 409, prismnetv1.CodeInUse},
+		{"router to a missing external network", "routers", "alpha", "r2", prismnetv1.RouterSpec{ExternalGateway: &prismnetv1.RouterGateway{ExternalNetwork: "nope"}}, 400, api.CodeInvalidField},
+		{"floating IP for another project's port", "floatingips", "alpha", "f1", prismnetv1.FloatingIPSpec{ExternalNetwork: "public", Port: "theirport"}, 400, api.CodeInvalidField},
+		{"floating IP of a missing external network", "floatingips", "alpha", "f1", prismnetv1.FloatingIPSpec{ExternalNetwork: "nope"}, 404, api.CodeNotFound},
+	}...)
 	for _, c := range cases {
 		_, err := e.create(c.coll, c.project, c.name, c.spec)
 		wantProblem(t, c.what, err, c.status, c.code)
@@ -237,6 +256,9 @@ func TestBadInputIsRefusedAndCreatesNothing(t *testing.T) {
 	}
 	if n := e.count("securitygroups", "alpha"); n != 0 {
 		t.Errorf("%d security groups in alpha, want 0", n)
+	}
+	if n, m, x := e.count("routers", "alpha"), e.count("floatingips", "alpha"), e.count("externalnetworks", ""); n != 1 || m != 0 || x != 1 {
+		t.Errorf("%d routers, %d floating IPs, %d external networks; want 1, 0, 1", n, m, x)
 	}
 }
 

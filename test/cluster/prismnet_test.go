@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/nodeid"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
+	"github.com/ultracloud/ultracloud/test/e2e/nodeproc"
 	"github.com/ultracloud/ultracloud/test/harness"
 )
 
@@ -226,18 +228,46 @@ func TestTenantNetworkAcrossHosts(t *testing.T) {
 	x := e.attach("bravo", "x", "net1", "w2", "open")
 	t.Logf("a %s %s on w1, b %s %s on w2, c %s on w3, x %s (bravo) on w2", a.ip, a.v6, b.ip, b.v6, c.ip, x.ip)
 
+	// The worker's own identity (node:w1, what its agent uses) sees only
+	// what is bound to w1: its port and its NetworkHost.
+	id, err := nodeid.New(nodeid.Config{Node: "w1", DataDir: e.c.Host("w1").DataDir(), Endpoints: []string{e.cp.URL()},
+		HTTPClient: e.cp.HTTPClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.Obtain(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	asW1, err := client.New(client.Config{Endpoint: e.cp.URL(), TokenSource: id, HTTPClient: e.cp.HTTPClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for coll, want := range map[string]string{"ports": "alpha/a", "networkhosts": "/w1"} {
+		items, _, err := asW1.Resources(coll, "").ListAll(e.ctx, client.ListOptions{})
+		if err != nil || len(items) != 1 || items[0].Metadata.Project+"/"+items[0].Metadata.Name != want {
+			t.Fatalf("node:w1 lists %s: %v %v, want only %s", coll, len(items), err, want)
+		}
+	}
+	if _, err := asW1.Resources("ports", "alpha").Get(e.ctx, "b"); !client.IsNotFound(err) {
+		t.Fatalf("node:w1 gets w2's port: %v, want 404", err)
+	}
+	if nets, _, err := asW1.Resources("networks", "").ListAll(e.ctx, client.ListOptions{}); err != nil || len(nets) != 2 {
+		t.Fatalf("node:w1 lists the shared networks: %d %v, want both", len(nets), err)
+	}
+
 	if !a.pings(b.ip) || !b.pings(a.ip) {
 		t.Fatal("a and b (same network, same group, w1 and w2) do not reach each other over VXLAN")
 	}
-	testkit.EventuallyErr(t, 30*time.Second, "SLAAC addresses", func() error {
-		if got := a.sh("ip -6 -o addr show dev eth0 scope global"); !strings.Contains(got, a.v6+"/64") {
-			return fmt.Errorf("a has %q, want %s", got, a.v6)
-		}
-		return nil
-	})
-	if !a.pings(b.v6) {
-		t.Fatal("a does not reach b over IPv6")
+	for _, w := range []*workload{a, b} {
+		testkit.EventuallyErr(t, 30*time.Second, "SLAAC address of "+w.port, func() error {
+			got := w.sh("ip -6 -o addr show dev eth0 scope global")
+			if !strings.Contains(got, w.v6+"/64") || strings.Contains(got, "tentative") {
+				return fmt.Errorf("%s has %q, want %s (not tentative)", w.port, got, w.v6)
+			}
+			return nil
+		})
 	}
+	testkit.Eventually(t, 15*time.Second, "a reaches b over IPv6", func() bool { return a.pings(b.v6) })
 	if a.pings(c.ip) {
 		t.Fatal("a reaches c, whose groups admit no ICMP from it (default ingress deny)")
 	}
@@ -275,14 +305,16 @@ func TestTenantNetworkAcrossHosts(t *testing.T) {
 
 	// Removing the rule closes new and existing connections.
 	stream := exec.Command("ip", "netns", "exec", a.ns, e.nettool, "stream", "-to", c.ip+":8080", "-duration", "60s", "-timeout", "3s")
-	var streamOut strings.Builder
+	var streamOut nodeproc.SyncBuffer
 	stream.Stdout, stream.Stderr = &streamOut, &streamOut
 	if err := stream.Start(); err != nil {
 		t.Fatal(err)
 	}
 	streamDone := make(chan error, 1)
 	go func() { streamDone <- stream.Wait() }()
-	time.Sleep(1500 * time.Millisecond) // let the stream run a while
+	testkit.Eventually(t, 10*time.Second, "the stream through the rule runs", func() bool {
+		return strings.Contains(streamOut.String(), "ok ")
+	})
 	sg, err := e.admin.Resources("securitygroups", "alpha").Get(e.ctx, "svc")
 	if err != nil {
 		t.Fatal(err)
@@ -448,7 +480,7 @@ func TestAgentRestartKeepsTrafficAndCleansUp(t *testing.T) {
 	// A stream from a to b; w1's node (and with it the agent) restarts
 	// twice while it runs; every echo must come back within 2s.
 	stream := exec.Command("ip", "netns", "exec", a.ns, e.nettool, "stream", "-to", b.ip+":8080", "-duration", "15s", "-timeout", "2s")
-	var out strings.Builder
+	var out nodeproc.SyncBuffer
 	stream.Stdout, stream.Stderr = &out, &out
 	if err := stream.Start(); err != nil {
 		t.Fatal(err)
