@@ -389,6 +389,9 @@ func TestRemovedPortLeavesNoDeviceChainOrRemoteEntries(t *testing.T) {
 	if strings.Contains(out, " uc") {
 		t.Fatalf("links of ours left:\n%s", out)
 	}
+	if out, _ := run(h1.ns, "nft", "list", "tables"); strings.Contains(out, "ultracloud") {
+		t.Fatalf("tables of ours left on an idle host:\n%s", out)
+	}
 }
 
 func TestRouterSNATReachesTheExternalNetworkAndAFloatingIPIsReachableFromIt(t *testing.T) {

@@ -666,6 +666,25 @@ func (a *applier) applyFW(nets map[string]*Network, ready []*Port) error {
 		h.pols = nil
 	}
 	a.mark("fw.load")
+	if len(nets) == 0 && len(ready) == 0 {
+		// Nothing to filter: an idle host carries no tables of ours (and a
+		// host whose last network went is left as it was found).
+		if h.fw.btable || h.fw.itable {
+			if h.fw.btable {
+				h.nft.DelTable(btable)
+			}
+			if h.fw.itable {
+				h.nft.DelTable(itable)
+			}
+			if err := h.nft.Flush(); err != nil {
+				h.fw = nil
+				return fmt.Errorf("dataplane: removing our nftables tables: %w", err)
+			}
+			a.changes++
+		}
+		h.fw, h.pols, h.groups = newFwCurrent(), nil, nil
+		return nil
+	}
 	d := buildFW(a.s, nets, ready)
 	a.mark("fw.build")
 	n, err := fwPlan(h.nft, h.fw, d)
