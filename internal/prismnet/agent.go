@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
@@ -78,7 +80,7 @@ func BuildAgent(cfg AgentConfig, deps component.Deps) (component.Module, error) 
 		return component.Module{}, fmt.Errorf("prismnet-agent: underlay: %w", err)
 	}
 	a := &agent{cfg: cfg, underlay: under, node: deps.Node.Name, log: deps.Logger.With("component", AgentName),
-		endpoint: deps.Client.Endpoint, tokens: deps.Client.Tokens(AgentName)}
+		endpoint: deps.Client.Endpoint, tokens: deps.Client.Tokens(AgentName), metrics: newAgentMetrics()}
 	// The agent starts after the node's API listener: on a node that
 	// serves the API its client goes there; on a worker it goes to the
 	// control plane and retries until that answers.
@@ -110,6 +112,37 @@ type agent struct {
 	applies   atomic.Int64
 	lastError atomic.Value // string
 	ports     atomic.Int64
+	metrics   agentMetrics
+}
+
+// agentMetrics are the agent's Prometheus metrics.
+type agentMetrics struct {
+	applySeconds prometheus.Histogram
+	applyErrors  prometheus.Counter
+	portsReady   prometheus.Gauge
+	portsError   prometheus.Gauge
+	changes      prometheus.Counter
+}
+
+func newAgentMetrics() agentMetrics {
+	return agentMetrics{
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ultracloud_prismnet_agent_apply_seconds",
+			Help: "Time to converge the host's kernel state once.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
+		applyErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ultracloud_prismnet_agent_apply_errors_total",
+			Help: "Converge passes that ended with an error (retried with backoff)."}),
+		portsReady: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ultracloud_prismnet_agent_ports_ready",
+			Help: "Ports bound to this host that are programmed."}),
+		portsError: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ultracloud_prismnet_agent_ports_error",
+			Help: "Ports bound to this host that failed to program."}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ultracloud_prismnet_agent_kernel_changes_total",
+			Help: "Kernel objects created, changed or removed."}),
+	}
+}
+
+// Collectors implements component.MetricsSource.
+func (a *agent) Collectors() []prometheus.Collector {
+	m := a.metrics
+	return []prometheus.Collector{m.applySeconds, m.applyErrors, m.portsReady, m.portsError, m.changes}
 }
 
 func (a *agent) Name() string { return AgentName }
@@ -175,6 +208,7 @@ func (a *agent) Run(ctx context.Context) error {
 				return nil
 			}
 			a.lastError.Store(err.Error())
+			a.metrics.applyErrors.Inc()
 			a.log.Warn("prismnet-agent: converging failed; retrying", "err", err, "retry", backoff)
 			retry.Reset(backoff)
 			backoff = min(2*backoff, 10*time.Second)
@@ -189,9 +223,20 @@ func (a *agent) Run(ctx context.Context) error {
 func (a *agent) converge(ctx context.Context, cl *client.Client, c *cache, host *dataplane.Host, svc *services,
 	reported map[string]prismnetv1.PortStatus) error {
 	view := computeHostView(c, a.node, a.underlay)
+	start := time.Now()
 	rep, applyErr := host.Apply(ctx, view.state)
+	a.metrics.applySeconds.Observe(time.Since(start).Seconds())
+	a.metrics.changes.Add(float64(rep.Changes))
 	a.applies.Add(1)
 	a.ports.Store(int64(len(view.state.Ports)))
+	ready := 0
+	for _, r := range rep.Ports {
+		if r.Ready {
+			ready++
+		}
+	}
+	a.metrics.portsReady.Set(float64(ready))
+	a.metrics.portsError.Set(float64(len(rep.Ports) - ready))
 	svcErr := svc.sync(ctx, view.services)
 	var problems []error
 	if applyErr != nil {

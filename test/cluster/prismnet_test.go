@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,6 +228,21 @@ func TestTenantNetworkAcrossHosts(t *testing.T) {
 	c := e.attach("alpha", "c", "net1", "w3", "svc")
 	x := e.attach("bravo", "x", "net1", "w2", "open")
 	t.Logf("a %s %s on w1, b %s %s on w2, c %s on w3, x %s (bravo) on w2", a.ip, a.v6, b.ip, b.v6, c.ip, x.ip)
+
+	// The agent's metrics say what it programmed.
+	testkit.EventuallyErr(t, 10*time.Second, "w1's agent metrics", func() error {
+		resp, err := e.c.Host("w1").HTTPClient().Get(e.c.Host("w1").URL() + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), "ultracloud_prismnet_agent_ports_ready 1\n") ||
+			!strings.Contains(string(body), "ultracloud_prismnet_agent_apply_seconds_count") {
+			return fmt.Errorf("no ports_ready 1 in w1's metrics")
+		}
+		return nil
+	})
 
 	// The worker's own identity (node:w1, what its agent uses) sees only
 	// what is bound to w1: its port and its NetworkHost.
