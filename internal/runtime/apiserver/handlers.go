@@ -132,8 +132,10 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.authorize(r, t, "create"); err != nil {
-		a.fail(w, r, err)
+	denied := a.authorize(r, t, "create")
+	p, _ := PrincipalFrom(r.Context())
+	if denied != nil && !(t.k.selfRegistered && p.Node != "") {
+		a.fail(w, r, denied)
 		return
 	}
 	body, err := ReadBody(r, t.k.maxBody)
@@ -145,6 +147,14 @@ func (a *API) handleCreate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if denied != nil {
+		// A node registering itself: only the object bound to its node.
+		n, err := t.k.nodeOf(&api.Object{Metadata: meta, Spec: spec})
+		if err != nil || n != p.Node {
+			a.fail(w, r, denied)
+			return
+		}
 	}
 	if err := ValidateName("metadata.name", meta.Name); err != nil {
 		a.fail(w, r, err)

@@ -80,6 +80,11 @@ type KindDef[S, T any] struct {
 	// shared desired state (networks, security groups), which node
 	// principals read as their role allows.
 	NodeBinding func(meta *api.ObjectMeta, spec *S, status *T) string
+	// SelfRegistered (with NodeBinding) lets a node principal create the
+	// object bound to its own node even though its role grants no create:
+	// a worker registering itself (as a kubelet creates its Node). It
+	// creates nothing bound elsewhere.
+	SelfRegistered bool
 }
 
 // Creation is what an OnCreate hook sees and may change.
@@ -188,6 +193,8 @@ type kind struct {
 	// nodeOf returns the node an object is bound to (nil: the kind is not
 	// node-bound; see KindDef.NodeBinding).
 	nodeOf func(o *api.Object) (string, error)
+	// selfRegistered: see KindDef.SelfRegistered.
+	selfRegistered bool
 	// afterWrite runs the AfterWrite hook (nil without one).
 	afterWrite func(ctx context.Context, revision int64)
 	objType    reflect.Type
@@ -385,6 +392,10 @@ func Register[S, T any](a *API, component string, def KindDef[S, T]) error {
 			return d.Ops, d.Require, nil
 		}
 	}
+	if def.SelfRegistered && def.NodeBinding == nil {
+		return fmt.Errorf("apiserver: kind %s: SelfRegistered needs NodeBinding", def.Kind)
+	}
+	k.selfRegistered = def.SelfRegistered
 	if def.NodeBinding != nil {
 		k.nodeOf = func(o *api.Object) (string, error) {
 			spec, status, err := decodeObject[S, T](def.Kind, o)

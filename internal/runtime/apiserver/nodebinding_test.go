@@ -55,6 +55,9 @@ func newNodeEnv(t *testing.T) *authzEnv {
 			Handler: apiserver.JSON(func(c *apiserver.Call, _ *apiserver.NoBody) (*apiserver.NoBody, error) { return nil, nil })}},
 	}))
 	must(apiserver.Register(a, "test", apiserver.KindDef[widgetSpec, widgetStatus]{Kind: "Widget", Collection: "widgets", Singular: "widget", Scope: api.ScopeProject}))
+	must(apiserver.Register(a, "test", apiserver.KindDef[struct{}, slotStatus]{Kind: "Member", Collection: "members", Singular: "member",
+		Scope: api.ScopeCluster, SelfRegistered: true,
+		NodeBinding: func(m *api.ObjectMeta, _ *struct{}, _ *slotStatus) string { return m.Name }}))
 	must(apiserver.Register(a, "test", apiserver.KindDef[struct{}, struct{}]{Kind: "Project", Collection: "projects", Singular: "project", Scope: api.ScopeCluster}))
 	mux := http.NewServeMux()
 	a.Mount(mux)
@@ -170,4 +173,17 @@ func TestNodePrincipalWatchFollowsBinding(t *testing.T) {
 		t.Fatalf("unexpected event %s %s", ev.Type, ev.Object.Metadata.Name)
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestNodeRegistersOnlyItself: on a self-registered kind a node principal
+// creates the object bound to its own node, and nothing else.
+func TestNodeRegistersOnlyItself(t *testing.T) {
+	e := newNodeEnv(t)
+	e.req(t, "POST", "/v1/members", "node-w1", `{"metadata":{"name":"w2"},"spec":{}}`, 403)
+	e.req(t, "POST", "/v1/members", "node-w1", `{"metadata":{"name":"w1"},"spec":{}}`, 201)
+	e.req(t, "POST", "/v1/members", "node-w1", `{"metadata":{"name":"w1"},"spec":{}}`, 409)
+	e.req(t, "PUT", "/v1/members/w1/status", "node-w1", `{"status":{"ready":true}}`, 200)
+	e.req(t, "GET", "/v1/members/w2", "super", "", 404)
+	// Creating a slot (not self-registered) stays refused.
+	e.req(t, "POST", "/v1/projects/alpha/slots", "node-w1", `{"metadata":{"name":"mine"},"spec":{"host":"w1"}}`, 404) // the fake authorizer hides projects it grants nothing in
 }
