@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
+	"github.com/ultracloud/ultracloud/internal/runtime/apicache"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -176,7 +177,7 @@ func (a *agent) Run(ctx context.Context) error {
 			return fmt.Errorf("prismnet-agent: API client: %w", err)
 		}
 	}
-	c := newCache(a.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
+	c := apicache.New(a.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
 		prismnetv1.SecurityGroupCollection, prismnetv1.HostCollection)
 	svc := newServices(host, a.log)
 	var wg sync.WaitGroup
@@ -220,7 +221,7 @@ func (a *agent) Run(ctx context.Context) error {
 }
 
 // converge applies the desired state once and reports the outcome.
-func (a *agent) converge(ctx context.Context, cl *client.Client, c *cache, host *dataplane.Host, svc *services,
+func (a *agent) converge(ctx context.Context, cl *client.Client, c *apicache.Cache, host *dataplane.Host, svc *services,
 	reported map[string]prismnetv1.PortStatus) error {
 	view := computeHostView(c, a.node, a.underlay)
 	start := time.Now()
@@ -260,7 +261,7 @@ func (a *agent) reportPorts(ctx context.Context, cl *client.Client, view hostVie
 	for _, p := range view.state.Ports {
 		o := view.ports[p.ID]
 		seen[p.ID] = true
-		_, cur, err := decodeAs[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+		_, cur, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
 		if err != nil {
 			continue
 		}
@@ -308,12 +309,12 @@ func sameStatus(a, b prismnetv1.PortStatus) bool {
 
 // reportHost writes the host's NetworkHost status (once it exists: the
 // hosts controller creates it when a port is bound here) when it changed.
-func (a *agent) reportHost(ctx context.Context, cl *client.Client, c *cache, ports int, problem error) error {
-	o := c.get(prismnetv1.HostCollection, "", a.node)
+func (a *agent) reportHost(ctx context.Context, cl *client.Client, c *apicache.Cache, ports int, problem error) error {
+	o := c.Get(prismnetv1.HostCollection, "", a.node)
 	if o == nil {
 		return nil
 	}
-	_, cur, err := decodeAs[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
+	_, cur, err := apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
 	"github.com/ultracloud/ultracloud/internal/prismnet/dhcp"
+	"github.com/ultracloud/ultracloud/internal/runtime/apicache"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
@@ -64,7 +65,7 @@ func namespacePath(ns string) string {
 // computeHostView derives the desired state of host from the agent's
 // cache: the ports bound to it, their networks, subnets and security
 // groups, and its NetworkHost (remote ports and group members).
-func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
+func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostView {
 	v := hostView{ports: map[string]*api.Object{}, services: map[string]serviceView{}}
 	v.state.Underlay = underlay
 	v.state.Groups = map[string][]netip.Addr{}
@@ -75,10 +76,10 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 		st   prismnetv1.NetworkStatus
 	}
 	nets := map[string]*netInfo{} // "project/network"
-	for _, o := range c.list(prismnetv1.NetworkCollection) {
-		spec, st, err := decodeAs[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o)
+	for _, o := range c.List(prismnetv1.NetworkCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o)
 		if err == nil && st.VNI != 0 {
-			nets[objKey(o)] = &netInfo{id: st.ID, spec: spec, st: st}
+			nets[apicache.Key(o)] = &netInfo{id: st.ID, spec: spec, st: st}
 		}
 	}
 	type subnetInfo struct {
@@ -90,8 +91,8 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 	}
 	subnets := map[string][]subnetInfo{} // "project/network" -> subnets
 	subnetByName := map[string]subnetInfo{}
-	for _, o := range c.list(prismnetv1.SubnetCollection) {
-		spec, st, err := decodeAs[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o)
+	for _, o := range c.List(prismnetv1.SubnetCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o)
 		if err != nil {
 			continue
 		}
@@ -104,15 +105,15 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 		si.service, _ = netip.ParseAddr(st.ServiceAddress)
 		k := o.Metadata.Project + "/" + spec.Network
 		subnets[k] = append(subnets[k], si)
-		subnetByName[objKey(o)] = si
+		subnetByName[apicache.Key(o)] = si
 	}
 	groups := map[string]dataplane.SecurityGroup{} // "project/group"
-	for _, o := range c.list(prismnetv1.SecurityGroupCollection) {
-		spec, _, err := decodeAs[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
+	for _, o := range c.List(prismnetv1.SecurityGroupCollection) {
+		spec, _, err := apicache.Decode[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
 		if err != nil {
 			continue
 		}
-		g := dataplane.SecurityGroup{ID: objKey(o)}
+		g := dataplane.SecurityGroup{ID: apicache.Key(o)}
 		for _, r := range spec.Rules {
 			g.Rules = append(g.Rules, dataplaneRule(o.Metadata.Project, r))
 		}
@@ -121,12 +122,12 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 		for _, fam := range []dataplane.Family{dataplane.IPv4, dataplane.IPv6} {
 			g.Rules = append(g.Rules, dataplane.Rule{Direction: dataplane.Ingress, Family: fam, RemoteGroup: g.ID})
 		}
-		groups[objKey(o)] = g
+		groups[apicache.Key(o)] = g
 	}
 
 	present := map[string]bool{} // "project/network" with a local port
-	for _, o := range c.list(prismnetv1.PortCollection) {
-		spec, st, err := decodeAs[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+	for _, o := range c.List(prismnetv1.PortCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
 		if err != nil || spec.Binding.Host != host {
 			continue
 		}
@@ -191,8 +192,8 @@ func computeHostView(c *cache, host string, underlay netip.Addr) hostView {
 	// Routers placed here bring their networks (and external networks)
 	// even without a local port.
 	var hostSpec prismnetv1.NetworkHostSpec
-	if o := c.get(prismnetv1.HostCollection, "", host); o != nil {
-		hostSpec, _, _ = decodeAs[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
+	if o := c.Get(prismnetv1.HostCollection, "", host); o != nil {
+		hostSpec, _, _ = apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
 	}
 	externals := map[string]dataplane.ExternalNetwork{}
 	for _, hr := range hostSpec.Routers {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/apicache"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/controller"
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
@@ -104,7 +105,7 @@ func (h *hostsController) term(ctx context.Context) {
 		h.log.Error("prismnet-hosts: API client", "err", err)
 		return
 	}
-	c := newCache(h.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
+	c := apicache.New(h.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
 		prismnetv1.SecurityGroupCollection, prismnetv1.HostCollection, prismnetv1.RouterCollection,
 		prismnetv1.FloatingIPCollection, prismnetv1.ExternalNetworkCollection)
 	done := make(chan struct{})
@@ -140,16 +141,16 @@ func (h *hostsController) term(ctx context.Context) {
 // stored one (creating missing ones). A conflict means the cache is
 // behind: the change that caused it arrives next and triggers another
 // sync.
-func (h *hostsController) sync(ctx context.Context, cl *client.Client, c *cache) error {
+func (h *hostsController) sync(ctx context.Context, cl *client.Client, c *apicache.Cache) error {
 	want, fips := computeHosts(c)
 	res := cl.Resources(prismnetv1.HostCollection, "")
 	var errs []error
 	for k, st := range fips {
-		o := c.get(prismnetv1.FloatingIPCollection, k.Project, k.Name)
+		o := c.Get(prismnetv1.FloatingIPCollection, k.Project, k.Name)
 		if o == nil {
 			continue
 		}
-		_, cur, err := decodeAs[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+		_, cur, err := apicache.Decode[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
 		if err != nil || (cur.Router == st.Router && cur.InternalIP == st.InternalIP) {
 			continue
 		}
@@ -167,7 +168,7 @@ func (h *hostsController) sync(ctx context.Context, cl *client.Client, c *cache)
 		if err != nil {
 			return err
 		}
-		cur := c.get(prismnetv1.HostCollection, "", host)
+		cur := c.Get(prismnetv1.HostCollection, "", host)
 		if cur == nil {
 			_, err = res.Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: host}, Spec: raw})
 			if client.IsAlreadyExists(err) {
@@ -219,18 +220,18 @@ func routerLegMAC(routerID, subnet string) string {
 // the router and internal address every associated floating IP resolves
 // to. Hosts are those with a bound port, a router, or an existing
 // NetworkHost.
-func computeHosts(c *cache) (map[string]prismnetv1.NetworkHostSpec, map[controller.Key]prismnetv1.FloatingIPStatus) {
+func computeHosts(c *apicache.Cache) (map[string]prismnetv1.NetworkHostSpec, map[controller.Key]prismnetv1.FloatingIPStatus) {
 	vnis := map[string]uint32{} // "project/network" -> VNI
-	for _, o := range c.list(prismnetv1.NetworkCollection) {
-		if _, st, err := decodeAs[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o); err == nil {
-			vnis[objKey(o)] = st.VNI
+	for _, o := range c.List(prismnetv1.NetworkCollection) {
+		if _, st, err := apicache.Decode[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o); err == nil {
+			vnis[apicache.Key(o)] = st.VNI
 		}
 	}
 	underlay := map[string]string{}
 	want := map[string]prismnetv1.NetworkHostSpec{}
-	for _, o := range c.list(prismnetv1.HostCollection) {
+	for _, o := range c.List(prismnetv1.HostCollection) {
 		want[o.Metadata.Name] = prismnetv1.NetworkHostSpec{}
-		if _, st, err := decodeAs[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o); err == nil && st.Underlay != "" {
+		if _, st, err := apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o); err == nil && st.Underlay != "" {
 			underlay[o.Metadata.Name] = st.Underlay
 		}
 	}
@@ -238,8 +239,8 @@ func computeHosts(c *cache) (map[string]prismnetv1.NetworkHostSpec, map[controll
 	onHost := map[string]map[string]bool{}   // host -> "project/network" present
 	groupsOf := map[string]map[string]bool{} // host -> "project/group" its ports use or refer to
 	members := map[string][]string{}         // "project/group" -> member addresses
-	for _, o := range c.list(prismnetv1.PortCollection) {
-		spec, st, err := decodeAs[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+	for _, o := range c.List(prismnetv1.PortCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
 		if err != nil {
 			continue
 		}
@@ -270,14 +271,14 @@ func computeHosts(c *cache) (map[string]prismnetv1.NetworkHostSpec, map[controll
 	routersOn, fipStatus := computeRouters(c, vnis, &ports, want, onHost, groupsOf)
 	// Groups named by the rules of a host's groups count too.
 	rulesRefer := map[string][]string{} // "project/group" -> "project/remoteGroup"
-	for _, o := range c.list(prismnetv1.SecurityGroupCollection) {
-		spec, _, err := decodeAs[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
+	for _, o := range c.List(prismnetv1.SecurityGroupCollection) {
+		spec, _, err := apicache.Decode[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
 		if err != nil {
 			continue
 		}
 		for _, r := range spec.Rules {
 			if r.RemoteGroup != "" {
-				rulesRefer[objKey(o)] = append(rulesRefer[objKey(o)], o.Metadata.Project+"/"+r.RemoteGroup)
+				rulesRefer[apicache.Key(o)] = append(rulesRefer[apicache.Key(o)], o.Metadata.Project+"/"+r.RemoteGroup)
 			}
 		}
 	}
@@ -323,17 +324,17 @@ func computeHosts(c *cache) (map[string]prismnetv1.NetworkHostSpec, map[controll
 // get them as remote ports) and its networks to its host, and returns the
 // routers of each host with their floating IPs, and every associated
 // floating IP's resolved status.
-func computeRouters(c *cache, vnis map[string]uint32, ports *[]portView, want map[string]prismnetv1.NetworkHostSpec,
+func computeRouters(c *apicache.Cache, vnis map[string]uint32, ports *[]portView, want map[string]prismnetv1.NetworkHostSpec,
 	onHost, groupsOf map[string]map[string]bool) (map[string][]prismnetv1.HostRouter, map[controller.Key]prismnetv1.FloatingIPStatus) {
 	subnets := map[string]prismnetv1.SubnetSpec{} // "project/subnet"
 	gateways := map[string]string{}
-	for _, o := range c.list(prismnetv1.SubnetCollection) {
-		if spec, st, err := decodeAs[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o); err == nil {
-			subnets[objKey(o)], gateways[objKey(o)] = spec, st.Gateway
+	for _, o := range c.List(prismnetv1.SubnetCollection) {
+		if spec, st, err := apicache.Decode[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o); err == nil {
+			subnets[apicache.Key(o)], gateways[apicache.Key(o)] = spec, st.Gateway
 		}
 	}
 	exts := map[string]*api.Object{}
-	for _, o := range c.list(prismnetv1.ExternalNetworkCollection) {
+	for _, o := range c.List(prismnetv1.ExternalNetworkCollection) {
 		exts[o.Metadata.Name] = o
 	}
 	// Which router serves a subnet towards which external network.
@@ -344,13 +345,13 @@ func computeRouters(c *cache, vnis map[string]uint32, ports *[]portView, want ma
 	bySubnet := map[string]served{}
 	byHost := map[string][]*prismnetv1.HostRouter{}
 	index := map[string]*prismnetv1.HostRouter{} // "project/router"
-	for _, o := range c.list(prismnetv1.RouterCollection) {
-		spec, st, err := decodeAs[prismnetv1.RouterSpec, prismnetv1.RouterStatus](o)
+	for _, o := range c.List(prismnetv1.RouterCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.RouterSpec, prismnetv1.RouterStatus](o)
 		if err != nil || st.Host == "" || st.ID == "" {
 			continue
 		}
 		p := o.Metadata.Project
-		hr := &prismnetv1.HostRouter{Router: objKey(o), ID: st.ID}
+		hr := &prismnetv1.HostRouter{Router: apicache.Key(o), ID: st.ID}
 		for _, ifc := range spec.Interfaces {
 			sk := p + "/" + ifc.Subnet
 			sub, ok := subnets[sk]
@@ -368,12 +369,12 @@ func computeRouters(c *cache, vnis map[string]uint32, ports *[]portView, want ma
 			}
 			onHost[st.Host][nk] = true
 			if g := spec.ExternalGateway; g != nil {
-				bySubnet[sk] = served{router: objKey(o), ext: g.ExternalNetwork}
+				bySubnet[sk] = served{router: apicache.Key(o), ext: g.ExternalNetwork}
 			}
 		}
 		if g := spec.ExternalGateway; g != nil && st.ExternalIP != "" {
 			if eo := exts[g.ExternalNetwork]; eo != nil {
-				es, est, err := decodeAs[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](eo)
+				es, est, err := apicache.Decode[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](eo)
 				if err == nil {
 					hr.External = &prismnetv1.HostRouterGateway{ExternalNetwork: g.ExternalNetwork, ID: est.ID, Interface: es.Interface,
 						Address: st.ExternalIP, Gateway: es.Gateway, SNAT: g.SNAT == nil || *g.SNAT}
@@ -389,14 +390,14 @@ func computeRouters(c *cache, vnis map[string]uint32, ports *[]portView, want ma
 	// Floating IPs: the router serving the port's subnet towards the
 	// floating IP's external network translates it.
 	portAddrs := map[string][]prismnetv1.FixedIP{}
-	for _, o := range c.list(prismnetv1.PortCollection) {
-		if _, st, err := decodeAs[prismnetv1.PortSpec, prismnetv1.PortStatus](o); err == nil {
-			portAddrs[objKey(o)] = st.FixedIPs
+	for _, o := range c.List(prismnetv1.PortCollection) {
+		if _, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o); err == nil {
+			portAddrs[apicache.Key(o)] = st.FixedIPs
 		}
 	}
 	fips := map[controller.Key]prismnetv1.FloatingIPStatus{}
-	for _, o := range c.list(prismnetv1.FloatingIPCollection) {
-		spec, st, err := decodeAs[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+	for _, o := range c.List(prismnetv1.FloatingIPCollection) {
+		spec, st, err := apicache.Decode[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
 		if err != nil {
 			continue
 		}

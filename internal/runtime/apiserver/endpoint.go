@@ -112,6 +112,9 @@ type Call struct {
 	// endpoints without one and for calls an action's Allow admitted.
 	Granted bool
 
+	// target is the action's object (actions only), for Update.
+	target *target
+
 	w       http.ResponseWriter
 	a       *API
 	maxBody int64
@@ -125,6 +128,19 @@ func (c *Call) Context() context.Context { return c.Request.Context() }
 func (c *Call) Header() http.Header { return c.w.Header() }
 
 func (c *Call) fail(err error) { c.a.fail(c.w, c.Request, err) }
+
+// Update changes an action's object (a start action setting the desired
+// power state): change gets the object as stored and edits its labels,
+// spec or status in place; the write is a compare-and-swap retried on
+// races (change runs again on the fresh object), writes nothing when
+// nothing changed, and runs the kind's AfterWrite. The kind's validation
+// hooks do not run: the action is responsible for what it writes.
+func (c *Call) Update(change func(o *api.Object) error) (*api.Object, error) {
+	if c.target == nil {
+		return nil, errors.New("apiserver: Call.Update is for actions")
+	}
+	return c.a.modify(c.Request, *c.target, 0, func(o *api.Object) (hookWrites, error) { return hookWrites{}, change(o) })
+}
 
 // NoBody as a JSON handler's request type reads no body; as its response
 // type, answers 204 No Content.
@@ -441,7 +457,7 @@ func (a *API) handleAction(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	c := &Call{Request: r, Project: t.project, Name: t.name, w: w, a: a, maxBody: ac.MaxBody}
+	c := &Call{Request: r, Project: t.project, Name: t.name, w: w, a: a, maxBody: ac.MaxBody, target: &t}
 	c.Principal, _ = PrincipalFrom(r.Context())
 	err = a.authorize(r, t, ac.Verb)
 	annotateVerb(r.Context(), ac.AuditVerb)

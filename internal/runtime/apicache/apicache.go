@@ -1,4 +1,9 @@
-package prismnet
+// Package apicache mirrors collections of the API in memory for
+// controllers and host agents that compute desired state from several
+// kinds at once: each collection is listed, then watched (the SDK resumes
+// broken streams), and every change is signalled. It owns no decisions and
+// writes nothing.
+package apicache
 
 import (
 	"context"
@@ -13,13 +18,11 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
-// cache mirrors some collections of the API in memory: each is listed and
-// then watched (the SDK resumes broken streams), so readers see every
-// object and changes signal Changed. When a watch ends for good (history
-// compacted, credential refused), the collection is listed again. It is
-// what the hosts controller and the agent compute their desired state
-// from: level-based, so a missed intermediate state does no harm.
-type cache struct {
+// Cache mirrors some collections of the API: readers see every object and
+// changes signal Changed. When a watch ends for good (history compacted,
+// credential refused), the collection is listed again. It suits
+// level-based computations: a missed intermediate state does no harm.
+type Cache struct {
 	log     *slog.Logger
 	changed chan struct{}
 
@@ -28,9 +31,9 @@ type cache struct {
 	synced map[string]bool
 }
 
-// newCache returns an empty cache of the given collections.
-func newCache(log *slog.Logger, collections ...string) *cache {
-	c := &cache{log: log, changed: make(chan struct{}, 1),
+// New returns an empty cache of the given collections.
+func New(log *slog.Logger, collections ...string) *Cache {
+	c := &Cache{log: log, changed: make(chan struct{}, 1),
 		colls: map[string]map[string]*api.Object{}, synced: map[string]bool{}}
 	for _, coll := range collections {
 		c.colls[coll] = map[string]*api.Object{}
@@ -39,9 +42,9 @@ func newCache(log *slog.Logger, collections ...string) *cache {
 }
 
 // Changed is signalled (coalesced) after every change.
-func (c *cache) Changed() <-chan struct{} { return c.changed }
+func (c *Cache) Changed() <-chan struct{} { return c.changed }
 
-func (c *cache) signal() {
+func (c *Cache) signal() {
 	select {
 	case c.changed <- struct{}{}:
 	default:
@@ -49,7 +52,7 @@ func (c *cache) signal() {
 }
 
 // Synced reports whether every collection has delivered its initial state.
-func (c *cache) Synced() bool {
+func (c *Cache) Synced() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for coll := range c.colls {
@@ -61,7 +64,7 @@ func (c *cache) Synced() bool {
 }
 
 // Run follows every collection through cl until ctx ends.
-func (c *cache) Run(ctx context.Context, cl *client.Client) {
+func (c *Cache) Run(ctx context.Context, cl *client.Client) {
 	var wg sync.WaitGroup
 	for coll := range c.colls {
 		wg.Go(func() { c.follow(ctx, coll, cl.Resources(coll, "")) })
@@ -69,18 +72,20 @@ func (c *cache) Run(ctx context.Context, cl *client.Client) {
 	wg.Wait()
 }
 
-func objKey(o *api.Object) string { return o.Metadata.Project + "/" + o.Metadata.Name }
+// Key is how the cache names an object: "project/name" ("/name" for
+// cluster-scoped kinds).
+func Key(o *api.Object) string { return o.Metadata.Project + "/" + o.Metadata.Name }
 
 // follow keeps one collection current: a watch without a revision starts
 // with every object as ADDED, then a BOOKMARK; the snapshot replaces what
 // the cache held.
-func (c *cache) follow(ctx context.Context, coll string, r *client.Resources) {
+func (c *Cache) follow(ctx context.Context, coll string, r *client.Resources) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		w, err := r.Watch(ctx, client.WatchOptions{})
 		if err != nil {
 			if ctx.Err() == nil {
-				c.log.Warn("prismnet: watch failed; retrying", "collection", coll, "err", err, "retry", backoff)
+				c.log.Warn("apicache: watch failed; retrying", "collection", coll, "err", err, "retry", backoff)
 			}
 			select {
 			case <-ctx.Done():
@@ -107,19 +112,19 @@ func (c *cache) follow(ctx context.Context, coll string, r *client.Resources) {
 				continue
 			case api.EventAdded, api.EventModified:
 				if inSnapshot {
-					fresh[objKey(ev.Object)] = ev.Object
+					fresh[Key(ev.Object)] = ev.Object
 					continue
 				}
 				c.mu.Lock()
-				c.colls[coll][objKey(ev.Object)] = ev.Object
+				c.colls[coll][Key(ev.Object)] = ev.Object
 				c.mu.Unlock()
 			case api.EventDeleted:
 				if inSnapshot {
-					delete(fresh, objKey(ev.Object))
+					delete(fresh, Key(ev.Object))
 					continue
 				}
 				c.mu.Lock()
-				delete(c.colls[coll], objKey(ev.Object))
+				delete(c.colls[coll], Key(ev.Object))
 				c.mu.Unlock()
 			default:
 				continue
@@ -127,13 +132,13 @@ func (c *cache) follow(ctx context.Context, coll string, r *client.Resources) {
 			c.signal()
 		}
 		if err := w.Err(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-			c.log.Warn("prismnet: watch ended; listing again", "collection", coll, "err", err)
+			c.log.Warn("apicache: watch ended; listing again", "collection", coll, "err", err)
 		}
 	}
 }
 
-// list returns a snapshot of one collection's objects.
-func (c *cache) list(coll string) []*api.Object {
+// List returns a snapshot of one collection's objects.
+func (c *Cache) List(coll string) []*api.Object {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := make([]*api.Object, 0, len(c.colls[coll]))
@@ -143,8 +148,8 @@ func (c *cache) list(coll string) []*api.Object {
 	return out
 }
 
-// get returns one object (nil if absent).
-func (c *cache) get(coll, project, name string) *api.Object {
+// Get returns one object (nil if absent).
+func (c *Cache) Get(coll, project, name string) *api.Object {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.colls[coll][project+"/"+name]
@@ -157,15 +162,15 @@ func unmarshalIf(raw []byte, v any) error {
 	return json.Unmarshal(raw, v)
 }
 
-// decodeAs decodes an object's spec and status.
-func decodeAs[S, T any](o *api.Object) (S, T, error) {
+// Decode decodes an object's spec and status (zero values when absent).
+func Decode[S, T any](o *api.Object) (S, T, error) {
 	var s S
 	var t T
 	if err := unmarshalIf(o.Spec, &s); err != nil {
-		return s, t, fmt.Errorf("prismnet: %s %s spec: %w", o.Kind, objKey(o), err)
+		return s, t, fmt.Errorf("apicache: %s %s spec: %w", o.Kind, Key(o), err)
 	}
 	if err := unmarshalIf(o.Status, &t); err != nil {
-		return s, t, fmt.Errorf("prismnet: %s %s status: %w", o.Kind, objKey(o), err)
+		return s, t, fmt.Errorf("apicache: %s %s status: %w", o.Kind, Key(o), err)
 	}
 	return s, t, nil
 }
