@@ -6,6 +6,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/chainfire"
 	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
+	"github.com/ultracloud/ultracloud/internal/plasmavmc"
 	"github.com/ultracloud/ultracloud/internal/prismnet"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 )
@@ -27,6 +28,8 @@ type Config struct {
 	FlareDB flaredb.Config `yaml:"flaredb"`
 	// PrismNet configures tenant networks' control plane (role prismnet).
 	PrismNet prismnet.Config `yaml:"prismnet"`
+	// PlasmaVMC configures the VM control plane (role plasmavmc).
+	PlasmaVMC plasmavmc.Config `yaml:"plasmavmc"`
 	// PrismNetAgent configures the host agent that programs this host's
 	// kernel for tenant networks (role prismnet-agent).
 	PrismNetAgent prismnet.AgentConfig `yaml:"prismnet-agent"`

@@ -4,6 +4,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/chainfire"
 	"github.com/ultracloud/ultracloud/internal/flaredb"
 	"github.com/ultracloud/ultracloud/internal/iam"
+	"github.com/ultracloud/ultracloud/internal/plasmavmc"
 	"github.com/ultracloud/ultracloud/internal/prismnet"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
@@ -25,6 +26,7 @@ func modules() []module {
 			defaults: func(c *Config) { c.FlareDB = flaredb.Default() }, validateWithoutRole: true},
 		entry("iam", func(c *Config) *iam.Config { return &c.IAM }, iam.Default, iam.Build),
 		entry("prismnet", func(c *Config) *prismnet.Config { return &c.PrismNet }, prismnet.Default, prismnet.Build),
+		entry("plasmavmc", func(c *Config) *plasmavmc.Config { return &c.PlasmaVMC }, plasmavmc.Default, plasmavmc.Build),
 		entry("prismnet-agent", func(c *Config) *prismnet.AgentConfig { return &c.PrismNetAgent }, prismnet.DefaultAgent, prismnet.BuildAgent),
 	}
 }

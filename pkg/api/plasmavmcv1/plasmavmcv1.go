@@ -61,6 +61,9 @@ type VMSpec struct {
 	// Power is running (default) or stopped; the start and stop actions
 	// set it.
 	Power string `json:"power,omitempty"`
+	// Reboots counts reboot requests (the reboot action increments it);
+	// the worker reboots the guest when it exceeds status.reboots.
+	Reboots int `json:"reboots,omitempty"`
 }
 
 // NIC is one network interface of a VM.
@@ -109,6 +112,8 @@ type VMStatus struct {
 	Console string `json:"console,omitempty"`
 	// BootedAt is when the guest last started.
 	BootedAt *time.Time `json:"bootedAt,omitempty"`
+	// Reboots is how many reboot requests the worker has carried out.
+	Reboots int `json:"reboots,omitempty"`
 	// Events are the latest lifecycle events, oldest first (at most 50).
 	Events []Event `json:"events,omitempty"`
 }
@@ -143,13 +148,33 @@ type ImageSpec struct {
 
 // ImageStatus is server-owned state of an image.
 type ImageStatus struct {
-	// Phase is Pending (no data yet) or Ready.
+	// Phase is Pending (not every part uploaded yet) or Ready.
 	Phase string `json:"phase,omitempty"`
-	// Size is the data's size in bytes (kernel and initrd together).
+	// Size is the data's size in bytes (all parts).
 	Size int64 `json:"size,omitempty"`
-	// SHA256 of the data (workers cache by it).
-	SHA256 string `json:"sha256,omitempty"`
+	// Parts are the uploaded parts: disk (raw, qcow2), or kernel and
+	// initrd.
+	Parts []ImagePart `json:"parts,omitempty"`
 }
+
+// Image parts.
+const (
+	PartDisk   = "disk"
+	PartKernel = "kernel"
+	PartInitrd = "initrd"
+)
+
+// ImagePart is one uploaded part of an image.
+type ImagePart struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// SHA256 of the part (workers cache by it).
+	SHA256 string `json:"sha256"`
+}
+
+// ImageDataPath is the path of an image part's data (PUT to upload, GET
+// to download), relative to the image.
+const ImageDataPath = "data"
 
 // WorkerSpec is empty: a worker registers itself.
 type WorkerSpec struct{}
@@ -164,9 +189,8 @@ type WorkerStatus struct {
 	AccelReason string `json:"accelReason,omitempty"`
 	// VMs is how many VMs run on it.
 	VMs int `json:"vms"`
-	// ObservedAt is when the agent last reported.
+	// ObservedAt is when the agent last reported. Liveness is not here:
+	// it is the worker's heartbeat lease in chainfire (the heartbeat
+	// action), which the scheduler reads.
 	ObservedAt *time.Time `json:"observedAt,omitempty"`
-	// Alive is the control plane's view: the worker's heartbeat lease is
-	// current (written by the scheduler).
-	Alive bool `json:"alive"`
 }
