@@ -346,3 +346,48 @@ func TestPowerActions(t *testing.T) {
 		}
 	}
 }
+
+// TestNICsFollowPlacement: a placed VM's NIC is a prismnet port bound to
+// its worker (a tap), its address shows in the VM's status, and deleting
+// the VM deletes the port.
+func TestNICsFollowPlacement(t *testing.T) {
+	e := newEnv(t)
+	e.register("w1", 8, 8192)
+	kernelImage(e, "alpha", "tiny")
+	e.mustCreate("networks", "alpha", "net1", prismnetv1.NetworkSpec{CIDR: "10.60.0.0/16"})
+	e.mustCreate("subnets", "alpha", "sub1", prismnetv1.SubnetSpec{Network: "net1", CIDR: "10.60.1.0/24"})
+	e.mustCreate("securitygroups", "alpha", "ssh", prismnetv1.SecurityGroupSpec{})
+	spec := vmSpec("tiny", 1, 512)
+	spec.NICs = []plasmavmcv1.NIC{{Network: "net1", SecurityGroups: []string{"ssh"}}}
+	e.mustCreate("vms", "alpha", "v1", spec)
+	var port prismnetv1.PortSpec
+	var pst prismnetv1.PortStatus
+	testkit.EventuallyErr(t, 15*time.Second, "v1's port bound to w1", func() error {
+		o, err := e.n.Admin.Resources("ports", "alpha").Get(e.ctx, "v1-nic0")
+		if err != nil {
+			return err
+		}
+		_ = json.Unmarshal(o.Spec, &port)
+		_ = json.Unmarshal(o.Status, &pst)
+		if port.Binding.Host != "w1" || port.Binding.Device != "tap" || port.Owner == nil || port.Owner.Name != "v1" ||
+			len(port.SecurityGroups) != 1 || o.Metadata.Labels["plasmavmc.ultracloud.dev/vm"] != "v1" {
+			return fmt.Errorf("port %+v labels %v", port, o.Metadata.Labels)
+		}
+		return nil
+	})
+	testkit.EventuallyErr(t, 15*time.Second, "v1's address in its status", func() error {
+		if st := e.vm("alpha", "v1"); len(st.Addresses) != 1 || st.Addresses[0] != pst.FixedIPs[0].IP {
+			return fmt.Errorf("addresses %v, want %v", st.Addresses, pst.FixedIPs)
+		}
+		return nil
+	})
+	if _, err := e.n.Admin.Resources("vms", "alpha").Delete(e.ctx, "v1", 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.EventuallyErr(t, 15*time.Second, "v1's port deleted with it", func() error {
+		if _, err := e.n.Admin.Resources("ports", "alpha").Get(e.ctx, "v1-nic0"); !client.IsNotFound(err) {
+			return fmt.Errorf("port still there: %v", err)
+		}
+		return nil
+	})
+}

@@ -69,7 +69,10 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 		Units:    []component.Unit{{Component: s, DependsOn: []string{"http"}}},
 		SystemGrants: map[string][]string{
 			"system:" + SchedulerName: {"plasmavmc.*.get", "plasmavmc.*.list", "plasmavmc.*.watch",
-				"plasmavmc.vms.updatestatus", "plasmavmc.workers.updatestatus"},
+				"plasmavmc.vms.updatestatus",
+				// A VM's NICs are prismnet ports it manages.
+				"prismnet.ports.get", "prismnet.ports.list", "prismnet.ports.watch",
+				"prismnet.ports.create", "prismnet.ports.update", "prismnet.ports.delete"},
 		},
 	}, nil
 }

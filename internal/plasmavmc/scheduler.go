@@ -18,6 +18,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/runtime/storage"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/plasmavmcv1"
+	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
@@ -95,7 +96,8 @@ func (s *scheduler) term(ctx context.Context) {
 		s.log.Error("plasmavmc-scheduler: API client", "err", err)
 		return
 	}
-	c := apicache.New(s.log, plasmavmcv1.VMCollection, plasmavmcv1.WorkerCollection, plasmavmcv1.ImageCollection)
+	c := apicache.New(s.log, plasmavmcv1.VMCollection, plasmavmcv1.WorkerCollection, plasmavmcv1.ImageCollection,
+		prismnetv1.PortCollection)
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx, cl) }()
 	defer func() { cancel(); <-done }()
@@ -178,7 +180,12 @@ func (s *scheduler) pass(ctx context.Context, cl *client.Client, c *apicache.Cac
 	sort.SliceStable(vms, func(i, j int) bool {
 		return vms[i].o.Metadata.CreatedAt.Before(*vms[j].o.Metadata.CreatedAt)
 	})
-	var errs []error
+	addrs, nicErr := s.syncNICs(ctx, cl, c, vms)
+	errs := []error{nicErr}
+	newAddrs := map[string][]string{}
+	for _, a := range addrs {
+		newAddrs[apicache.Key(a.v.o)] = a.addrs
+	}
 	now := s.now()
 	for _, v := range vms {
 		st := *v.st
@@ -216,7 +223,11 @@ func (s *scheduler) pass(ctx context.Context, cl *client.Client, c *apicache.Cac
 			addEvent(&st, now, "scheduler", "Scheduled", "placed on %s (generation %d)", w.name, st.Generation)
 			s.placed.Add(1)
 		default:
-			continue
+			a, ok := newAddrs[apicache.Key(v.o)]
+			if !ok {
+				continue
+			}
+			st.Addresses = a
 		}
 		raw, err := json.Marshal(&st)
 		if err != nil {
