@@ -640,3 +640,22 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestAnswerCutOffUpstreamIsCutOffForTheWorkload(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the upstream drops the connection mid-answer
+	})
+	p := newProxy(t, Options{Upstream: up.url(t, "")})
+	base := running(t, p)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(base + "/latest/user-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("read %q and a clean end, want an error: a cut-off answer must not look complete", b)
+	}
+}
