@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,7 +182,11 @@ func (a *agent) Run(ctx context.Context) error {
 	}
 	c := apicache.New(a.log, prismnetv1.PortCollection, prismnetv1.NetworkCollection, prismnetv1.SubnetCollection,
 		prismnetv1.SecurityGroupCollection, prismnetv1.HostCollection)
-	svc := newServices(host, a.log)
+	upstream, err := url.Parse(strings.TrimSuffix(cl.Endpoint(), "/") + MetadataServicePath)
+	if err != nil {
+		return fmt.Errorf("prismnet-agent: metadata upstream: %w", err)
+	}
+	svc := newServices(host, a.log, upstream, bearer{next: http.DefaultTransport, tokens: a.tokens})
 	var wg sync.WaitGroup
 	wg.Go(func() { c.Run(ctx, cl) })
 	defer func() {
@@ -218,6 +225,27 @@ func (a *agent) Run(ctx context.Context) error {
 		a.lastError.Store("")
 		backoff = 100 * time.Millisecond
 	}
+}
+
+// MetadataServicePath is where the API serves instance metadata to the
+// agents' metadata proxies (plasmavmc's metadata service); a guest's
+// /latest/meta-data/... arrives at MetadataServicePath + that path.
+const MetadataServicePath = "/v1/metadata"
+
+// bearer adds the agent's credentials to the metadata proxies' requests.
+type bearer struct {
+	next   http.RoundTripper
+	tokens client.TokenSource
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	tok, err := b.tokens.Token(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return b.next.RoundTrip(r)
 }
 
 // converge applies the desired state once and reports the outcome.

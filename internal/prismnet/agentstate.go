@@ -11,6 +11,7 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
 	"github.com/ultracloud/ultracloud/internal/prismnet/dhcp"
+	"github.com/ultracloud/ultracloud/internal/prismnet/metadata"
 	"github.com/ultracloud/ultracloud/internal/runtime/apicache"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
@@ -41,6 +42,9 @@ type serviceView struct {
 	ra           []netip.Prefix // IPv6 subnets announced for SLAAC
 	mtu          int
 	dns          []netip.Addr
+	// instances are the host's ports on the network by address, for the
+	// metadata proxy.
+	instances map[netip.Addr]metadata.Instance
 }
 
 // serviceMAC is a network's service-namespace MAC: the same on every host,
@@ -160,8 +164,20 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 		v.state.Ports = append(v.state.Ports, p)
 		v.ports[p.ID] = o
 
-		// The port's DHCP lease: its first IPv4 address.
+		// The port's DHCP lease: its first IPv4 address; and its identity
+		// for the metadata proxy.
 		sv := v.services[ni.id]
+		if sv.instances == nil {
+			sv.instances = map[netip.Addr]metadata.Instance{}
+		}
+		inst := metadata.Instance{Project: o.Metadata.Project, Port: o.Metadata.Name, MAC: mac.String()}
+		if spec.Owner != nil {
+			inst.OwnerKind, inst.OwnerName = spec.Owner.Kind, spec.Owner.Name
+		}
+		for _, a := range p.IPs {
+			inst.Addr = a
+			sv.instances[a] = inst
+		}
 		for _, f := range st.FixedIPs {
 			si, ok := subnetByName[o.Metadata.Project+"/"+f.Subnet]
 			a, err := netip.ParseAddr(f.IP)

@@ -6,24 +6,35 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
 	"github.com/ultracloud/ultracloud/internal/prismnet/dhcp"
+	"github.com/ultracloud/ultracloud/internal/prismnet/metadata"
 	"github.com/ultracloud/ultracloud/internal/prismnet/netns"
 	"github.com/ultracloud/ultracloud/internal/prismnet/ra"
 )
 
 // services runs the addressing services of every network present on the
 // host, inside the network's service namespace: a DHCPv4 server answering
-// the host's own ports, and an RA sender for IPv6 subnets. They start when
+// the host's own ports, an RA sender for IPv6 subnets, and the metadata
+// proxy on 169.254.169.254:80 (forwarding to the API's metadata service
+// with the identity of the port a request comes from). They start when
 // a network appears, get new tables when ports change, and stop when it
 // goes; a restart of the agent starts them again, so a workload renewing
 // meanwhile just retries.
 type services struct {
 	host *dataplane.Host
 	log  *slog.Logger
+	// upstream is where the metadata proxies forward (the API's metadata
+	// service), with transport carrying the agent's credentials.
+	upstream  *url.URL
+	transport http.RoundTripper
 
 	mu  sync.Mutex
 	run map[string]*netServices // network ID -> running services
@@ -31,14 +42,15 @@ type services struct {
 }
 
 type netServices struct {
-	cancel context.CancelFunc
-	dhcp   *dhcp.Server
-	ra     *ra.Sender
-	view   serviceView
+	cancel    context.CancelFunc
+	dhcp      *dhcp.Server
+	ra        *ra.Sender
+	view      serviceView
+	instances atomic.Pointer[map[netip.Addr]metadata.Instance]
 }
 
-func newServices(host *dataplane.Host, log *slog.Logger) *services {
-	return &services{host: host, log: log, run: map[string]*netServices{}}
+func newServices(host *dataplane.Host, log *slog.Logger, upstream *url.URL, transport http.RoundTripper) *services {
+	return &services{host: host, log: log, upstream: upstream, transport: transport, run: map[string]*netServices{}}
 }
 
 // sync makes the running services match want (network ID -> what to
@@ -73,6 +85,8 @@ func (s *services) sync(ctx context.Context, want map[string]serviceView) error 
 				errs = append(errs, fmt.Errorf("network %s RA: %w", id, err))
 			}
 		}
+		inst := w.instances
+		ns.instances.Store(&inst)
 		ns.view = w
 	}
 	return errors.Join(errs...)
@@ -109,6 +123,32 @@ func (s *services) start(ctx context.Context, id string, w serviceView) (*netSer
 		s.wg.Go(func() {
 			if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("prismnet-agent: DHCP server stopped", "err", err)
+			}
+		})
+	}
+	if s.upstream != nil {
+		inst := w.instances
+		ns.instances.Store(&inst)
+		px, err := metadata.New(metadata.Options{Network: id, Upstream: s.upstream, Transport: s.transport, Logger: log,
+			Lookup: func(a netip.Addr) (metadata.Instance, bool) {
+				i, ok := (*ns.instances.Load())[a]
+				return i, ok
+			},
+			Listen: func() (l net.Listener, err error) {
+				err = netns.Do(path, func() error {
+					var lerr error
+					l, lerr = net.Listen("tcp", net.JoinHostPort(metadataAddr.String(), "80"))
+					return lerr
+				})
+				return l, err
+			}})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		s.wg.Go(func() {
+			if err := px.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("prismnet-agent: metadata proxy stopped", "err", err)
 			}
 		})
 	}

@@ -287,6 +287,18 @@ func TestTenantNetworkAcrossHosts(t *testing.T) {
 	if a.pings(c.ip) {
 		t.Fatal("a reaches c, whose groups admit no ICMP from it (default ingress deny)")
 	}
+	// 169.254.169.254 reaches the API's metadata service through the
+	// network's proxy on a's host (the route came by DHCP).
+	if out := a.sh("ip route show 169.254.169.254"); !strings.Contains(out, "via 10.77.1.254") {
+		t.Fatalf("a's metadata route: %q", out)
+	}
+	testkit.EventuallyErr(t, 15*time.Second, "a's metadata request reaches the API", func() error {
+		out, _ := a.try("busybox wget -q -O - -T 3 http://169.254.169.254/latest/meta-data/instance-id 2>&1; true")
+		if strings.Contains(out, "Connection refused") || strings.Contains(out, "timed out") || out == "" {
+			return fmt.Errorf("%q", out)
+		}
+		return nil
+	})
 	if x.pings(a.ip) || a.pings(x.ip) {
 		t.Fatal("bravo's workload and alpha's reach each other")
 	}
