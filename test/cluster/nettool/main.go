@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -18,12 +19,12 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: nettool serve|probe|stream [flags]")
+		fmt.Fprintln(os.Stderr, "usage: nettool serve|probe|stream|get [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listen := fs.String("listen", ":8080", "serve: address to listen on")
-	to := fs.String("to", "", "probe, stream: address to connect to")
+	to := fs.String("to", "", "probe, stream: address to connect to; get: URL")
 	timeout := fs.Duration("timeout", 2*time.Second, "probe: connect and answer timeout; stream: longest wait for an echo")
 	interval := fs.Duration("interval", 20*time.Millisecond, "stream: time between messages")
 	duration := fs.Duration("duration", time.Minute, "stream: how long to run")
@@ -36,6 +37,8 @@ func main() {
 		err = probe(*to, *timeout)
 	case "stream":
 		err = stream(*to, *interval, *duration, *timeout)
+	case "get":
+		err = get(*to, *timeout)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -114,4 +117,18 @@ func stream(addr string, interval, duration, timeout time.Duration) error {
 	}
 	fmt.Println("done", n)
 	return nil
+}
+
+// get fetches a URL and prints the status line and the body.
+func get(url string, timeout time.Duration) error {
+	c := &http.Client{Timeout: timeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	fmt.Println(resp.Status)
+	fmt.Println(string(body))
+	return err
 }
