@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,7 +106,21 @@ func runCloudInit(t *testing.T, inst *Instance, macs map[string]string) map[stri
 	}
 	writeTree(t, filepath.Join(dir, "configdrive"), drive)
 
-	srv := httptest.NewServer(Handler(func(*http.Request) (*Instance, error) { return inst, nil }))
+	h := Handler(func(*http.Request) (*Instance, error) { return inst, nil })
+	var mu sync.Mutex
+	var requests []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		mu.Lock()
+		requests = append(requests, fmt.Sprintf("%d %s %s", rec.Code, r.Method, r.URL.Path))
+		mu.Unlock()
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}))
 	t.Cleanup(srv.Close)
 
 	macJSON, _ := json.Marshal(macs)
@@ -124,6 +139,32 @@ func runCloudInit(t *testing.T, inst *Instance, macs map[string]string) map[stri
 	}
 	if testing.Verbose() {
 		t.Logf("cloud-init's view:\n%s", stdout.String())
+	}
+	srv.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	// Every request cloud-init made was a GET that found its answer, but
+	// for the newer EC2 API versions it probes first and takes a 404 for.
+	probes := map[string]bool{
+		"/2021-03-23/meta-data/instance-id": true,
+		"/2018-09-24/meta-data/instance-id": true,
+		"/2016-09-02/meta-data/instance-id": true,
+	}
+	if inst.UserData == nil {
+		probes["/2009-04-04/user-data"] = true
+		probes["/openstack/2018-08-27/user_data"] = true
+	}
+	for _, r := range requests {
+		f := strings.Fields(r)
+		if f[1] != http.MethodGet || (f[0] != "200" && !(f[0] == "404" && probes[f[2]])) {
+			t.Errorf("cloud-init's request %s was not answered as it expects", r)
+		}
+	}
+	if testing.Verbose() {
+		t.Logf("cloud-init's requests:\n%s", strings.Join(requests, "\n"))
+	}
+	if len(requests) < 20 {
+		t.Errorf("only %d requests reached the metadata service: %q", len(requests), requests)
 	}
 	for name, ds := range res {
 		if ds.Error != "" {
@@ -243,5 +284,22 @@ func TestCloudInitRendersOurNetworkConfig(t *testing.T) {
 			fmt.Fprintf(&all, "# %s\n%s", f, ds.Network.Networkd[f])
 		}
 		testkit.Golden(t, "cloudinit-networkd-"+name, []byte(all.String()))
+	}
+}
+
+// TestCloudInitAcceptsAnInstanceWithNothingOptional: no NICs, keys,
+// user-data or vendor-data; every datasource still claims the instance
+// and takes its id and hostname (EC2's 404 for user-data means none).
+func TestCloudInitAcceptsAnInstanceWithNothingOptional(t *testing.T) {
+	inst := minimalInstance()
+	res := runCloudInit(t, inst, map[string]string{"52:54:00:00:00:01": "ens3"})
+	for _, name := range []string{"nocloud", "configdrive", "openstack", "ec2"} {
+		ds := res[name]
+		if ds.Hostname != inst.Hostname || len(ds.PublicKeys) != 0 {
+			t.Errorf("%s: hostname %q keys %q", name, ds.Hostname, ds.PublicKeys)
+		}
+		if ds.UserData != nil && *ds.UserData != "" {
+			t.Errorf("%s: user-data %q, want none", name, *ds.UserData)
+		}
 	}
 }
