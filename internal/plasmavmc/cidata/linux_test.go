@@ -21,7 +21,8 @@ var guestModules = []string{
 
 // guestInit mounts each virtio disk's ISO 9660 filesystem with the Linux
 // kernel's own driver (which prefers Rock Ridge, as in a real guest) and
-// prints the volume label, every file's mode, size and MD5, then powers off.
+// prints the volume label, every file's mode, size and MD5, and the DMI
+// fields cloud-init's OpenStack datasource checks, then powers off.
 const guestInit = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -45,6 +46,7 @@ for d in vda vdb; do
     echo "MOUNT-FAILED $d"
   fi
 done
+echo "DMI asset=$(cat /sys/class/dmi/id/chassis_asset_tag) uuid=$(cat /sys/class/dmi/id/product_uuid)"
 echo CIDATA-GUEST-DONE
 poweroff -f
 `
@@ -52,7 +54,10 @@ poweroff -f
 // TestLinuxMountsTheImages boots Debian's cloud kernel under QEMU with both
 // images as virtio disks, the way plasmavmc attaches them, and checks that
 // the kernel's iso9660 driver sees the label, the real names (Rock Ridge,
-// at every depth), 0400 modes and the exact bytes.
+// at every depth), 0400 modes and the exact bytes. It also checks the QEMU
+// flags docs/plasmavmc-metadata.md gives for the OpenStack datasource:
+// -uuid and the chassis asset tag reach the guest where cloud-init reads
+// them (/sys/class/dmi/id).
 func TestLinuxMountsTheImages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a QEMU guest")
@@ -107,6 +112,7 @@ func TestLinuxMountsTheImages(t *testing.T) {
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",
+		"-uuid", testInstance().UUID, "-smbios", "type=3,asset=OpenStack Nova",
 		"-drive", "file="+seed+",if=none,id=seed,format=raw,readonly=on",
 		"-device", "virtio-blk-pci,drive=seed",
 		"-drive", "file="+drive+",if=none,id=drive,format=raw,readonly=on",
@@ -127,6 +133,9 @@ func TestLinuxMountsTheImages(t *testing.T) {
 		if strings.Contains(console, bad) {
 			t.Fatalf("guest reported %s; console:\n%s", bad, console)
 		}
+	}
+	if want := "DMI asset=OpenStack Nova uuid=" + testInstance().UUID; !strings.Contains(console, want) {
+		t.Errorf("guest lacks %q; console:\n%s", want, console)
 	}
 	for disk, want := range map[string]Image{"vda": nocloud, "vdb": configdrive} {
 		if !strings.Contains(console, "LABEL "+disk+" "+want.Label+"\n") && !strings.Contains(console, "LABEL "+disk+" "+want.Label+"\r\n") {
