@@ -98,3 +98,37 @@ END {
 	rm -f "$raw"
 	return $rc
 }
+
+# guest_assets unpacks, without installing them on this machine, the Debian
+# packages guests are made of: the cloud kernel with its modules (a guest
+# kernel; installing it would change what this machine boots) and
+# cloud-init's Python modules (installing it would run cloud-init at this
+# machine's next boot). They go under $ULTRACLOUD_CACHE (default
+# ~/.cache/ultracloud), reused by later runs, and the tests find them
+# through ULTRACLOUD_GUEST_KERNEL, ULTRACLOUD_GUEST_MODULES and
+# ULTRACLOUD_CLOUDINIT_PYTHONPATH. Python libraries cloud-init imports are
+# installed normally (libraries only).
+guest_assets() {
+	local cache=${ULTRACLOUD_CACHE:-$HOME/.cache/ultracloud}/debs
+	mkdir -p "$cache"
+	apt_need python3-yaml python3-jinja2 python3-jsonschema python3-configobj python3-requests \
+		python3-jsonpatch python3-netifaces python3-oauthlib python3-serial
+	local kpkg
+	kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	if [ -z "$kpkg" ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq
+		kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	fi
+	for pkg in "$kpkg" cloud-init; do
+		if [ ! -f "$cache/$pkg.done" ]; then
+			echo "==> unpacking $pkg into $cache (not installed)"
+			rm -rf "$cache/$pkg" && mkdir -p "$cache/$pkg"
+			(cd "$cache" && rm -f "${pkg}"_*.deb && apt-get download -qq -o APT::Sandbox::User=root "$pkg" && dpkg -x "${pkg}"_*.deb "$cache/$pkg" && rm -f "${pkg}"_*.deb)
+			touch "$cache/$pkg.done"
+		fi
+	done
+	ULTRACLOUD_GUEST_KERNEL=$(ls "$cache/$kpkg"/boot/vmlinuz-* | head -1)
+	ULTRACLOUD_GUEST_MODULES=$(ls -d "$cache/$kpkg"/lib/modules/* | head -1)
+	ULTRACLOUD_CLOUDINIT_PYTHONPATH="$cache/cloud-init/usr/lib/python3/dist-packages"
+	export ULTRACLOUD_GUEST_KERNEL ULTRACLOUD_GUEST_MODULES ULTRACLOUD_CLOUDINIT_PYTHONPATH
+}

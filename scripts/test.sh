@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_go
-apt_need iproute2 nftables etcd-client busybox-static iputils-ping
+apt_need iproute2 nftables etcd-client busybox-static iputils-ping qemu-system-x86 qemu-utils xorriso genisoimage
+guest_assets
+# Tests whose prerequisites this command provides fail, not skip, without them.
+export ULTRACLOUD_TEST_COMMAND=1
 FUZZTIME=${FUZZTIME:-5s}
 
 echo "==> go mod download"

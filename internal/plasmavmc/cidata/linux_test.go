@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // guestModules are the cloud kernel's modules a virtio-blk ISO mount needs,
@@ -67,13 +69,7 @@ func TestLinuxMountsTheImages(t *testing.T) {
 	if out, err := exec.Command("file", "-L", busybox).Output(); err != nil || !strings.Contains(string(out), "statically linked") {
 		t.Skip("a static /bin/busybox is needed; install it with `apt-get install -y busybox-static`")
 	}
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
-	if len(kernels) == 0 {
-		t.Skip("Debian's cloud kernel is not installed; install it with `apt-get install -y linux-image-cloud-amd64`")
-	}
-	kernel := kernels[len(kernels)-1]
-	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	modDir := filepath.Join("/lib/modules", release)
+	kernel, modDir := testkit.GuestKernel(t)
 	cpio := requireTool(t, "busybox", "busybox-static")
 
 	// The initramfs: busybox, the modules, /init.

@@ -26,15 +26,23 @@ var _ = testkit.RegisterUpdateFlag()
 // puts its modules (a python3 earlier on PATH may not see them).
 const cloudInitPython = "/usr/bin/python3"
 
-// requireCloudInit skips when Debian's cloud-init is not installed; the
-// message says how to get it.
-func requireCloudInit(t *testing.T) {
+// requireCloudInit finds Debian's cloud-init modules (testkit: skipped
+// outside the test command, which unpacks them; failed within it) and
+// returns the environment that imports them.
+func requireCloudInit(t *testing.T) []string {
 	t.Helper()
-	out, err := exec.Command(cloudInitPython, "-c", "import cloudinit.version as v; print(v.version_string())").CombinedOutput()
+	env := os.Environ()
+	if pp := testkit.CloudInitPythonPath(t); pp != "" {
+		env = append(env, "PYTHONPATH="+pp)
+	}
+	cmd := exec.Command(cloudInitPython, "-c", "import cloudinit.version as v; print(v.version_string())")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Skipf("cloud-init's Python modules are not importable with %s (%v: %s); install them with `apt-get install -y --no-install-recommends cloud-init`", cloudInitPython, err, bytes.TrimSpace(out))
+		t.Fatalf("cloud-init: %v %s", err, out)
 	}
 	t.Logf("cloud-init %s", bytes.TrimSpace(out))
+	return env
 }
 
 // ciDatasource is what the checker reports for one datasource.
@@ -77,7 +85,7 @@ func writeTree(t *testing.T, root string, files map[string][]byte) {
 // OpenStack and Ec2 datasources read them.
 func runCloudInit(t *testing.T, inst *Instance, macs map[string]string) map[string]ciDatasource {
 	t.Helper()
-	requireCloudInit(t)
+	ciEnv := requireCloudInit(t)
 	dir := t.TempDir()
 	nc, err := RenderNoCloud(inst)
 	if err != nil {
@@ -128,6 +136,7 @@ func runCloudInit(t *testing.T, inst *Instance, macs map[string]string) map[stri
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cloudInitPython, "testdata/cloudinit_check.py",
 		filepath.Join(dir, "work"), filepath.Join(dir, "nocloud"), filepath.Join(dir, "configdrive"), srv.URL, string(macJSON))
+	cmd.Env = ciEnv
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
