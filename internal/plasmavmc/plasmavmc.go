@@ -18,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ultracloud/ultracloud/internal/runtime/apiserver"
 	"github.com/ultracloud/ultracloud/internal/runtime/component"
 	"github.com/ultracloud/ultracloud/internal/runtime/config"
 	"github.com/ultracloud/ultracloud/internal/runtime/coord"
@@ -59,14 +60,23 @@ func Build(cfg Config, deps component.Deps) (component.Module, error) {
 	now := time.Now
 	beats := heartbeats{coord: deps.Coord, ttl: cfg.HeartbeatTTL}
 	k := &kinds{store: deps.Store, now: now, beats: beats}
+	md, err := newMetadataService(deps.Store, deps.Node.Name)
+	if err != nil {
+		return component.Module{}, err
+	}
 	s := &scheduler{log: deps.Logger.With("component", SchedulerName), endpoint: deps.Client.Endpoint,
 		tokens: deps.Client.Tokens(SchedulerName), identity: deps.Node.Name, beats: beats, store: deps.Store, now: now}
 	if deps.Coord != nil {
 		s.elector = coord.DeferredElection(deps.Coord, SchedulerName, 0)
 	}
 	return component.Module{
-		Register: k.register,
-		Units:    []component.Unit{{Component: s, DependsOn: []string{"http"}}},
+		Register: func(a *apiserver.API) error {
+			if err := k.register(a); err != nil {
+				return err
+			}
+			return md.register(a)
+		},
+		Units: []component.Unit{{Component: s, DependsOn: []string{"http"}}},
 		SystemGrants: map[string][]string{
 			"system:" + SchedulerName: {"plasmavmc.*.get", "plasmavmc.*.list", "plasmavmc.*.watch",
 				"plasmavmc.vms.updatestatus",

@@ -230,7 +230,7 @@ func (a *agent) Run(ctx context.Context) error {
 // MetadataServicePath is where the API serves instance metadata to the
 // agents' metadata proxies (plasmavmc's metadata service); a guest's
 // /latest/meta-data/... arrives at MetadataServicePath + that path.
-const MetadataServicePath = "/v1/metadata"
+const MetadataServicePath = "/metadata"
 
 // bearer adds the agent's credentials to the metadata proxies' requests.
 type bearer struct {

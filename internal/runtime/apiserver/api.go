@@ -311,6 +311,10 @@ func (a *API) resolve(r *http.Request, named bool) (target, error) {
 }
 
 // objectFromKV decodes a stored resource and stamps its revision.
+// ObjectFromKV decodes a stored resource (a value under ObjectKey), with
+// its revision, for components that read their own kinds from the store.
+func ObjectFromKV(kv storage.KV) (*api.Object, error) { return objectFromKV(kv) }
+
 func objectFromKV(kv storage.KV) (*api.Object, error) {
 	var o api.Object
 	if err := json.Unmarshal(kv.Value, &o); err != nil {

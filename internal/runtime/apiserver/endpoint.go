@@ -303,13 +303,18 @@ func pathParams(path string) ([]string, error) {
 		return nil, errors.New("path must start with /")
 	}
 	var out []string
-	for _, seg := range strings.Split(path[1:], "/") {
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
 		if !strings.ContainsAny(seg, "{}") {
 			continue
 		}
 		name, ok := strings.CutPrefix(seg, "{")
-		if name, ok = strings.CutSuffix(name, "}"); !ok || name == "" || strings.ContainsAny(name, "{}.$") {
-			return nil, fmt.Errorf("wildcard segment %q must be a whole segment {name}", seg)
+		if name, ok = strings.CutSuffix(name, "}"); ok && i == len(segs)-1 {
+			// {name...}, the rest of the path, is allowed last.
+			name = strings.TrimSuffix(name, "...")
+		}
+		if !ok || name == "" || strings.ContainsAny(name, "{}.$") {
+			return nil, fmt.Errorf("wildcard segment %q must be a whole segment {name} (or {name...} last)", seg)
 		}
 		out = append(out, name)
 	}

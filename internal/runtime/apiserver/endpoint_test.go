@@ -339,7 +339,7 @@ func TestHandleRefusesMistakes(t *testing.T) {
 		"no handler":     {Method: "GET", Path: "/v1/x", OperationID: "x", Access: apiserver.AccessPublic},
 		"no operationId": {Method: "GET", Path: "/v1/x", Access: apiserver.AccessPublic, Handler: h},
 		"bad method":     {Method: "FETCH", Path: "/v1/x", OperationID: "x", Access: apiserver.AccessPublic, Handler: h},
-		"rest wildcard":  {Method: "GET", Path: "/v1/x/{rest...}", OperationID: "x", Access: apiserver.AccessPublic, Handler: h},
+		"rest not last":  {Method: "GET", Path: "/v1/x/{rest...}/y", OperationID: "x", Access: apiserver.AccessPublic, Handler: h},
 		"taken opId":     {Method: "GET", Path: "/v1/x", OperationID: "getOpenAPI", Access: apiserver.AccessPublic, Handler: h},
 	} {
 		if err := a.Handle("c", ep); err == nil {
@@ -352,6 +352,11 @@ func TestHandleRefusesMistakes(t *testing.T) {
 	}
 	if err := a.Handle("c", ok); err == nil {
 		t.Error("declared twice without error")
+	}
+	// A rest-of-path wildcard is allowed last.
+	if err := a.Handle("c", apiserver.Endpoint{Method: "GET", Path: "/v1/files/{path...}", OperationID: "getFile",
+		Access: apiserver.AccessPublic, Handler: h}); err != nil {
+		t.Fatal(err)
 	}
 	if err := apiserver.Register(a, "c", apiserver.KindDef[vmSpec, struct{}]{Kind: "Thing", Collection: "things", Singular: "thing",
 		Scope: api.ScopeCluster, Actions: []apiserver.Action{{Name: "status", Handler: h}}}); err == nil {

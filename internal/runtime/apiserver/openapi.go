@@ -105,6 +105,9 @@ func (a *API) OpenAPI() map[string]any {
 			path = e.docPath
 		}
 		names, _ := pathParams(path)
+		// OpenAPI has no rest-of-path parameter: {name...} is shown as
+		// {name}, whose value may hold slashes.
+		path = strings.ReplaceAll(path, "...}", "}")
 		params := []any{}
 		for _, n := range names {
 			params = append(params, pathParam(n))
