@@ -396,7 +396,9 @@ func TestVMLifecycleByCLI(t *testing.T) {
 	e.waitStatus("api", "placed", func(_ plasmavmcv1.VMSpec, st plasmavmcv1.VMStatus) bool {
 		return st.Phase == plasmavmcv1.PhaseScheduled
 	})
-	e.setStatus("api", func(st *plasmavmcv1.VMStatus) { st.Phase, st.Message = plasmavmcv1.PhaseStarting, "starting QEMU (tcg)" })
+	e.setStatus("api", func(st *plasmavmcv1.VMStatus) {
+		st.Phase, st.Message = plasmavmcv1.PhaseStarting, "starting QEMU (tcg)"
+	})
 	e.setStatus("api", func(st *plasmavmcv1.VMStatus) { st.Phase, st.Message = plasmavmcv1.PhaseRunning, "booted" })
 	r := <-done
 	if r.code != 0 || r.out != "vm/api in project demo created\n" {

@@ -54,6 +54,7 @@ recent output (the scrollback the worker keeps) and exit.`,
 			if err != nil {
 				return err
 			}
+			defer r.close()
 			project := v.Raw.Metadata.Project
 			if project == "" {
 				project = c.Config.Project

@@ -245,6 +245,7 @@ func uploadImage(cmd *cobra.Command, cf *clikit.ClientFlags, f clikit.Format, na
 	if err != nil {
 		return err
 	}
+	defer r.close()
 	live := isTerminal(env.Stderr)
 	for _, p := range parts {
 		o, sum, err := uploadPart(ctx, r, c.Config.Project, name, p, env.Stderr, live)

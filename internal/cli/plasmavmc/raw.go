@@ -61,6 +61,9 @@ func openRaw(cf *clikit.ClientFlags) (*rawConn, error) {
 	return r, nil
 }
 
+// close drops the kept-alive connections.
+func (r *rawConn) close() { r.hc.CloseIdleConnections() }
+
 // url is the endpoint's URL of path (below the endpoint) with query q.
 func (r *rawConn) url(path string, q url.Values) string {
 	u := *r.endpoint
