@@ -22,6 +22,7 @@ import (
 	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	flaredbcli "github.com/ultracloud/ultracloud/internal/cli/flaredb"
 	iamcli "github.com/ultracloud/ultracloud/internal/cli/iam"
+	plasmavmccli "github.com/ultracloud/ultracloud/internal/cli/plasmavmc"
 	prismnetcli "github.com/ultracloud/ultracloud/internal/cli/prismnet"
 )
 
@@ -81,5 +82,6 @@ func NewRoot(env Env) *cobra.Command {
 		flaredbcli.NewCmd(env, flaredbOffline()),
 	)
 	root.AddCommand(prismnetcli.NewCmds(cf)...)
+	root.AddCommand(plasmavmccli.NewCmds(cf)...)
 	return root
 }

@@ -65,8 +65,14 @@ func (c *Cache) Synced() bool {
 
 // Run follows every collection through cl until ctx ends.
 func (c *Cache) Run(ctx context.Context, cl *client.Client) {
-	var wg sync.WaitGroup
+	c.mu.RLock()
+	var names []string
 	for coll := range c.colls {
+		names = append(names, coll)
+	}
+	c.mu.RUnlock()
+	var wg sync.WaitGroup
+	for _, coll := range names {
 		wg.Go(func() { c.follow(ctx, coll, cl.Resources(coll, "")) })
 	}
 	wg.Wait()
