@@ -502,7 +502,7 @@ func (k *kinds) routers(a *apiserver.API) error {
 			{Name: "EXTERNAL IP", Path: "status.externalIP"}, {Name: "HOST", Path: "status.host"}},
 		ValidateSpec: validateRouter,
 		ValidateUpdate: func(old, new *prismnetv1.RouterSpec) error {
-			if fmt.Sprint(old.ExternalGateway) != fmt.Sprint(new.ExternalGateway) {
+			if !sameGateway(old.ExternalGateway, new.ExternalGateway) {
 				return fieldErr("externalGateway", "is immutable; create another router to change it")
 			}
 			return nil
@@ -567,6 +567,15 @@ func (k *kinds) routers(a *apiserver.API) error {
 			return nil
 		},
 	})
+}
+
+// sameGateway compares two router gateways by value.
+func sameGateway(a, b *prismnetv1.RouterGateway) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	snat := func(g *prismnetv1.RouterGateway) bool { return g.SNAT == nil || *g.SNAT }
+	return a.ExternalNetwork == b.ExternalNetwork && snat(a) == snat(b)
 }
 
 // attachSubnet claims a subnet's gateway for router: the subnet exists in

@@ -397,22 +397,44 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
-// TestKindsNotYetServed: the verbs of kinds the control plane does not
-// serve yet say so, instead of answering a 404 for the collection.
-func TestKindsNotYetServed(t *testing.T) {
+// TestRoutersFloatingIPsExternalNetworks: the router, floating IP and
+// external network verbs against the served kinds: a router with a
+// gateway gets an external address and a host, a floating IP is allocated
+// and associated and disassociated, and deletes in use are refused.
+func TestRoutersFloatingIPsExternalNetworks(t *testing.T) {
 	e := newEnv(t)
-	for _, args := range [][]string{
-		{"router", "list"}, {"router", "create", "r"}, {"router", "add-interface", "r", "s"},
-		{"fip", "create", "f", "--external-network", "x"}, {"fip", "describe", "f"},
-		{"extnet", "list"}, {"extnet", "delete", "x"},
-	} {
-		e.fails(args, "this endpoint does not serve")
+	e.ok("extnet", "create", "public", "--cidr", "192.0.2.0/24", "--gateway", "192.0.2.1", "--pool", "192.0.2.100-192.0.2.150",
+		"--interface", "eth1", "--host", "w1")
+	e.ok("network", "create", "n", "--cidr", "10.0.0.0/16")
+	e.ok("subnet", "create", "s", "--network", "n", "--cidr", "10.0.1.0/24")
+	e.ok("router", "create", "r", "--external-network", "public", "--subnet", "s")
+	r := decodeInto[prismnetv1.RouterStatus](t, e.object("routers", "r").Status)
+	if r.Host != "w1" || !strings.HasPrefix(r.ExternalIP, "192.0.2.1") {
+		t.Fatalf("router status %+v", r)
 	}
+	if out := e.ok("router", "describe", "r"); !strings.Contains(out, "w1") || !strings.Contains(out, "s") {
+		t.Fatalf("router describe:\n%s", out)
+	}
+	e.ok("port", "create", "p", "--network", "n", "--host", "w2")
+	e.ok("fip", "create", "f", "--external-network", "public")
+	e.ok("fip", "associate", "f", "p")
+	f := decodeInto[prismnetv1.FloatingIPSpec](t, e.object("floatingips", "f").Spec)
+	if f.Port != "p" {
+		t.Fatalf("fip spec after associate: %+v", f)
+	}
+	if out := e.ok("fip", "list"); !strings.Contains(out, "192.0.2.1") {
+		t.Fatalf("fip list:\n%s", out)
+	}
+	e.ok("fip", "disassociate", "f")
+	e.fails([]string{"extnet", "delete", "public"}, "in_use")
+	e.fails([]string{"subnet", "delete", "s"}, "in_use")
+	e.ok("router", "remove-interface", "r", "s")
+	e.ok("fip", "delete", "f")
+	e.ok("router", "delete", "r")
+	e.ok("extnet", "delete", "public")
 	// A port's describe says when the binding host's agent never
 	// reported.
-	e.ok("network", "create", "n", "--cidr", "10.0.0.0/24")
-	e.ok("port", "create", "p", "--network", "n", "--host", "w1")
-	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w1:") ||
+	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w2:") ||
 		!strings.Contains(out, "never reported") && !strings.Contains(out, "no network state yet") {
 		t.Fatalf("port describe of a host whose agent never reported:\n%s", out)
 	}
