@@ -16,8 +16,10 @@
 # Needs root (namespaces, nftables, VXLAN) and iperf3, iproute2, nftables
 # (installed if missing). Environment: COUNT (default 2: runs of each
 # benchmark), IPERF_SECONDS (default 10), REVERSE (default 1: also iperf3 -R
-# on the overlay and veth paths), BENCH (default all three: a -bench
-# regexp). Run it on an otherwise idle machine.
+# on the overlay and veth paths), AGENT_DEBUG (default 0; 1: nodes log at
+# debug level and the reconcile table adds the agent's dataplane Apply times
+# from its log), BENCH (default all three: a -bench regexp). Run it on an
+# otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -30,11 +32,12 @@ apt_need iperf3 iproute2 nftables
 COUNT=${COUNT:-2}
 export PRISMNET_BENCH_IPERF_SECONDS=${IPERF_SECONDS:-10}
 export PRISMNET_BENCH_REVERSE=${REVERSE:-1}
+export PRISMNET_BENCH_AGENT_DEBUG=${AGENT_DEBUG:-0}
 BENCH=${BENCH:-'BenchmarkPrismnet(Throughput|Reconcile|Propagation)$'}
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-echo "==> PRISMNET_BENCH_IPERF_SECONDS=$PRISMNET_BENCH_IPERF_SECONDS PRISMNET_BENCH_REVERSE=$PRISMNET_BENCH_REVERSE go test ./test/bench -run '^\$' -bench '$BENCH' -benchtime=1x -count=$COUNT" >&2
+echo "==> PRISMNET_BENCH_IPERF_SECONDS=$PRISMNET_BENCH_IPERF_SECONDS PRISMNET_BENCH_REVERSE=$PRISMNET_BENCH_REVERSE PRISMNET_BENCH_AGENT_DEBUG=$PRISMNET_BENCH_AGENT_DEBUG go test ./test/bench -run '^\$' -bench '$BENCH' -benchtime=1x -count=$COUNT" >&2
 go test ./test/bench -run '^$' -bench "$BENCH" -benchtime=1x -count="$COUNT" -timeout 60m | tee "$raw" >&2
 
 echo
@@ -46,19 +49,19 @@ $1 ~ /^BenchmarkPrismnetThroughput(-[0-9]+)?$/ {
 	metrics()
 	if (!t++) {
 		print "\nThroughput (Gbit/s, iperf3 one stream, w1 -> w2):\n"
-		print "| run | overlay (VXLAN + security groups) | overlay, port security off | plain veth | plain bridge | underlay | overlay/veth | overlay/bridge | overlay -R | veth -R | overlay/veth -R |"
-		print "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+		print "| run | overlay (VXLAN + security groups) | overlay, port security off | plain veth | plain bridge | underlay | overlay/veth | overlay/bridge | overlay -R | veth -R | overlay/veth -R | bytes/packet at the receiver, overlay / veth |"
+		print "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 	}
-	printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, v("overlay-Gbit/s", "%.2f"), v("overlay-nosg-Gbit/s", "%.2f"), v("veth-Gbit/s", "%.2f"), v("bridge-Gbit/s", "%.2f"), v("underlay-Gbit/s", "%.2f"), v("overlay/veth", "%.2f"), v("overlay/bridge", "%.2f"), v("overlay-rev-Gbit/s", "%.2f"), v("veth-rev-Gbit/s", "%.2f"), v("overlay-rev/veth-rev", "%.2f")
+	printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", t, v("overlay-Gbit/s", "%.2f"), v("overlay-nosg-Gbit/s", "%.2f"), v("veth-Gbit/s", "%.2f"), v("bridge-Gbit/s", "%.2f"), v("underlay-Gbit/s", "%.2f"), v("overlay/veth", "%.2f"), v("overlay/bridge", "%.2f"), v("overlay-rev-Gbit/s", "%.2f"), v("veth-rev-Gbit/s", "%.2f"), v("overlay-rev/veth-rev", "%.2f"), v("overlay-rx-bytes/pkt", "%.0f"), v("veth-rx-bytes/pkt", "%.0f")
 }
 $1 ~ /^BenchmarkPrismnetReconcile(-[0-9]+)?$/ {
 	metrics()
 	if (!r++) {
 		print "\nReconcile (1,000 tap ports on one empty worker, 32 concurrent creates; seconds from the first create call):\n"
-		print "| run | all created (s) | all devices up in the kernel (s) | all Ready in the API (s) | create p50 / p99 (ms) | cp CPU (s) | agent CPU (s) | single port: device up p50 / max (ms) | single port: Ready p50 / max (ms) |"
-		print "|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+		print "| run | all created (s) | all devices up in the kernel (s) | all Ready in the API (s) | create p50 / p99 (ms) | cp CPU (s) | agent CPU (s) | agent Applies / their time (s) | single port: create call p50 (ms) | single port: device up p50 / max (ms) | single port: Ready p50 / max (ms) | single port: agent Apply p50 / max (ms), Applies per change |"
+		print "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 	}
-	printf "| %d | %s | %s | %s | %s / %s | %s | %s | %s / %s | %s / %s |\n", r, v("all-created-s", "%.2f"), v("kernel-all-up-s", "%.2f"), v("all-ready-s", "%.2f"), v("create-p50-ms", "%.0f"), v("create-p99-ms", "%.0f"), v("cp-cpu-s", "%.1f"), v("agent-cpu-s", "%.1f"), v("single-up-p50-ms", "%.0f"), v("single-up-max-ms", "%.0f"), v("single-ready-p50-ms", "%.0f"), v("single-ready-max-ms", "%.0f")
+	printf "| %d | %s | %s | %s | %s / %s | %s | %s | %s / %s | %s | %s / %s | %s / %s | %s / %s, %s |\n", r, v("all-created-s", "%.2f"), v("kernel-all-up-s", "%.2f"), v("all-ready-s", "%.2f"), v("create-p50-ms", "%.0f"), v("create-p99-ms", "%.0f"), v("cp-cpu-s", "%.1f"), v("agent-cpu-s", "%.1f"), v("bulk-applies", "%.0f"), v("bulk-apply-s", "%.2f"), v("single-create-call-p50-ms", "%.1f"), v("single-up-p50-ms", "%.0f"), v("single-up-max-ms", "%.0f"), v("single-ready-p50-ms", "%.0f"), v("single-ready-max-ms", "%.0f"), v("single-apply-p50-ms", "%.0f"), v("single-apply-max-ms", "%.0f"), v("applies/single", "%.2f")
 }
 $1 ~ /^BenchmarkPrismnetPropagation(-[0-9]+)?$/ {
 	metrics()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,7 +80,9 @@ func percentileMillis(samples []time.Duration, p float64) float64 {
 // again on a second network whose two ports have port security off
 // (second interfaces of A and B), which separates the filters' cost from
 // the encapsulation's. It reports Gbit/s per path (mean of the
-// iterations) and the ratios of the overlay to the plain paths.
+// iterations), the ratios of the overlay to the plain paths, and the mean
+// size of the packets the receiving interface got (large: segmentation
+// offload carried superpackets the whole way).
 func BenchmarkPrismnetThroughput(b *testing.B) {
 	requirePrismnet(b, "iperf3", "ip")
 	seconds := envInt(b, "PRISMNET_BENCH_IPERF_SECONDS", 10)
@@ -118,19 +121,23 @@ func BenchmarkPrismnetThroughput(b *testing.B) {
 	serve(exec.CommandContext(e.ctx, "ip", "netns", "exec", nsB, "iperf3", "-s", "-p", "5201"))
 	serve(w2.Command(e.ctx, "iperf3", "-s", "-p", "5201"))
 
+	// rxNS and rxIf name the receiving workload's interface, whose
+	// counters give the mean size of the packets the receiver got: how
+	// much of the path carried segmentation-offload superpackets.
 	type path struct {
 		name, from, to string
 		reverse        bool
+		rxNS, rxIf     string
 	}
 	paths := []path{
-		{"overlay", nsA, ipB, false},
-		{"overlay-nosg", nsA, ipB2, false},
-		{"veth", nsA, "192.168.251.2", false},
-		{"bridge", nsA, "192.168.252.2", false},
-		{"underlay", w1.Namespace(), w2.Addr().String(), false},
+		{"overlay", nsA, ipB, false, nsB, "eth0"},
+		{"overlay-nosg", nsA, ipB2, false, nsB, "eth1"},
+		{"veth", nsA, "192.168.251.2", false, nsB, "pv1"},
+		{"bridge", nsA, "192.168.252.2", false, nsB, "pb1"},
+		{"underlay", w1.Namespace(), w2.Addr().String(), false, w2.Namespace(), "eth0"},
 	}
 	if reverse {
-		paths = append(paths, path{"overlay-rev", nsA, ipB, true}, path{"veth-rev", nsA, "192.168.251.2", true})
+		paths = append(paths, path{"overlay-rev", nsA, ipB, true, nsA, "eth0"}, path{"veth-rev", nsA, "192.168.251.2", true, nsA, "pv0"})
 	}
 	for _, p := range paths {
 		if err := waitIperfServer(e, p.from, p.to); err != nil {
@@ -140,14 +147,29 @@ func BenchmarkPrismnetThroughput(b *testing.B) {
 
 	gbps := map[string][]float64{}
 	retrans := map[string][]float64{}
+	pktSize := map[string][]float64{}
 	b.ResetTimer()
 	for range b.N {
 		for _, p := range paths {
+			pkts0, bytes0, err := rxCounters(p.rxNS, p.rxIf)
+			if err != nil {
+				b.Fatal(err)
+			}
 			r, err := runIperf(e.ctx, p.from, p.to, seconds, p.reverse)
 			if err != nil {
 				b.Fatalf("%s path: %v", p.name, err)
 			}
-			b.Logf("%s: %.2f Gbit/s, %d retransmits, CPU sender %.0f%% receiver %.0f%%", p.name, r.bps/1e9, r.retransmits, r.cpuHost, r.cpuRemote)
+			pkts1, bytes1, err := rxCounters(p.rxNS, p.rxIf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size := 0.0
+			if pkts1 > pkts0 {
+				size = float64(bytes1-bytes0) / float64(pkts1-pkts0)
+			}
+			b.Logf("%s: %.2f Gbit/s, %d retransmits, CPU sender %.0f%% receiver %.0f%%, receiver got %d packets of %.0f bytes on average",
+				p.name, r.bps/1e9, r.retransmits, r.cpuHost, r.cpuRemote, pkts1-pkts0, size)
+			pktSize[p.name] = append(pktSize[p.name], size)
 			gbps[p.name] = append(gbps[p.name], r.bps/1e9)
 			retrans[p.name] = append(retrans[p.name], float64(r.retransmits))
 		}
@@ -163,6 +185,7 @@ func BenchmarkPrismnetThroughput(b *testing.B) {
 	for _, p := range paths {
 		b.ReportMetric(mean(gbps[p.name]), p.name+"-Gbit/s")
 		b.ReportMetric(mean(retrans[p.name]), p.name+"-retransmits")
+		b.ReportMetric(mean(pktSize[p.name]), p.name+"-rx-bytes/pkt")
 	}
 	b.ReportMetric(mean(gbps["overlay"])/mean(gbps["veth"]), "overlay/veth")
 	b.ReportMetric(mean(gbps["overlay"])/mean(gbps["bridge"]), "overlay/bridge")
@@ -171,6 +194,26 @@ func BenchmarkPrismnetThroughput(b *testing.B) {
 	if reverse {
 		b.ReportMetric(mean(gbps["overlay-rev"])/mean(gbps["veth-rev"]), "overlay-rev/veth-rev")
 	}
+}
+
+// rxCounters returns the received packets and bytes of interface ifc in
+// namespace ns.
+func rxCounters(ns, ifc string) (pkts, bytes uint64, err error) {
+	h, nsh, err := netlinkIn(ns)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nsh.Close()
+	defer h.Close()
+	l, err := h.LinkByName(ifc)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: %s in %s: %w", ifc, ns, err)
+	}
+	st := l.Attrs().Statistics
+	if st == nil {
+		return 0, 0, fmt.Errorf("bench: %s in %s: no statistics", ifc, ns)
+	}
+	return st.RxPackets, st.RxBytes, nil
 }
 
 // waitIperfServer waits until a 1-second iperf3 test from namespace ns
@@ -248,7 +291,10 @@ func runIperf(ctx context.Context, ns, addr string, seconds int, reverse bool) (
 // (the agent) used meanwhile, and then, over 20 single-port changes (one
 // more port created on the loaded host, one at a time), the time from the
 // create call to the device up in the kernel and to Ready in the API.
-// The scenario needs an empty host, so it runs once per benchmark
+// PRISMNET_BENCH_AGENT_DEBUG=1 runs the nodes at log level debug and adds
+// the agent's own share from its log: the number and total duration of
+// its dataplane Applies while the 1,000 ports converged, and per single
+// change. The scenario needs an empty host, so it runs once per benchmark
 // (-benchtime=1x; use -count for repetitions).
 func BenchmarkPrismnetReconcile(b *testing.B) {
 	if b.N != 1 {
@@ -260,7 +306,15 @@ func BenchmarkPrismnetReconcile(b *testing.B) {
 	if ports > networks*1000 {
 		b.Fatalf("PRISMNET_BENCH_PORTS=%d: at most %d (4 networks of a /22 each)", ports, networks*1000)
 	}
-	e := startPrismnet(b, "info", "w1")
+	// With PRISMNET_BENCH_AGENT_DEBUG=1 the nodes log at debug level,
+	// where the agent's dataplane logs every Apply with its phases: the
+	// benchmark then also reports the kernel part of the agent's work.
+	agentDebug := os.Getenv("PRISMNET_BENCH_AGENT_DEBUG") == "1"
+	level := "info"
+	if agentDebug {
+		level = "debug"
+	}
+	e := startPrismnet(b, level, "w1")
 	w1 := e.c.Host("w1")
 	e.create(prismnetv1.SecurityGroupCollection, pnProject, pnGroup, prismnetv1.SecurityGroupSpec{})
 	for i := range networks {
@@ -365,13 +419,15 @@ func BenchmarkPrismnetReconcile(b *testing.B) {
 		ports, created.Seconds(), percentileMillis(all, 0.5), percentileMillis(all, 0.99), firstReady.Sub(start).Seconds(), lastUp.Sub(start).Seconds(), lastReady.Sub(start).Seconds())
 
 	// Single-port changes on the loaded host, one at a time.
-	var toReady, toUp []time.Duration
+	var toReady, toUp, calls []time.Duration
+	singlesStart := time.Now()
 	for i := range singles {
 		name := fmt.Sprintf("x%02d", i)
 		t0 := time.Now()
 		if _, err := e.tryCreate(e.ctx, prismnetv1.PortCollection, pnProject, name, portSpec(0)); err != nil {
 			b.Fatal(err)
 		}
+		calls = append(calls, time.Since(t0))
 		err := rw.wait(e.ctx, time.Minute, "port "+name+" Ready", func(m map[string]time.Time) bool { _, ok := m[name]; return ok })
 		if err != nil {
 			b.Fatal(err)
@@ -393,6 +449,69 @@ func BenchmarkPrismnetReconcile(b *testing.B) {
 	b.ReportMetric(percentileMillis(toUp, 1), "single-up-max-ms")
 	b.ReportMetric(percentileMillis(toReady, 0.50), "single-ready-p50-ms")
 	b.ReportMetric(percentileMillis(toReady, 1), "single-ready-max-ms")
+	b.ReportMetric(percentileMillis(calls, 0.50), "single-create-call-p50-ms")
+	if !agentDebug {
+		return
+	}
+	bulk, err := agentApplies(w1.LogPath(), start, lastReady)
+	if err != nil {
+		b.Fatal(err)
+	}
+	single, err := agentApplies(w1.LogPath(), singlesStart, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bulkSum time.Duration
+	for _, d := range bulk {
+		bulkSum += d
+	}
+	b.Logf("agent applies: %d during the bulk phase (%.2fs in total), %d during the %d single changes: %v", len(bulk), bulkSum.Seconds(), len(single), singles, single)
+	b.ReportMetric(float64(len(bulk)), "bulk-applies")
+	b.ReportMetric(bulkSum.Seconds(), "bulk-apply-s")
+	b.ReportMetric(float64(len(single))/singles, "applies/single")
+	b.ReportMetric(percentileMillis(single, 0.50), "single-apply-p50-ms")
+	b.ReportMetric(percentileMillis(single, 1), "single-apply-max-ms")
+}
+
+// agentApplies returns the duration of every dataplane Apply the agent
+// logged (debug level, message "applied", its phases' durations summed)
+// between from and to, from the host's server log (slog text format).
+func agentApplies(logPath string, from, to time.Time) ([]time.Duration, error) {
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("bench: agent log: %w", err)
+	}
+	var out []time.Duration
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.Contains(line, " msg=applied ") {
+			continue
+		}
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		ts, _, _ = strings.Cut(ts, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(from) || at.After(to) {
+			continue
+		}
+		_, ph, ok := strings.Cut(line, `phases="[`)
+		if !ok {
+			continue
+		}
+		ph, _, _ = strings.Cut(ph, "]")
+		var total time.Duration
+		for _, f := range strings.Fields(ph) {
+			_, v, _ := strings.Cut(f, "=")
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, fmt.Errorf("bench: agent log: phase %q: %w", f, err)
+			}
+			total += d
+		}
+		out = append(out, total)
+	}
+	return out, nil
 }
 
 // portDevices maps every port of the project to its host device name, as
