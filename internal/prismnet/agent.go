@@ -275,21 +275,30 @@ func (a *agent) converge(ctx context.Context, cl *client.Client, c *apicache.Cac
 	if svcErr != nil {
 		problems = append(problems, svcErr)
 	}
-	statusErr := a.reportPorts(ctx, cl, view, rep, reported)
+	statusErr := a.reportPorts(ctx, cl, c, view, rep, reported)
 	hostErr := a.reportHost(ctx, cl, c, len(view.state.Ports), errors.Join(problems...))
 	return errors.Join(append(problems, statusErr, hostErr)...)
 }
 
+// statusWriters bounds the agent's concurrent status writes (1,000 ports
+// coming up at once are reported in parallel, not one after another).
+const statusWriters = 8
+
 // reportPorts writes the status of every local port whose outcome changed.
-func (a *agent) reportPorts(ctx context.Context, cl *client.Client, view hostView, rep dataplane.Report,
+func (a *agent) reportPorts(ctx context.Context, cl *client.Client, c *apicache.Cache, view hostView, rep dataplane.Report,
 	reported map[string]prismnetv1.PortStatus) error {
-	var errs []error
+	type write struct {
+		id   string
+		o    *api.Object
+		want prismnetv1.PortStatus
+	}
+	var writes []write
 	now := time.Now().UTC().Truncate(time.Second)
 	seen := map[string]bool{}
 	for _, p := range view.state.Ports {
 		o := view.ports[p.ID]
 		seen[p.ID] = true
-		_, cur, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+		_, cur, err := apicache.DecodeCached[prismnetv1.PortSpec, prismnetv1.PortStatus](c, o)
 		if err != nil {
 			continue
 		}
@@ -304,30 +313,44 @@ func (a *agent) reportPorts(ctx context.Context, cl *client.Client, view hostVie
 		default:
 			want.Phase, want.LastError = prismnetv1.PortPending, "not applied yet"
 		}
-		want.ObservedAt = cur.ObservedAt
 		if sameStatus(cur, want) {
 			reported[p.ID] = want
 			continue
 		}
 		want.ObservedAt = &now
-		raw, err := json.Marshal(want)
-		if err != nil {
-			return err
-		}
-		upd := *o
-		upd.Status = raw
-		upd.Metadata.Revision = 0 // the agent owns these fields: no compare
-		if _, err := cl.Resources(prismnetv1.PortCollection, o.Metadata.Project).UpdateStatus(ctx, &upd); err != nil && !client.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("status of port %s: %w", p.ID, err))
-			continue
-		}
-		reported[p.ID] = want
+		writes = append(writes, write{p.ID, o, want})
 	}
 	for id := range reported {
 		if !seen[id] {
 			delete(reported, id)
 		}
 	}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, statusWriters)
+	for _, w := range writes {
+		raw, err := json.Marshal(w.want)
+		if err != nil {
+			return err
+		}
+		upd := *w.o
+		upd.Status = raw
+		upd.Metadata.Revision = 0 // the agent owns these fields: no compare
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, err := cl.Resources(prismnetv1.PortCollection, w.o.Metadata.Project).UpdateStatus(ctx, &upd)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && !client.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("status of port %s: %w", w.id, err))
+				return
+			}
+			reported[w.id] = w.want
+		})
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -342,7 +365,7 @@ func (a *agent) reportHost(ctx context.Context, cl *client.Client, c *apicache.C
 	if o == nil {
 		return nil
 	}
-	_, cur, err := apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
+	_, cur, err := apicache.DecodeCached[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](c, o)
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 	}
 	nets := map[string]*netInfo{} // "project/network"
 	for _, o := range c.List(prismnetv1.NetworkCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](c, o)
 		if err == nil && st.VNI != 0 {
 			nets[apicache.Key(o)] = &netInfo{id: st.ID, spec: spec, st: st}
 		}
@@ -96,7 +96,7 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 	subnets := map[string][]subnetInfo{} // "project/network" -> subnets
 	subnetByName := map[string]subnetInfo{}
 	for _, o := range c.List(prismnetv1.SubnetCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](c, o)
 		if err != nil {
 			continue
 		}
@@ -113,7 +113,7 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 	}
 	groups := map[string]dataplane.SecurityGroup{} // "project/group"
 	for _, o := range c.List(prismnetv1.SecurityGroupCollection) {
-		spec, _, err := apicache.Decode[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
+		spec, _, err := apicache.DecodeCached[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](c, o)
 		if err != nil {
 			continue
 		}
@@ -131,7 +131,7 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 
 	present := map[string]bool{} // "project/network" with a local port
 	for _, o := range c.List(prismnetv1.PortCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.PortSpec, prismnetv1.PortStatus](c, o)
 		if err != nil || spec.Binding.Host != host {
 			continue
 		}
@@ -209,7 +209,7 @@ func computeHostView(c *apicache.Cache, host string, underlay netip.Addr) hostVi
 	// even without a local port.
 	var hostSpec prismnetv1.NetworkHostSpec
 	if o := c.Get(prismnetv1.HostCollection, "", host); o != nil {
-		hostSpec, _, _ = apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o)
+		hostSpec, _, _ = apicache.DecodeCached[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](c, o)
 	}
 	externals := map[string]dataplane.ExternalNetwork{}
 	for _, hr := range hostSpec.Routers {

@@ -150,7 +150,7 @@ func (h *hostsController) sync(ctx context.Context, cl *client.Client, c *apicac
 		if o == nil {
 			continue
 		}
-		_, cur, err := apicache.Decode[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+		_, cur, err := apicache.DecodeCached[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](c, o)
 		if err != nil || (cur.Router == st.Router && cur.InternalIP == st.InternalIP) {
 			continue
 		}
@@ -223,7 +223,7 @@ func routerLegMAC(routerID, subnet string) string {
 func computeHosts(c *apicache.Cache) (map[string]prismnetv1.NetworkHostSpec, map[controller.Key]prismnetv1.FloatingIPStatus) {
 	vnis := map[string]uint32{} // "project/network" -> VNI
 	for _, o := range c.List(prismnetv1.NetworkCollection) {
-		if _, st, err := apicache.Decode[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](o); err == nil {
+		if _, st, err := apicache.DecodeCached[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus](c, o); err == nil {
 			vnis[apicache.Key(o)] = st.VNI
 		}
 	}
@@ -231,7 +231,7 @@ func computeHosts(c *apicache.Cache) (map[string]prismnetv1.NetworkHostSpec, map
 	want := map[string]prismnetv1.NetworkHostSpec{}
 	for _, o := range c.List(prismnetv1.HostCollection) {
 		want[o.Metadata.Name] = prismnetv1.NetworkHostSpec{}
-		if _, st, err := apicache.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](o); err == nil && st.Underlay != "" {
+		if _, st, err := apicache.DecodeCached[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](c, o); err == nil && st.Underlay != "" {
 			underlay[o.Metadata.Name] = st.Underlay
 		}
 	}
@@ -240,7 +240,7 @@ func computeHosts(c *apicache.Cache) (map[string]prismnetv1.NetworkHostSpec, map
 	groupsOf := map[string]map[string]bool{} // host -> "project/group" its ports use or refer to
 	members := map[string][]string{}         // "project/group" -> member addresses
 	for _, o := range c.List(prismnetv1.PortCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.PortSpec, prismnetv1.PortStatus](c, o)
 		if err != nil {
 			continue
 		}
@@ -272,7 +272,7 @@ func computeHosts(c *apicache.Cache) (map[string]prismnetv1.NetworkHostSpec, map
 	// Groups named by the rules of a host's groups count too.
 	rulesRefer := map[string][]string{} // "project/group" -> "project/remoteGroup"
 	for _, o := range c.List(prismnetv1.SecurityGroupCollection) {
-		spec, _, err := apicache.Decode[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](o)
+		spec, _, err := apicache.DecodeCached[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus](c, o)
 		if err != nil {
 			continue
 		}
@@ -329,7 +329,7 @@ func computeRouters(c *apicache.Cache, vnis map[string]uint32, ports *[]portView
 	subnets := map[string]prismnetv1.SubnetSpec{} // "project/subnet"
 	gateways := map[string]string{}
 	for _, o := range c.List(prismnetv1.SubnetCollection) {
-		if spec, st, err := apicache.Decode[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](o); err == nil {
+		if spec, st, err := apicache.DecodeCached[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](c, o); err == nil {
 			subnets[apicache.Key(o)], gateways[apicache.Key(o)] = spec, st.Gateway
 		}
 	}
@@ -346,7 +346,7 @@ func computeRouters(c *apicache.Cache, vnis map[string]uint32, ports *[]portView
 	byHost := map[string][]*prismnetv1.HostRouter{}
 	index := map[string]*prismnetv1.HostRouter{} // "project/router"
 	for _, o := range c.List(prismnetv1.RouterCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.RouterSpec, prismnetv1.RouterStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.RouterSpec, prismnetv1.RouterStatus](c, o)
 		if err != nil || st.Host == "" || st.ID == "" {
 			continue
 		}
@@ -374,7 +374,7 @@ func computeRouters(c *apicache.Cache, vnis map[string]uint32, ports *[]portView
 		}
 		if g := spec.ExternalGateway; g != nil && st.ExternalIP != "" {
 			if eo := exts[g.ExternalNetwork]; eo != nil {
-				es, est, err := apicache.Decode[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](eo)
+				es, est, err := apicache.DecodeCached[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus](c, eo)
 				if err == nil {
 					hr.External = &prismnetv1.HostRouterGateway{ExternalNetwork: g.ExternalNetwork, ID: est.ID, Interface: es.Interface,
 						Address: st.ExternalIP, Gateway: es.Gateway, SNAT: g.SNAT == nil || *g.SNAT}
@@ -391,13 +391,13 @@ func computeRouters(c *apicache.Cache, vnis map[string]uint32, ports *[]portView
 	// floating IP's external network translates it.
 	portAddrs := map[string][]prismnetv1.FixedIP{}
 	for _, o := range c.List(prismnetv1.PortCollection) {
-		if _, st, err := apicache.Decode[prismnetv1.PortSpec, prismnetv1.PortStatus](o); err == nil {
+		if _, st, err := apicache.DecodeCached[prismnetv1.PortSpec, prismnetv1.PortStatus](c, o); err == nil {
 			portAddrs[apicache.Key(o)] = st.FixedIPs
 		}
 	}
 	fips := map[controller.Key]prismnetv1.FloatingIPStatus{}
 	for _, o := range c.List(prismnetv1.FloatingIPCollection) {
-		spec, st, err := apicache.Decode[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](o)
+		spec, st, err := apicache.DecodeCached[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](c, o)
 		if err != nil {
 			continue
 		}

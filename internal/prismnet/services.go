@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -191,5 +192,5 @@ func (s *services) stopAll() {
 }
 
 func sameLeases(a, b []dhcp.Lease) bool {
-	return slices.EqualFunc(a, b, func(x, y dhcp.Lease) bool { return fmt.Sprint(x) == fmt.Sprint(y) })
+	return slices.EqualFunc(a, b, func(x, y dhcp.Lease) bool { return reflect.DeepEqual(x, y) })
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -29,12 +30,24 @@ type Cache struct {
 	mu     sync.RWMutex
 	colls  map[string]map[string]*api.Object // collection -> "project/name" -> object
 	synced map[string]bool
+
+	// memo holds decoded objects (DecodeCached), by collection and key,
+	// then by the decoded types; an entry is valid for the object pointer
+	// it was made from (objects are never changed in place, only replaced).
+	memoMu sync.Mutex
+	memo   map[string]map[reflect.Type]memoEntry
+}
+
+type memoEntry struct {
+	obj          *api.Object
+	spec, status any
+	err          error
 }
 
 // New returns an empty cache of the given collections.
 func New(log *slog.Logger, collections ...string) *Cache {
 	c := &Cache{log: log, changed: make(chan struct{}, 1),
-		colls: map[string]map[string]*api.Object{}, synced: map[string]bool{}}
+		colls: map[string]map[string]*api.Object{}, synced: map[string]bool{}, memo: map[string]map[reflect.Type]memoEntry{}}
 	for _, coll := range collections {
 		c.colls[coll] = map[string]*api.Object{}
 	}
@@ -132,6 +145,7 @@ func (c *Cache) follow(ctx context.Context, coll string, r *client.Resources) {
 				c.mu.Lock()
 				delete(c.colls[coll], Key(ev.Object))
 				c.mu.Unlock()
+				c.forget(ev.Object)
 			default:
 				continue
 			}
@@ -179,4 +193,34 @@ func Decode[S, T any](o *api.Object) (S, T, error) {
 		return s, t, fmt.Errorf("apicache: %s %s status: %w", o.Kind, Key(o), err)
 	}
 	return s, t, nil
+}
+
+// DecodeCached is Decode, remembered per object: computations that decode
+// every object of a collection on each change (an agent's desired state
+// over 1,000 ports) decode only what changed. The values are shared
+// between callers: treat them as read-only.
+func DecodeCached[S, T any](c *Cache, o *api.Object) (S, T, error) {
+	k := o.Kind + "|" + Key(o)
+	typ := reflect.TypeFor[func(S, T)]()
+	c.memoMu.Lock()
+	e, ok := c.memo[k][typ]
+	c.memoMu.Unlock()
+	if ok && e.obj == o {
+		return e.spec.(S), e.status.(T), e.err
+	}
+	s, t, err := Decode[S, T](o)
+	c.memoMu.Lock()
+	if c.memo[k] == nil {
+		c.memo[k] = map[reflect.Type]memoEntry{}
+	}
+	c.memo[k][typ] = memoEntry{obj: o, spec: s, status: t, err: err}
+	c.memoMu.Unlock()
+	return s, t, err
+}
+
+// forget drops the decoded forms of an object that left the cache.
+func (c *Cache) forget(o *api.Object) {
+	c.memoMu.Lock()
+	delete(c.memo, o.Kind+"|"+Key(o))
+	c.memoMu.Unlock()
 }
