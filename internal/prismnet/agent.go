@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -200,18 +201,27 @@ func (a *agent) Run(ctx context.Context) error {
 	retry.Stop()
 	backoff := 100 * time.Millisecond
 	reported := map[string]prismnetv1.PortStatus{}
+	var last *dataplane.State // the state the last successful pass applied
 	for {
+		force := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.Changed():
 		case <-resync.C:
+			force = true // repair drift even when nothing changed
 		case <-retry.C:
+			force = true
 		}
 		if !c.Synced() {
 			continue
 		}
-		if err := a.converge(ctx, cl, c, host, svc, reported); err != nil {
+		if force {
+			last = nil
+		}
+		applied, err := a.converge(ctx, cl, c, host, svc, reported, last)
+		last = applied
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -248,10 +258,17 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(r)
 }
 
-// converge applies the desired state once and reports the outcome.
+// converge applies the desired state once and reports the outcome. When
+// the state equals last (what the previous pass applied: a change that
+// only concerned the status the agent itself wrote), the kernel is not
+// touched again; the resync timer still applies every interval. It
+// returns the state applied when everything succeeded, else nil.
 func (a *agent) converge(ctx context.Context, cl *client.Client, c *apicache.Cache, host *dataplane.Host, svc *services,
-	reported map[string]prismnetv1.PortStatus) error {
+	reported map[string]prismnetv1.PortStatus, last *dataplane.State) (*dataplane.State, error) {
 	view := computeHostView(c, a.node, a.underlay)
+	if last != nil && reflect.DeepEqual(*last, view.state) {
+		return last, nil
+	}
 	start := time.Now()
 	rep, applyErr := host.Apply(ctx, view.state)
 	a.metrics.applySeconds.Observe(time.Since(start).Seconds())
@@ -277,7 +294,10 @@ func (a *agent) converge(ctx context.Context, cl *client.Client, c *apicache.Cac
 	}
 	statusErr := a.reportPorts(ctx, cl, c, view, rep, reported)
 	hostErr := a.reportHost(ctx, cl, c, len(view.state.Ports), errors.Join(problems...))
-	return errors.Join(append(problems, statusErr, hostErr)...)
+	if err := errors.Join(append(problems, statusErr, hostErr)...); err != nil {
+		return nil, err
+	}
+	return &view.state, nil
 }
 
 // statusWriters bounds the agent's concurrent status writes (1,000 ports
