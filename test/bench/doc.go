@@ -9,7 +9,12 @@
 //     Debian's etcd with the same clientv3 driver (scripts/bench-chainfire.sh);
 //   - BenchmarkFlareDBVsEtcd: a 3-member flaredb cluster against Debian's
 //     etcd with the load driver of package kvdriver, which the kvload
-//     command also runs by hand (scripts/bench-flaredb.sh).
+//     command also runs by hand (scripts/bench-flaredb.sh);
+//   - BenchmarkPrismnetThroughput, BenchmarkPrismnetReconcile,
+//     BenchmarkPrismnetPropagation: tenant networks on a multi-host
+//     harness cluster (root): iperf3 over VXLAN against plain veth and
+//     bridge paths, 1,000 ports on one worker, create-to-first-packet
+//     (scripts/bench-prismnet.sh).
 //
 // kvcluster_test.go starts the etcd peer cluster both comparisons share.
 // Benchmarks observe the product from outside and make no timed
