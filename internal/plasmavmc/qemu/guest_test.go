@@ -663,3 +663,74 @@ func jsonMarshal(v any) (string, error) {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// TestNBDDisksAttachInBothSpellings: a disk given as an NBD export on a
+// Unix socket (how coronafs volumes will arrive) attaches both as
+// "nbd:unix:..." and in the json: form, with the export's size.
+func TestNBDDisksAttachInBothSpellings(t *testing.T) {
+	requireTools(t)
+	if _, err := exec.LookPath("qemu-nbd"); err != nil {
+		t.Skip("qemu-nbd not found: apt-get install -y qemu-utils")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "vol.raw")
+	if err := os.WriteFile(vol, make([]byte, 3<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "nbd.sock")
+	nbd := exec.Command("qemu-nbd", "--socket="+sock, "--export-name=vol", "--format=raw", "--persistent", "--shared=4", vol)
+	if err := nbd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nbd.Process.Kill(); _ = nbd.Wait() })
+	testkit.Eventually(t, 10*time.Second, "qemu-nbd's socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
+
+	spec := idleSpec(t, "nbd")
+	spec.Disks = append(spec.Disks,
+		Disk{ID: "vol-a", Path: "nbd:unix:" + sock + ":exportname=vol", Format: "raw"},
+		Disk{ID: "vol-b", Path: `json:{"file":{"driver":"nbd","server":{"type":"unix","path":"` + sock + `"},"export":"vol"}}`, Format: "raw"},
+	)
+	inst, err := (&Host{}).Launch(ctx, spec, vmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	killAtCleanup(t, func() int {
+		select {
+		case <-inst.Exited():
+			return 0
+		default:
+			return inst.PID()
+		}
+	})
+	defer inst.Close()
+	var blocks []struct {
+		Device   string `json:"device"`
+		Inserted *struct {
+			Image struct {
+				VirtualSize int64 `json:"virtual-size"`
+			} `json:"image"`
+		} `json:"inserted"`
+	}
+	if err := inst.QMP().Execute(ctx, "query-block", nil, &blocks); err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string]int64{}
+	for _, b := range blocks {
+		if b.Inserted != nil {
+			sizes[b.Device] = b.Inserted.Image.VirtualSize
+		}
+	}
+	for _, d := range []string{"drive-vol-a", "drive-vol-b"} {
+		if sizes[d] != 3<<20 {
+			t.Fatalf("%s: size %d, want %d (all: %v)", d, sizes[d], 3<<20, sizes)
+		}
+	}
+	if _, err := inst.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -77,7 +77,10 @@ type Disk struct {
 	ID string `json:"id"`
 	// Path is an absolute file path; or an NBD export as QEMU spells it
 	// ("nbd:unix:/run/x.sock:exportname=vol" or "nbd://host:port/vol");
-	// or QEMU's "json:{...}" form of a block node.
+	// or QEMU's "json:{...}" form. The json: object holds the options of
+	// the format node (Format's), so the protocol node goes in its "file"
+	// member: json:{"file":{"driver":"nbd","server":{"type":"unix",
+	// "path":"/run/x.sock"},"export":"vol"}}.
 	Path string `json:"path"`
 	// Format is "raw" or "qcow2", always explicit: letting QEMU probe the
 	// format of a guest-writable raw disk lets the guest pretend to be a
@@ -243,6 +246,11 @@ func validateDiskPath(p string) error {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(p[len("json:"):]), &obj); err != nil {
 			return fmt.Errorf("json: form is not a JSON object: %w", err)
+		}
+		// Without "file", QEMU's error ("A block device must be specified
+		// for file") does not say what is missing.
+		if _, ok := obj["file"].(map[string]any); !ok {
+			return errors.New(`json: form needs a "file" object holding the protocol node, e.g. json:{"file":{"driver":"nbd",...}}`)
 		}
 	case strings.HasPrefix(p, "nbd:unix:"):
 		sock, _, _ := strings.Cut(p[len("nbd:unix:"):], ":")

@@ -51,7 +51,7 @@ func TestCommandLineGolden(t *testing.T) {
 		Disks: []Disk{
 			{ID: "root", Path: "/srv/vms/db,primary/root.qcow2", Format: "qcow2", Boot: true, Cache: "writeback", AIO: "io_uring"},
 			{ID: "vol-data", Path: "nbd:unix:/run/ultracloud/coronafs/vol-data.sock:exportname=vol-data", Format: "raw", Cache: "none"},
-			{ID: "vol-logs", Path: `json:{"driver":"nbd","server":{"type":"unix","path":"/run/c.sock"},"export":"logs"}`, Format: "raw"},
+			{ID: "vol-logs", Path: `json:{"file":{"driver":"nbd","server":{"type":"unix","path":"/run/c.sock"},"export":"logs"}}`, Format: "raw"},
 		},
 		NICs: []NIC{
 			{ID: "net0", Tap: "uct-aaaa", MAC: "52:54:00:00:00:01", Vhost: true},
@@ -117,6 +117,7 @@ func TestBadSpecsAreRefusedNamingTheField(t *testing.T) {
 		"nic id like a disk":    {func(s *Spec) { s.NICs[0].ID = "root" }, "nics[0].id \"root\": already used"},
 		"relative disk":         {func(s *Spec) { s.Disks[0].Path = "root.qcow2" }, "disks[0].path"},
 		"bad json disk":         {func(s *Spec) { s.Disks[0].Path = "json:{nope" }, "json: form"},
+		"json without file":     {func(s *Spec) { s.Disks[0].Path = `json:{"driver":"nbd"}` }, `needs a "file" object`},
 		"relative nbd sock":     {func(s *Spec) { s.Disks[0].Path = "nbd:unix:x.sock" }, "NBD socket path"},
 		"no format":             {func(s *Spec) { s.Disks[0].Format = "" }, "disks[0].format"},
 		"vmdk":                  {func(s *Spec) { s.Disks[0].Format = "vmdk" }, "disks[0].format"},
