@@ -734,3 +734,24 @@ func TestNBDDisksAttachInBothSpellings(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestALaunchedQEMUKilledBehindOurBackIsACrashWithItsSignal(t *testing.T) {
+	requireTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inst, _ := launchIdle(t, ctx, "idle-crash")
+	if err := syscall.Kill(inst.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exit, err := inst.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Our child: the status is known, and it says SIGKILL.
+	if !exit.Crashed() || exit.Killed || exit.Shutdown != nil || !exit.StatusKnown || exit.Signal != syscall.SIGKILL {
+		t.Fatalf("exit: %+v (%s), want a crash by SIGKILL with a known status", exit, exit)
+	}
+	if _, err := inst.Status(ctx); !errors.Is(err, qmp.ErrConnectionLost) {
+		t.Fatalf("status of a dead QEMU: %v, want ErrConnectionLost", err)
+	}
+}

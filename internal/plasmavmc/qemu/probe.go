@@ -48,14 +48,14 @@ const probeLoops = 2_000_000
 // Probe decides between KVM and TCG by running a tiny guest on /dev/kvm.
 //
 // The usual check (open /dev/kvm, KVM_GET_API_VERSION, KVM_CREATE_VM) is
-// not enough: on some hosts (measured on this project's CI machines) all
-// of that succeeds, a vCPU runs and exits on I/O, but guest code runs
-// about a thousand times slower than native (each instruction emulated or
-// single-stepped; a Linux kernel never gets past its decompressor), and
-// `-cpu host` makes QEMU abort on an MSR. So Probe also runs a 32-bit
-// protected-mode loop of 4M instructions in a VM of its own and times it:
-// under working KVM that takes about a millisecond, under the emulated one
-// about 3.5 seconds. KVM is chosen only when the loop finishes within
+// not enough: on some hosts (measured on this project's development
+// machine) all of that succeeds, a vCPU runs and exits on I/O, but guest
+// code runs about a thousand times slower than native (each instruction
+// emulated or single-stepped; a Linux kernel never gets past its
+// decompressor), and `-cpu host` makes QEMU abort on an MSR. So Probe also
+// runs a 32-bit protected-mode loop of 4M instructions in a VM of its own
+// and times it: under working KVM that takes about a millisecond, under
+// the emulated one 3-5 seconds. KVM is chosen only when the loop finishes within
 // MaxLoop; otherwise TCG, which runs the same loop in milliseconds.
 func Probe(opts ProbeOptions) ProbeResult {
 	dev := opts.Device
