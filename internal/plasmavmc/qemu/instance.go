@@ -80,7 +80,9 @@ func (h *Host) Launch(ctx context.Context, spec Spec, dir string) (*Instance, er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("qemu: VM directory: %w", err)
 	}
-	for _, p := range []string{l.QMP, l.Console, l.PIDFile} {
+	// The pid file stays: QEMU locks it, so a second QEMU on this
+	// directory fails to start instead of running beside the first.
+	for _, p := range []string{l.QMP, l.Console} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("qemu: removing the stale %s: %w", p, err)
 		}
@@ -135,8 +137,16 @@ func (h *Host) Launch(ctx context.Context, spec Spec, dir string) (*Instance, er
 	inst := newInstance(l, spec, proc, client, false, log)
 	if !spec.Paused {
 		if err := inst.Cont(ctx); err != nil {
+			err = fmt.Errorf("qemu: starting the vCPUs: %w", err)
+			// The instance's watcher owns the process now: kill, let it
+			// reap, then release.
+			_ = proc.signal(syscall.SIGKILL)
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = inst.Wait(wctx)
+			cancel()
 			inst.Close()
-			return fail(fmt.Errorf("qemu: starting the vCPUs: %w", err))
+			log.Warn("qemu start-up failed", "err", err)
+			return nil, err
 		}
 	}
 	log.Info("qemu launched", "accel", spec.Accel, "dir", dir)
