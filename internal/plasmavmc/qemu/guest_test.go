@@ -55,7 +55,7 @@ func helperLaunch() int {
 
 func ciSet() bool {
 	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "0" && v != "false"
+	return v != "" && v != "0" && v != "false" || os.Getenv("ULTRACLOUD_TEST_COMMAND") != ""
 }
 
 // requireTools skips (or, under CI, fails) when a tool is missing.
@@ -83,20 +83,12 @@ func vmDir(t *testing.T) string {
 	return filepath.Join(dir, "vm")
 }
 
-// guestKernel is Debian's cloud kernel and its module directory.
+// guestKernel is Debian's cloud kernel and its module directory (from the
+// test command's cache, see testkit.GuestKernel).
 func guestKernel(t *testing.T) (kernel, modules string) {
 	t.Helper()
-	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
-	if len(ks) == 0 {
-		msg := "qemu: no /boot/vmlinuz-*-cloud-amd64: apt-get install -y linux-image-cloud-amd64"
-		if ciSet() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	kernel = ks[len(ks)-1]
-	ver := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	return kernel, filepath.Join("/lib/modules", ver, "kernel")
+	kernel, mods := testkit.GuestKernel(t)
+	return kernel, filepath.Join(mods, "kernel")
 }
 
 // The guest's init: load the virtio (and power button) modules, report
