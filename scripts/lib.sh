@@ -1,18 +1,70 @@
 # Shared helpers for the scripts in this directory. Sourced, not run.
 
-# need_go checks that a recent enough Go toolchain is on PATH.
+# go_ok reports whether the go on PATH is 1.26 or newer.
+go_ok() {
+	command -v go >/dev/null 2>&1 || return 1
+	local v
+	v=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+	case "$v" in
+	1.2[6-9]* | 1.[3-9]* | [2-9].*) return 0 ;;
+	esac
+	return 1
+}
+
+# need_go makes a Go 1.26+ toolchain available: the one on PATH (or in
+# /usr/local/go), else the one this script installed earlier, else it
+# installs the go.mod version from the Go module proxy (the
+# golang.org/toolchain module, the way `go` itself fetches toolchains),
+# verified against the checksum database (sum.golang.org, reached through
+# the proxy), into $ULTRACLOUD_CACHE/go (default ~/.cache/ultracloud/go).
 need_go() {
-	export PATH="$PATH:/usr/local/go/bin"
-	if ! command -v go >/dev/null 2>&1; then
-		echo "error: Go is not installed. Install Go 1.26 or newer from https://go.dev/dl/ into /usr/local/go, then rerun." >&2
+	# ULTRACLOUD_SYSTEM_GO="" hides /usr/local/go (the bootstrap test).
+	local sys=${ULTRACLOUD_SYSTEM_GO-/usr/local/go}
+	[ -n "$sys" ] && export PATH="$PATH:$sys/bin"
+	go_ok && return 0
+	local cache=${ULTRACLOUD_CACHE:-$HOME/.cache/ultracloud}
+	local root=$cache/go
+	if [ -x "$root/bin/go" ]; then
+		export PATH="$root/bin:$PATH"
+		go_ok && return 0
+	fi
+	local ver arch proxy v zip want got
+	ver=$(awk '$1 == "go" {print $2; exit}' "$(dirname "${BASH_SOURCE[0]}")/../go.mod")
+	case "$(uname -m)" in
+	x86_64) arch=amd64 ;;
+	aarch64) arch=arm64 ;;
+	*) echo "error: no Go toolchain for $(uname -m); install Go 1.26+ and rerun" >&2; exit 1 ;;
+	esac
+	apt_need curl unzip coreutils ca-certificates
+	proxy=${GOPROXY:-https://proxy.golang.org}
+	proxy=${proxy%%,*}
+	[ "$proxy" = direct ] || [ "$proxy" = off ] && proxy=https://proxy.golang.org
+	v=v0.0.1-go$ver.linux-$arch
+	zip=$cache/go-$v.zip
+	mkdir -p "$cache"
+	echo "==> installing Go $ver from $proxy (golang.org/toolchain@$v) into $root"
+	curl -fsSL --retry 3 -o "$zip.part" "$proxy/golang.org/toolchain/@v/$v.zip"
+	want=$(curl -fsSL --retry 3 "$proxy/sumdb/sum.golang.org/lookup/golang.org/toolchain@$v" | awk -v v="$v" '$1 == "golang.org/toolchain" && $2 == v {print $3}')
+	rm -rf "$root.new" && mkdir -p "$root.new"
+	unzip -q "$zip.part" -d "$root.new"
+	got=$(go_tree_hash "$root.new")
+	rm -f "$zip.part"
+	if [ -z "$want" ] || [ "$got" != "$want" ]; then
+		rm -rf "$root.new"
+		echo "error: the Go toolchain zip does not match the checksum database (got ${got:-nothing}, want ${want:-no entry}); not installed" >&2
 		exit 1
 	fi
-	local v
-	v=$(go env GOVERSION | sed 's/^go//')
-	case "$v" in
-	1.2[6-9]* | 1.[3-9]* | [2-9].*) ;;
-	*) echo "error: Go $v is too old; UltraCloud needs Go 1.26 or newer." >&2; exit 1 ;;
-	esac
+	rm -rf "$root" && mv "$root.new/golang.org/toolchain@$v" "$root" && rm -rf "$root.new"
+	export PATH="$root/bin:$PATH"
+	go_ok || { echo "error: the installed Go in $root does not run" >&2; exit 1; }
+}
+
+# go_tree_hash prints the h1: hash of an unpacked module zip (Go's
+# dirhash.Hash1: the SHA-256 of the sorted lines "<sha256 of file>  <name>",
+# names as in the zip, in base64), the hash the checksum database holds.
+go_tree_hash() {
+	(cd "$1" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | xargs -d '\n' sha256sum) |
+		sha256sum | cut -d' ' -f1 | tr a-f A-F | basenc --base16 -d | base64 | sed 's/^/h1:/'
 }
 
 # apt_need installs the given Debian packages if any is missing.
