@@ -146,6 +146,37 @@ func List[S, T any](ctx context.Context, c *Conn, k Kind, allProjects bool) (Lis
 	return l, nil
 }
 
+// Where returns the objects of l that keep keeps.
+func (l Listed[S, T]) Where(keep func(Object[S, T]) bool) []Object[S, T] {
+	var kept []Object[S, T]
+	for _, o := range l.Items {
+		if keep(o) {
+			kept = append(kept, o)
+		}
+	}
+	return kept
+}
+
+// ListWhere lists k (in the effective project, or all) and returns the
+// objects keep keeps: what a describe block shows of the objects of
+// another kind that refer to the one described.
+func ListWhere[S, T any](ctx context.Context, c *Conn, k Kind, allProjects bool, keep func(Object[S, T]) bool) ([]Object[S, T], error) {
+	l, err := List[S, T](ctx, c, k, allProjects)
+	if err != nil {
+		return nil, err
+	}
+	return l.Where(keep), nil
+}
+
+// Names returns the names of objects, in order.
+func Names[S, T any](objects []Object[S, T]) []string {
+	var names []string
+	for _, o := range objects {
+		names = append(names, o.Name())
+	}
+	return names
+}
+
 // Column is one column of a typed list table.
 type Column[S, T any] struct {
 	Head  string
@@ -206,13 +237,7 @@ func KindListCmd[S, T any](cf *ClientFlags, k Kind, what string, cols []Column[S
 			if err != nil {
 				return l, err
 			}
-			kept := l.Items[:0]
-			for _, o := range l.Items {
-				if keep(o) {
-					kept = append(kept, o)
-				}
-			}
-			l.Items = kept
+			l.Items = l.Where(keep)
 			return l, nil
 		}, PrintList(cols))
 	}

@@ -329,17 +329,8 @@ type imageUse struct {
 }
 
 func imageUsers(ctx context.Context, c *clikit.Conn, o image) imageUse {
-	l, err := clikit.List[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, false)
-	if err != nil {
-		return imageUse{err: err}
-	}
-	var u imageUse
-	for _, v := range l.Items {
-		if v.Spec.Image == o.Name() {
-			u.vms = append(u.vms, v.Name())
-		}
-	}
-	return u
+	vs, err := clikit.ListWhere(ctx, c, vms, false, func(v vm) bool { return v.Spec.Image == o.Name() })
+	return imageUse{vms: clikit.Names(vs), err: err}
 }
 
 func describeImage(d *clikit.Desc, o image, u imageUse) {

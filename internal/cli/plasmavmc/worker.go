@@ -44,17 +44,8 @@ type workerUse struct {
 }
 
 func workerVMs(ctx context.Context, c *clikit.Conn, o worker) workerUse {
-	l, err := clikit.List[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, true)
-	if err != nil {
-		return workerUse{err: err}
-	}
-	var u workerUse
-	for _, v := range l.Items {
-		if v.Status.Host == o.Name() {
-			u.vms = append(u.vms, v)
-		}
-	}
-	return u
+	vs, err := clikit.ListWhere(ctx, c, vms, true, func(v vm) bool { return v.Status.Host == o.Name() })
+	return workerUse{vms: vs, err: err}
 }
 
 func describeWorker(d *clikit.Desc, o worker, u workerUse) {

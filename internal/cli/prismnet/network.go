@@ -87,26 +87,11 @@ type networkUse struct {
 
 func networkMore(ctx context.Context, c *clikit.Conn, o network) networkUse {
 	var u networkUse
-	ss, err := clikit.List[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](ctx, c, subnets, false)
-	if err != nil {
-		u.err = err
+	if u.subnets, u.err = clikit.ListWhere(ctx, c, subnets, false, func(s subnet) bool { return s.Spec.Network == o.Name() }); u.err != nil {
 		return u
 	}
-	for _, s := range ss.Items {
-		if s.Spec.Network == o.Name() {
-			u.subnets = append(u.subnets, s)
-		}
-	}
-	ps, err := clikit.List[prismnetv1.PortSpec, prismnetv1.PortStatus](ctx, c, ports, false)
-	if err != nil {
-		u.err = err
-		return u
-	}
-	for _, p := range ps.Items {
-		if p.Spec.Network == o.Name() {
-			u.ports++
-		}
-	}
+	ps, err := clikit.ListWhere(ctx, c, ports, false, func(p port) bool { return p.Spec.Network == o.Name() })
+	u.ports, u.err = len(ps), err
 	return u
 }
 

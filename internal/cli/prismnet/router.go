@@ -158,11 +158,9 @@ func routerMore(ctx context.Context, c *clikit.Conn, o router) routerUse {
 			u.subnets[s.Name()] = s
 		}
 	}
-	if fs, err := clikit.List[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](ctx, c, fips, false); err == nil {
-		for _, f := range fs.Items {
-			if f.Status.Router == o.Name() {
-				u.fips = append(u.fips, fmt.Sprintf("%s (%s -> %s)", f.Name(), clikit.Dash(f.Status.Address), clikit.Dash(f.Status.InternalIP)))
-			}
+	if fs, err := clikit.ListWhere(ctx, c, fips, false, func(f fip) bool { return f.Status.Router == o.Name() }); err == nil {
+		for _, f := range fs {
+			u.fips = append(u.fips, fmt.Sprintf("%s (%s -> %s)", f.Name(), clikit.Dash(f.Status.Address), clikit.Dash(f.Status.InternalIP)))
 		}
 	}
 	return u

@@ -58,17 +58,8 @@ type groupUsers struct {
 }
 
 func secgroupUsers(ctx context.Context, c *clikit.Conn, o secgroup) groupUsers {
-	ps, err := clikit.List[prismnetv1.PortSpec, prismnetv1.PortStatus](ctx, c, ports, false)
-	if err != nil {
-		return groupUsers{err: err}
-	}
-	var u groupUsers
-	for _, p := range ps.Items {
-		if slices.Contains(p.Spec.SecurityGroups, o.Name()) {
-			u.ports = append(u.ports, p.Name())
-		}
-	}
-	return u
+	ps, err := clikit.ListWhere(ctx, c, ports, false, func(p port) bool { return slices.Contains(p.Spec.SecurityGroups, o.Name()) })
+	return groupUsers{ports: clikit.Names(ps), err: err}
 }
 
 func describeSecGroup(d *clikit.Desc, o secgroup, u groupUsers) {
