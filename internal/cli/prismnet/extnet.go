@@ -76,11 +76,7 @@ cluster-scoped: defining one is an administrator's job.`,
 func describeExtNet(d *clikit.Desc, o extnet, _ struct{}) {
 	d.KV("CIDR", o.Spec.CIDR)
 	d.KV("Gateway", o.Spec.Gateway)
-	var pools []string
-	for _, p := range o.Spec.AllocationPools {
-		pools = append(pools, p.Start+"-"+p.End)
-	}
-	d.KV("Allocation pools", clikit.JoinOr(pools, "the whole CIDR but the reserved addresses"))
+	d.KV("Allocation pools", clikit.JoinOr(poolsText(o.Spec.AllocationPools), "the whole CIDR but the reserved addresses"))
 	d.KV("Interface", o.Spec.Interface)
 	d.KV("Hosts", clikit.JoinOr(o.Spec.Hosts, "none"))
 	d.KV("ID", o.Status.ID)

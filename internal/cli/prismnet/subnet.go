@@ -90,14 +90,19 @@ func describeSubnet(d *clikit.Desc, o subnet, _ struct{}) {
 	}
 	d.KV("Service address", sa)
 	d.KV("DNS servers", clikit.JoinOr(o.Spec.DNSServers, "none"))
-	var pools []string
-	for _, p := range o.Spec.AllocationPools {
-		pools = append(pools, p.Start+"-"+p.End)
-	}
-	d.KV("Allocation pools", clikit.JoinOr(pools, "the whole subnet but the reserved addresses"))
+	d.KV("Allocation pools", clikit.JoinOr(poolsText(o.Spec.AllocationPools), "the whole subnet but the reserved addresses"))
 	var rows [][]string
 	for _, r := range o.Spec.HostRoutes {
 		rows = append(rows, []string{r.Destination, r.Nexthop})
 	}
 	d.Table("Host routes", []string{"DESTINATION", "NEXTHOP"}, rows, "none")
+}
+
+// poolsText shows allocation pools as --pool takes them: START-END.
+func poolsText(pools []prismnetv1.AllocationPool) []string {
+	var out []string
+	for _, p := range pools {
+		out = append(out, p.Start+"-"+p.End)
+	}
+	return out
 }
