@@ -148,11 +148,14 @@ func (f *ClientFlags) Resolved() (ClientConfig, error) {
 	return c, nil
 }
 
-// Client connects with the effective settings: a static token if one is
-// given, else the saved credentials (refreshed automatically, and saved
-// back to the client config when they are) if they belong to this
-// endpoint.
-func (f *ClientFlags) Client() (*client.Client, ClientConfig, error) {
+// TokenSource returns the effective settings and the bearer tokens they
+// authenticate with: a static token if one is given, else the saved
+// credentials (refreshed automatically, and saved back to the client
+// config when they are) if they belong to this endpoint, else none (a nil
+// source). Client uses it; so do verbs that send requests the SDK does not
+// make (a streamed upload, a WebSocket), so that they authenticate as the
+// SDK does.
+func (f *ClientFlags) TokenSource() (client.TokenSource, ClientConfig, error) {
 	path := ClientConfigPath(f.env)
 	saved, err := ReadClientConfig(path)
 	if err != nil {
@@ -162,8 +165,10 @@ func (f *ClientFlags) Client() (*client.Client, ClientConfig, error) {
 	if err != nil {
 		return nil, c, err
 	}
-	cfg := client.Config{Endpoint: c.Endpoint, Token: c.Token, UserAgent: "ultracloud-cli"}
-	if c.Token == "" && c.Credentials != nil && c.Endpoint == saved.Endpoint && c.Endpoint != "" {
+	switch {
+	case c.Token != "":
+		return client.StaticToken(c.Token), c, nil
+	case c.Credentials != nil && c.Endpoint == saved.Endpoint && c.Endpoint != "":
 		ts, err := iamclient.NewRefreshingTokenSource(c.Endpoint, nil, *c.Credentials, func(nc iamclient.Credentials) {
 			if err := SaveCredentials(path, c.Endpoint, nc); err != nil {
 				fmt.Fprintf(f.env.Stderr, "warning: could not save refreshed credentials: %v\n", err)
@@ -172,9 +177,19 @@ func (f *ClientFlags) Client() (*client.Client, ClientConfig, error) {
 		if err != nil {
 			return nil, c, err
 		}
-		cfg.TokenSource = ts
+		return ts, c, nil
 	}
-	cl, err := client.New(cfg)
+	return nil, c, nil
+}
+
+// Client connects with the effective settings, authenticated with the
+// tokens of TokenSource.
+func (f *ClientFlags) Client() (*client.Client, ClientConfig, error) {
+	ts, c, err := f.TokenSource()
+	if err != nil {
+		return nil, c, err
+	}
+	cl, err := client.New(client.Config{Endpoint: c.Endpoint, TokenSource: ts, UserAgent: "ultracloud-cli"})
 	return cl, c, err
 }
 

@@ -1,9 +1,12 @@
 // Package clikit is what the command packages of the ultracloud CLI share:
 // the process environment a command may touch (Env), exit codes, output
 // formats (-o table|json|yaml), the client config file and the API
-// connection built from it, generic resource helpers (create, list and
-// delete verbs over one collection), terminal prompts, and Run, the one
-// shape of a verb: parse -o, connect, call, print.
+// connection (and token source) built from it, generic resource helpers
+// (create, list and delete verbs over one collection), typed verbs over a
+// component's own kinds (Kind: list, get, describe, delete, create) with
+// the describe-block writer (Desc), terminal prompts, and Run, the one
+// shape of a verb: parse -o, connect, call, print. Tests of the command
+// packages run the CLI with clitest.
 //
 // It knows no component: component verbs live in internal/cli/<component>
 // and the command tree in internal/cli. Nothing here holds global state;

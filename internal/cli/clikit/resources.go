@@ -92,15 +92,25 @@ func (c *Conn) Create(ctx context.Context, collection, name string, spec any) (C
 	if err != nil {
 		return Created{}, err
 	}
-	b, err := json.Marshal(spec)
+	o, err := createIn(ctx, rs, k.Singular, name, spec)
 	if err != nil {
 		return Created{}, err
 	}
+	return Created{Kind: k, Object: o}, nil
+}
+
+// createIn creates name with spec in rs, a collection whose objects
+// messages name singular/name.
+func createIn(ctx context.Context, rs *client.Resources, singular, name string, spec any) (*api.Object, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
 	o, err := rs.Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: b})
 	if err != nil {
-		return Created{}, fmt.Errorf("%s/%s: %w", k.Singular, name, err)
+		return nil, fmt.Errorf("%s/%s: %w", singular, name, err)
 	}
-	return Created{Kind: k, Object: o}, nil
+	return o, nil
 }
 
 // PrintCreated reports a created object as a line, JSON or YAML.
@@ -180,11 +190,17 @@ func DeleteNamed(cmd *cobra.Command, cf *ClientFlags, collection string, names [
 	if err != nil {
 		return err
 	}
+	return deleteEach(cmd, rs, k.Singular, names)
+}
+
+// deleteEach deletes the named objects of rs in turn, reporting each as
+// singular/name, and stops at the first failure.
+func deleteEach(cmd *cobra.Command, rs *client.Resources, singular string, names []string) error {
 	for _, name := range names {
 		if _, err := rs.Delete(cmd.Context(), name, 0); err != nil {
-			return fmt.Errorf("%s/%s: %w", k.Singular, name, err)
+			return fmt.Errorf("%s/%s: %w", singular, name, err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", k.Singular, name)
+		fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", singular, name)
 	}
 	return nil
 }

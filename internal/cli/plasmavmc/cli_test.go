@@ -14,10 +14,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/cli"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit/clitest"
 	"github.com/ultracloud/ultracloud/internal/node"
 	"github.com/ultracloud/ultracloud/internal/node/nodetest"
 	"github.com/ultracloud/ultracloud/internal/testkit"
@@ -31,10 +31,8 @@ var _ = testkit.RegisterUpdateFlag()
 // env runs the whole CLI in-process against a node built by the real
 // wiring, as a shell with ULTRACLOUD_ENDPOINT, _TOKEN and _PROJECT set.
 type env struct {
-	t    *testing.T
-	n    *nodetest.Node
-	vars map[string]string
-	ctx  context.Context
+	*clitest.Shell
+	n *nodetest.Node
 }
 
 func newEnv(t *testing.T) *env {
@@ -42,89 +40,36 @@ func newEnv(t *testing.T) *env {
 	// A long heartbeat lease: a worker registered once stays alive for
 	// the whole test without a heartbeat loop.
 	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) { c.PlasmaVMC.HeartbeatTTL = 5 * time.Minute }})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	if _, err := n.Admin.Resources("projects", "").Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "demo"}, Spec: json.RawMessage(`{}`)}); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, n: n, ctx: ctx, vars: map[string]string{
-		"ULTRACLOUD_ENDPOINT":      n.APIURL(),
-		"ULTRACLOUD_TOKEN":         n.Token(),
-		"ULTRACLOUD_PROJECT":       "demo",
-		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(t.TempDir(), "none.yaml"),
-	}}
-}
-
-func (e *env) run(args ...string) (int, string, string) {
-	var out, errb bytes.Buffer
-	getenv := func(k string) string { return e.vars[k] }
-	lookup := func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
-	code := cli.Main(e.ctx, args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: getenv, LookupEnv: lookup})
-	return code, out.String(), errb.String()
-}
-
-// ok runs a command that must succeed and returns its stdout.
-func (e *env) ok(args ...string) string {
-	e.t.Helper()
-	code, out, errs := e.run(args...)
-	if code != 0 {
-		e.t.Fatalf("ultracloud %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
-	}
-	return out
-}
-
-// fails runs a command that must fail and checks that stderr mentions
-// every want; it returns stderr.
-func (e *env) fails(args []string, want ...string) string {
-	e.t.Helper()
-	code, out, errs := e.run(args...)
-	if code == 0 {
-		e.t.Fatalf("ultracloud %s succeeded:\n%s", strings.Join(args, " "), out)
-	}
-	for _, w := range want {
-		if !strings.Contains(errs, w) {
-			e.t.Fatalf("ultracloud %s: stderr %q does not mention %q", strings.Join(args, " "), errs, w)
-		}
-	}
-	return errs
-}
-
-func decodeInto[T any](t *testing.T, raw json.RawMessage) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("decoding %s: %v", raw, err)
-	}
-	return v
+	return &env{Shell: clitest.NewInProject(t, 3*time.Minute, cli.Main, n.Admin, n.APIURL(), n.Token(), "demo"), n: n}
 }
 
 func (e *env) vm(name string) (plasmavmcv1.VMSpec, plasmavmcv1.VMStatus) {
-	e.t.Helper()
-	o, err := e.n.Admin.Resources("vms", "demo").Get(e.ctx, name)
+	e.T.Helper()
+	o, err := e.n.Admin.Resources("vms", "demo").Get(e.Ctx, name)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
-	return decodeInto[plasmavmcv1.VMSpec](e.t, o.Spec), decodeInto[plasmavmcv1.VMStatus](e.t, o.Status)
+	return clitest.DecodeInto[plasmavmcv1.VMSpec](e.T, o.Spec), clitest.DecodeInto[plasmavmcv1.VMStatus](e.T, o.Status)
 }
 
 // setStatus changes a VM's status as its worker's agent would.
 func (e *env) setStatus(name string, change func(st *plasmavmcv1.VMStatus)) {
-	e.t.Helper()
+	e.T.Helper()
 	rs := e.n.Admin.Resources("vms", "demo")
 	for attempt := 0; ; attempt++ {
-		o, err := rs.Get(e.ctx, name)
+		o, err := rs.Get(e.Ctx, name)
 		if err != nil {
-			e.t.Fatal(err)
+			e.T.Fatal(err)
 		}
-		st := decodeInto[plasmavmcv1.VMStatus](e.t, o.Status)
+		st := clitest.DecodeInto[plasmavmcv1.VMStatus](e.T, o.Status)
 		change(&st)
 		o.Status, _ = json.Marshal(st)
-		_, err = rs.UpdateStatus(e.ctx, o)
+		_, err = rs.UpdateStatus(e.Ctx, o)
 		if client.IsConflict(err) && attempt < 5 {
 			continue
 		}
 		if err != nil {
-			e.t.Fatalf("status of vm %s: %v", name, err)
+			e.T.Fatalf("status of vm %s: %v", name, err)
 		}
 		return
 	}
@@ -133,81 +78,37 @@ func (e *env) setStatus(name string, change func(st *plasmavmcv1.VMStatus)) {
 // register makes a worker as its agent does: the Worker object, a
 // heartbeat, its capacity.
 func (e *env) register(name string, vcpus, memMiB int) {
-	e.t.Helper()
-	if _, err := e.n.Admin.Resources("workers", "").Create(e.ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: json.RawMessage(`{}`)}); err != nil {
-		e.t.Fatal(err)
+	e.T.Helper()
+	if _, err := e.n.Admin.Resources("workers", "").Create(e.Ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Spec: json.RawMessage(`{}`)}); err != nil {
+		e.T.Fatal(err)
 	}
 	// The heartbeat before the capacity: the scheduler counts a worker
 	// once it reported, and it is then alive at once (no intermediate
 	// refusal to make the events differ from run to run).
-	if err := e.n.Admin.Do(e.ctx, "POST", "/v1/workers/"+name+"/heartbeat", nil, nil, nil); err != nil {
-		e.t.Fatal(err)
+	if err := e.n.Admin.Do(e.Ctx, "POST", "/v1/workers/"+name+"/heartbeat", nil, nil, nil); err != nil {
+		e.T.Fatal(err)
 	}
 	now := time.Now().UTC()
 	raw, _ := json.Marshal(plasmavmcv1.WorkerStatus{VCPUs: vcpus, MemoryMiB: memMiB, Accel: "tcg", AccelReason: "/dev/kvm cannot run guests", ObservedAt: &now})
-	if _, err := e.n.Admin.Resources("workers", "").UpdateStatus(e.ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Status: raw}); err != nil {
-		e.t.Fatal(err)
+	if _, err := e.n.Admin.Resources("workers", "").UpdateStatus(e.Ctx, &api.Object{Metadata: api.ObjectMeta{Name: name}, Status: raw}); err != nil {
+		e.T.Fatal(err)
 	}
 }
 
 // waitStatus waits until the VM's status satisfies cond.
 func (e *env) waitStatus(name, what string, cond func(s plasmavmcv1.VMSpec, st plasmavmcv1.VMStatus) bool) {
-	e.t.Helper()
-	testkit.EventuallyErr(e.t, 20*time.Second, "vm "+name+" "+what, func() error {
-		o, err := e.n.Admin.Resources("vms", "demo").Get(e.ctx, name)
+	e.T.Helper()
+	testkit.EventuallyErr(e.T, 20*time.Second, "vm "+name+" "+what, func() error {
+		o, err := e.n.Admin.Resources("vms", "demo").Get(e.Ctx, name)
 		if err != nil {
 			return err
 		}
-		s, st := decodeInto[plasmavmcv1.VMSpec](e.t, o.Spec), decodeInto[plasmavmcv1.VMStatus](e.t, o.Status)
+		s, st := clitest.DecodeInto[plasmavmcv1.VMSpec](e.T, o.Spec), clitest.DecodeInto[plasmavmcv1.VMStatus](e.T, o.Status)
 		if !cond(s, st) {
 			return fmt.Errorf("spec %+v status %+v", s, st)
 		}
 		return nil
 	})
-}
-
-var (
-	cellSep = regexp.MustCompile(`\s{2,}`)
-	timeRE  = regexp.MustCompile(`\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ \(\d+[smhd] ago\)`)
-	ageRE   = regexp.MustCompile(`^\d+[smhd]( ago)?$`)
-	revRE   = regexp.MustCompile(`Revision:\s+\d+`)
-	secsRE  = regexp.MustCompile(`\b\d+\.\ds\b`)
-	rateRE  = regexp.MustCompile(`[\d.]+ [KMG]?i?B/s`)
-)
-
-// stable masks what changes from run to run (times, ages, revisions,
-// elapsed seconds, rates, and the words in mask) and re-aligns the
-// columns, whose widths depend on the masked values, so the output can be
-// a golden file. A run of lines with the same indentation and number of
-// cells is aligned as one table, as the verbs align them.
-func stable(s string, mask ...string) []byte {
-	s = timeRE.ReplaceAllString(s, "<time>")
-	s = revRE.ReplaceAllString(s, "Revision:  <rev>")
-	s = secsRE.ReplaceAllString(s, "<secs>")
-	s = rateRE.ReplaceAllString(s, "<rate>")
-	for i := 0; i+1 < len(mask); i += 2 {
-		s = strings.ReplaceAll(s, mask[i], mask[i+1])
-	}
-	var b bytes.Buffer
-	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	lastShape := ""
-	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		body := strings.TrimLeft(line, " ")
-		indent := line[:len(line)-len(body)]
-		cells := cellSep.Split(body, -1)
-		for i, c := range cells {
-			if ageRE.MatchString(c) {
-				cells[i] = "<age>"
-			}
-		}
-		if shape := fmt.Sprintf("%q/%d", indent, len(cells)); shape != lastShape {
-			tw.Flush()
-			lastShape = shape
-		}
-		fmt.Fprintln(tw, indent+strings.Join(cells, "\t"))
-	}
-	tw.Flush()
-	return b.Bytes()
 }
 
 // randomFile writes n bytes from a fixed seed (so digests are stable in
@@ -237,10 +138,10 @@ func TestImagesByCLI(t *testing.T) {
 	initrd, initrdSum := randomFile(t, "initrd.img", 2, 300000)
 	disk, diskSum := randomFile(t, "disk.raw", 3, 1<<20)
 
-	if out := e.ok("image", "create", "tiny", "--format", "kernel", "--cmdline", "console=ttyS0 quiet", "--description", "busybox guest"); out != "image/tiny in project demo created\n" {
+	if out := e.OK("image", "create", "tiny", "--format", "kernel", "--cmdline", "console=ttyS0 quiet", "--description", "busybox guest"); out != "image/tiny in project demo created\n" {
 		t.Fatalf("image create: %q", out)
 	}
-	code, out, errs := e.run("image", "upload", "tiny", "--kernel", kernel, "--initrd", initrd)
+	code, out, errs := e.Run("image", "upload", "tiny", "--kernel", kernel, "--initrd", initrd)
 	if code != 0 {
 		t.Fatalf("image upload: exit %d\n%s\n%s", code, out, errs)
 	}
@@ -259,53 +160,53 @@ func TestImagesByCLI(t *testing.T) {
 		!strings.Contains(errs, "initrd: 293.0 KiB sent in ") || strings.Contains(errs, "\r") {
 		t.Fatalf("image upload progress:\n%s", errs)
 	}
-	o, err := e.n.Admin.Resources("images", "demo").Get(e.ctx, "tiny")
+	o, err := e.n.Admin.Resources("images", "demo").Get(e.Ctx, "tiny")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := decodeInto[plasmavmcv1.ImageStatus](t, o.Status)
+	st := clitest.DecodeInto[plasmavmcv1.ImageStatus](t, o.Status)
 	if st.Phase != "Ready" || len(st.Parts) != 2 || st.Parts[0].SHA256 != initrdSum || st.Parts[1].SHA256 != kernelSum {
 		t.Fatalf("the server's image status %+v", st)
 	}
 
 	// --format creates the image; JSON prints the image as uploaded.
 	var img api.Object
-	if err := json.Unmarshal([]byte(e.ok("image", "upload", "debian", disk, "--format", "raw", "--description", "a disk", "-o", "json")), &img); err != nil {
+	if err := json.Unmarshal([]byte(e.OK("image", "upload", "debian", disk, "--format", "raw", "--description", "a disk", "-o", "json")), &img); err != nil {
 		t.Fatal(err)
 	}
-	if st := decodeInto[plasmavmcv1.ImageStatus](t, img.Status); st.Phase != "Ready" || st.Parts[0].SHA256 != diskSum {
+	if st := clitest.DecodeInto[plasmavmcv1.ImageStatus](t, img.Status); st.Phase != "Ready" || st.Parts[0].SHA256 != diskSum {
 		t.Fatalf("upload --format raw -o json: %+v", st)
 	}
-	e.ok("image", "create", "half", "--format", "kernel")
-	if out := e.ok("image", "upload", "half", "--kernel", kernel); !strings.HasSuffix(out, "image/half is Pending: it still needs --initrd\n") {
+	e.OK("image", "create", "half", "--format", "kernel")
+	if out := e.OK("image", "upload", "half", "--kernel", kernel); !strings.HasSuffix(out, "image/half is Pending: it still needs --initrd\n") {
 		t.Fatalf("a kernel without its initrd: %q", out)
 	}
 
-	e.fails([]string{"image", "upload", "tiny", disk}, "image/tiny is a kernel image: upload --kernel FILE and --initrd FILE")
-	e.fails([]string{"image", "upload", "debian", "--kernel", kernel}, "image/debian is a raw image: upload its disk as FILE")
-	e.fails([]string{"image", "upload", "debian", disk, "--format", "qcow2"}, "image/debian exists as a raw image, not qcow2")
-	e.fails([]string{"image", "upload", "nosuch", disk}, "image/nosuch:", "not_found", "ultracloud image create nosuch --format")
-	e.fails([]string{"image", "create", "tiny", "--format", "raw"}, "image/tiny:", "HTTP 409")
+	e.Fails([]string{"image", "upload", "tiny", disk}, "image/tiny is a kernel image: upload --kernel FILE and --initrd FILE")
+	e.Fails([]string{"image", "upload", "debian", "--kernel", kernel}, "image/debian is a raw image: upload its disk as FILE")
+	e.Fails([]string{"image", "upload", "debian", disk, "--format", "qcow2"}, "image/debian exists as a raw image, not qcow2")
+	e.Fails([]string{"image", "upload", "nosuch", disk}, "image/nosuch:", "not_found", "ultracloud image create nosuch --format")
+	e.Fails([]string{"image", "create", "tiny", "--format", "raw"}, "image/tiny:", "HTTP 409")
 
 	// A VM that boots tiny shows in its describe.
-	e.ok("vm", "create", "web", "--image", "tiny", "--vcpus", "1", "--memory", "256")
+	e.OK("vm", "create", "web", "--image", "tiny", "--vcpus", "1", "--memory", "256")
 
 	var all bytes.Buffer
 	for _, args := range [][]string{
 		{"image", "list"}, {"image", "get", "debian"}, {"image", "describe", "tiny"}, {"image", "describe", "half"},
 		{"image", "describe", "debian"},
 	} {
-		fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+		fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.OK(args...))
 	}
-	testkit.Golden(t, "images", stable(all.String()))
+	testkit.Golden(t, "images", clitest.Stable(all.String()))
 
-	if out := e.ok("image", "list", "-o", "yaml"); !strings.Contains(out, "kind: ImageList") || !strings.Contains(out, "sha256: "+kernelSum) {
+	if out := e.OK("image", "list", "-o", "yaml"); !strings.Contains(out, "kind: ImageList") || !strings.Contains(out, "sha256: "+kernelSum) {
 		t.Fatalf("image list -o yaml:\n%s", out)
 	}
-	if out := e.ok("image", "delete", "half", "debian"); out != "image/half deleted\nimage/debian deleted\n" {
+	if out := e.OK("image", "delete", "half", "debian"); out != "image/half deleted\nimage/debian deleted\n" {
 		t.Fatalf("image delete: %q", out)
 	}
-	e.fails([]string{"image", "describe", "half"}, "image/half:", "not_found")
+	e.Fails([]string{"image", "describe", "half"}, "image/half:", "not_found")
 }
 
 // TestVMLifecycleByCLI: a VM created with every kind of flag waits as
@@ -315,7 +216,7 @@ func TestImagesByCLI(t *testing.T) {
 // the desired state; events, tables and describe show it all.
 func TestVMLifecycleByCLI(t *testing.T) {
 	e := newEnv(t)
-	e.ok("image", "create", "tiny", "--format", "kernel")
+	e.OK("image", "create", "tiny", "--format", "kernel")
 	dir := t.TempDir()
 	ud := filepath.Join(dir, "user-data")
 	if err := os.WriteFile(ud, []byte("#cloud-config\nruncmd:\n  - echo hello\n"), 0o644); err != nil {
@@ -326,7 +227,7 @@ func TestVMLifecycleByCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out := e.ok("vm", "create", "web", "--image", "tiny", "--vcpus", "2", "--memory", "1.5Gi", "--user-data", ud,
+	out := e.OK("vm", "create", "web", "--image", "tiny", "--vcpus", "2", "--memory", "1.5Gi", "--user-data", ud,
 		"--ssh-key", keys, "--ssh-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA2 carol", "--anti-affinity", "web")
 	if out != "vm/web in project demo created\n" {
 		t.Fatalf("vm create: %q", out)
@@ -339,30 +240,30 @@ func TestVMLifecycleByCLI(t *testing.T) {
 	e.waitStatus("web", "pending with the scheduler's reason", func(_ plasmavmcv1.VMSpec, st plasmavmcv1.VMStatus) bool {
 		return st.Phase == plasmavmcv1.PhasePending && st.Message == "no worker is alive (0 registered)"
 	})
-	e.ok("vm", "create", "off", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--stopped")
+	e.OK("vm", "create", "off", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--stopped")
 	if s, _ := e.vm("off"); s.Power != "stopped" {
 		t.Fatalf("--stopped: power %q", s.Power)
 	}
-	if out := e.ok("vm", "events", "web"); !regexp.MustCompile(`api\s+Created\s+VM created`).MatchString(out) ||
+	if out := e.OK("vm", "events", "web"); !regexp.MustCompile(`api\s+Created\s+VM created`).MatchString(out) ||
 		!regexp.MustCompile(`scheduler\s+Unschedulable\s+no worker is alive \(0 registered\)`).MatchString(out) {
 		t.Fatalf("vm events:\n%s", out)
 	}
-	evs := decodeInto[struct {
+	evs := clitest.DecodeInto[struct {
 		Events []plasmavmcv1.Event `json:"events"`
-	}](t, json.RawMessage(e.ok("vm", "events", "web", "-o", "json")))
+	}](t, json.RawMessage(e.OK("vm", "events", "web", "-o", "json")))
 	if len(evs.Events) < 2 || evs.Events[0].Reason != "Created" {
 		t.Fatalf("vm events -o json: %+v", evs)
 	}
 
 	// Power actions set the desired state; stopping a VM nothing runs
 	// is done at once.
-	if out := e.ok("vm", "stop", "web", "--wait"); out != "vm/web: stop requested\nvm/web: Pending\n" {
+	if out := e.OK("vm", "stop", "web", "--wait"); out != "vm/web: stop requested\nvm/web: Pending\n" {
 		t.Fatalf("vm stop --wait of an unplaced VM: %q", out)
 	}
 	if s, _ := e.vm("web"); s.Power != "stopped" {
 		t.Fatalf("after stop: power %q", s.Power)
 	}
-	e.ok("vm", "start", "web", "off")
+	e.OK("vm", "start", "web", "off")
 	for _, n := range []string{"web", "off"} {
 		if s, _ := e.vm(n); s.Power != "running" {
 			t.Fatalf("after start: %s power %q", n, s.Power)
@@ -390,7 +291,7 @@ func TestVMLifecycleByCLI(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, out, errs := e.run("vm", "create", "api", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--wait", "--timeout", "60s")
+		code, out, errs := e.Run("vm", "create", "api", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--wait", "--timeout", "60s")
 		done <- result{code, out, errs}
 	}()
 	e.waitStatus("api", "placed", func(_ plasmavmcv1.VMSpec, st plasmavmcv1.VMStatus) bool {
@@ -410,14 +311,14 @@ func TestVMLifecycleByCLI(t *testing.T) {
 		"vm/api: Starting after <secs>: starting QEMU (tcg)",
 		"vm/api: Running after <secs>: booted",
 	}
-	if got := strings.TrimSpace(string(stable(r.errs))); got != strings.Join(wantLines, "\n") {
+	if got := strings.TrimSpace(string(clitest.Stable(r.errs))); got != strings.Join(wantLines, "\n") {
 		t.Fatalf("vm create --wait progress:\n%s\nwant:\n%s", got, strings.Join(wantLines, "\n"))
 	}
 
 	// A reboot that ends in Error fails --wait with the VM's message and
 	// last error.
 	go func() {
-		code, out, errs := e.run("vm", "reboot", "api", "--wait", "--timeout", "60s")
+		code, out, errs := e.Run("vm", "reboot", "api", "--wait", "--timeout", "60s")
 		done <- result{code, out, errs}
 	}()
 	e.waitStatus("api", "asked to reboot", func(s plasmavmcv1.VMSpec, _ plasmavmcv1.VMStatus) bool { return s.Reboots == 1 })
@@ -431,7 +332,7 @@ func TestVMLifecycleByCLI(t *testing.T) {
 	// A VM in Error when the wait begins has not taken the request yet:
 	// start --wait follows it until it runs.
 	go func() {
-		code, out, errs := e.run("vm", "start", "api", "--wait", "--timeout", "60s")
+		code, out, errs := e.Run("vm", "start", "api", "--wait", "--timeout", "60s")
 		done <- result{code, out, errs}
 	}()
 	// Whether the worker's report lands before or after the action, the
@@ -450,26 +351,26 @@ func TestVMLifecycleByCLI(t *testing.T) {
 		{"vm", "list"}, {"vm", "get", "web"}, {"vm", "describe", "web"}, {"vm", "describe", "off"},
 		{"worker", "list"}, {"worker", "describe", "w1"}, {"worker", "describe", "w2"}, {"vm", "list", "-A"},
 	} {
-		fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+		fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.OK(args...))
 	}
-	testkit.Golden(t, "vms", stable(all.String()))
+	testkit.Golden(t, "vms", clitest.Stable(all.String()))
 
-	o := decodeInto[api.Object](t, json.RawMessage(e.ok("vm", "get", "web", "-o", "json")))
-	if o.Kind != plasmavmcv1.VMKind || decodeInto[plasmavmcv1.VMStatus](t, o.Status).Host != "w1" {
+	o := clitest.DecodeInto[api.Object](t, json.RawMessage(e.OK("vm", "get", "web", "-o", "json")))
+	if o.Kind != plasmavmcv1.VMKind || clitest.DecodeInto[plasmavmcv1.VMStatus](t, o.Status).Host != "w1" {
 		t.Fatalf("vm get -o json: %+v", o)
 	}
-	if out := e.ok("worker", "list", "-o", "yaml"); !strings.Contains(out, "kind: WorkerList") || !strings.Contains(out, "accel: tcg") {
+	if out := e.OK("worker", "list", "-o", "yaml"); !strings.Contains(out, "kind: WorkerList") || !strings.Contains(out, "accel: tcg") {
 		t.Fatalf("worker list -o yaml:\n%s", out)
 	}
 
-	if out := e.ok("vm", "delete", "web", "off", "api"); out != "vm/web deleted\nvm/off deleted\nvm/api deleted\n" {
+	if out := e.OK("vm", "delete", "web", "off", "api"); out != "vm/web deleted\nvm/off deleted\nvm/api deleted\n" {
 		t.Fatalf("vm delete: %q", out)
 	}
-	if out := e.ok("vm", "list"); out != "No vms found.\n" {
+	if out := e.OK("vm", "list"); out != "No vms found.\n" {
 		t.Fatalf("vm list after delete: %q", out)
 	}
-	e.fails([]string{"vm", "describe", "web"}, "vm/web:", "not_found")
-	e.fails([]string{"vm", "start", "web"}, "vm/web:", "not_found")
+	e.Fails([]string{"vm", "describe", "web"}, "vm/web:", "not_found")
+	e.Fails([]string{"vm", "start", "web"}, "vm/web:", "not_found")
 }
 
 // TestCreateWaitTimesOut: with no worker, `vm create --wait --timeout 3s`
@@ -477,9 +378,9 @@ func TestVMLifecycleByCLI(t *testing.T) {
 // it waited for and the scheduler's reason.
 func TestCreateWaitTimesOut(t *testing.T) {
 	e := newEnv(t)
-	e.ok("image", "create", "tiny", "--format", "kernel")
+	e.OK("image", "create", "tiny", "--format", "kernel")
 	start := time.Now()
-	errs := e.fails([]string{"vm", "create", "slow", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--wait", "--timeout", "3s"},
+	errs := e.Fails([]string{"vm", "create", "slow", "--image", "tiny", "--vcpus", "1", "--memory", "512Mi", "--wait", "--timeout", "3s"},
 		"Error: vm/slow: still Pending after 3s (waiting for Running): no worker is alive (0 registered)")
 	if el := time.Since(start); el < 3*time.Second || el > 15*time.Second {
 		t.Fatalf("the wait took %s, want about 3s", el)
@@ -502,9 +403,7 @@ func TestFlagErrors(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("remember the milk\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]string{"ULTRACLOUD_ENDPOINT": "http://127.0.0.1:1", "ULTRACLOUD_TOKEN": "t", "ULTRACLOUD_PROJECT": "demo",
-		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(dir, "none.yaml")}
-	e := &env{t: t, vars: vars, ctx: context.Background()}
+	e := clitest.New(t, context.Background(), cli.Main, "http://127.0.0.1:1", "t", "demo")
 	vm := []string{"vm", "create", "v", "--image", "tiny", "--vcpus", "1"}
 	for _, c := range []struct {
 		args []string
@@ -541,7 +440,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"image", "upload", "i", junk, "--format", "kernel"}, `image/i is a kernel image: upload --kernel FILE and --initrd FILE`},
 		{[]string{"image", "upload", "i", junk, "--cmdline", "quiet"}, `--cmdline and --description describe a new image: give --format too`},
 	} {
-		errs := e.fails(c.args, c.want)
+		errs := e.Fails(c.args, c.want)
 		if strings.Contains(errs, "connection refused") {
 			t.Errorf("ultracloud %s dialled before checking its flags: %s", strings.Join(c.args, " "), errs)
 		}

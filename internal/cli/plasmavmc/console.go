@@ -46,7 +46,7 @@ recent output (the scrollback the worker keeps) and exit.`,
 			if err != nil {
 				return err
 			}
-			v, err := get[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, args[0])
+			v, err := clikit.Get[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, args[0])
 			if err != nil {
 				return err
 			}
@@ -67,7 +67,7 @@ recent output (the scrollback the worker keeps) and exit.`,
 			if err != nil {
 				return err
 			}
-			return attach(ctx, r, u, vms.ref(args[0]), env)
+			return attach(ctx, r, u, vms.Ref(args[0]), env)
 		},
 	}
 	cmd.Flags().BoolVar(&logOnly, "log", false, "print the console's recent output and exit")
@@ -85,11 +85,11 @@ func consoleLog(ctx context.Context, r *rawConn, project, name string, w io.Writ
 		return req, err
 	})
 	if err != nil {
-		return fmt.Errorf("%s: console log: %w", vms.ref(name), err)
+		return fmt.Errorf("%s: console log: %w", vms.Ref(name), err)
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("%s: reading the console log: %w", vms.ref(name), err)
+		return fmt.Errorf("%s: reading the console log: %w", vms.Ref(name), err)
 	}
 	return nil
 }
@@ -105,18 +105,18 @@ func consoleURL(r *rawConn, project, name, fromStatus string) (string, error) {
 		p, q, _ := strings.Cut(fromStatus, "?")
 		vals, err := url.ParseQuery(q)
 		if err != nil {
-			return "", fmt.Errorf("%s: status.console %q: %w", vms.ref(name), fromStatus, err)
+			return "", fmt.Errorf("%s: status.console %q: %w", vms.Ref(name), fromStatus, err)
 		}
 		return r.url(p, vals), nil
 	}
 	u, err := url.Parse(fromStatus)
 	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("%s: status.console %q is neither a path nor a URL", vms.ref(name), fromStatus)
+		return "", fmt.Errorf("%s: status.console %q is neither a path nor a URL", vms.Ref(name), fromStatus)
 	}
 	switch u.Scheme {
 	case "ws", "wss", "http", "https":
 	default:
-		return "", fmt.Errorf("%s: status.console %q: want a ws(s) or http(s) URL", vms.ref(name), fromStatus)
+		return "", fmt.Errorf("%s: status.console %q: want a ws(s) or http(s) URL", vms.Ref(name), fromStatus)
 	}
 	return u.String(), nil
 }

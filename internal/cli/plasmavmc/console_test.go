@@ -15,7 +15,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/ultracloud/ultracloud/internal/cli"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api/plasmavmcv1"
 )
@@ -115,13 +114,11 @@ type session struct {
 func (e *env) console(args ...string) *session {
 	pr, pw := io.Pipe()
 	s := &session{stdin: pw, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan int, 1)}
-	getenv := func(k string) string { return e.vars[k] }
-	lookup := func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
 	go func() {
-		s.done <- cli.Main(e.ctx, args, cli.Env{Stdin: pr, Stdout: s.stdout, Stderr: s.stderr, Getenv: getenv, LookupEnv: lookup})
+		s.done <- e.RunIn(e.Env(pr, s.stdout, s.stderr), args...)
 	}()
 	// The stdin reader of a session ends at the end of stdin.
-	e.t.Cleanup(func() { pw.Close() })
+	e.T.Cleanup(func() { pw.Close() })
 	return s
 }
 
@@ -143,9 +140,9 @@ func (s *session) exit(t *testing.T) int {
 // upgrade are the server's problems; --log prints the scrollback.
 func TestConsoleClient(t *testing.T) {
 	e := newEnv(t)
-	e.ok("image", "create", "tiny", "--format", "kernel")
+	e.OK("image", "create", "tiny", "--format", "kernel")
 	for _, n := range []string{"web", "gone", "busy"} {
-		e.ok("vm", "create", n, "--image", "tiny", "--vcpus", "1", "--memory", "256Mi")
+		e.OK("vm", "create", n, "--image", "tiny", "--vcpus", "1", "--memory", "256Mi")
 	}
 	e.setStatus("web", func(st *plasmavmcv1.VMStatus) { st.Console = "/v1/projects/demo/vms/web/console" })
 
@@ -157,7 +154,7 @@ func TestConsoleClient(t *testing.T) {
 	srv := httptest.NewServer(fake.handler(httputil.NewSingleHostReverseProxy(target)))
 	t.Cleanup(func() { fake.wg.Wait() })
 	t.Cleanup(srv.Close)
-	e.vars["ULTRACLOUD_ENDPOINT"] = srv.URL
+	e.Vars["ULTRACLOUD_ENDPOINT"] = srv.URL
 
 	s := e.console("vm", "console", "web")
 	testkit.Eventually(t, 20*time.Second, "the banner on stdout", func() bool { return s.stdout.String() == banner })
@@ -195,13 +192,13 @@ func TestConsoleClient(t *testing.T) {
 	}
 
 	// Refusals are the server's problems, shown as every verb shows them.
-	e.fails([]string{"vm", "console", "busy"}, "vm/busy: console: vm busy has no console yet: it is Pending [conflict, HTTP 409]")
-	e.fails([]string{"vm", "console", "nosuch"}, "vm/nosuch:", "not_found", "HTTP 404")
-	e.vars["ULTRACLOUD_TOKEN"] = "wrong"
-	e.fails([]string{"vm", "console", "web", "--log"}, "HTTP 401")
-	e.vars["ULTRACLOUD_TOKEN"] = e.n.Token()
+	e.Fails([]string{"vm", "console", "busy"}, "vm/busy: console: vm busy has no console yet: it is Pending [conflict, HTTP 409]")
+	e.Fails([]string{"vm", "console", "nosuch"}, "vm/nosuch:", "not_found", "HTTP 404")
+	e.Vars["ULTRACLOUD_TOKEN"] = "wrong"
+	e.Fails([]string{"vm", "console", "web", "--log"}, "HTTP 401")
+	e.Vars["ULTRACLOUD_TOKEN"] = e.n.Token()
 
-	if out := e.ok("vm", "console", "web", "--log"); out != "[    0.000000] Linux version 6.1.0\nBOOT-MARKER tiny\n" {
+	if out := e.OK("vm", "console", "web", "--log"); out != "[    0.000000] Linux version 6.1.0\nBOOT-MARKER tiny\n" {
 		t.Fatalf("vm console --log: %q", out)
 	}
 }

@@ -23,16 +23,16 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
-var imageCols = []column[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus]{
-	{"FORMAT", func(o image) string { return o.Spec.Format }},
-	{"PHASE", func(o image) string { return o.Status.Phase }},
-	{"SIZE", func(o image) string {
+var imageCols = []clikit.Column[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus]{
+	{Head: "FORMAT", Value: func(o image) string { return o.Spec.Format }},
+	{Head: "PHASE", Value: func(o image) string { return o.Status.Phase }},
+	{Head: "SIZE", Value: func(o image) string {
 		if o.Status.Size == 0 && len(o.Status.Parts) == 0 {
 			return ""
 		}
 		return clikit.HumanBytes(o.Status.Size)
 	}},
-	{"DESCRIPTION", func(o image) string { return o.Spec.Description }},
+	{Head: "DESCRIPTION", Value: func(o image) string { return o.Spec.Description }},
 }
 
 func parseFormat(flag, s string) (string, error) {
@@ -86,27 +86,14 @@ once every part is there. ` + "`image upload --format`" + ` does both.`,
   ultracloud image create bookworm --format qcow2 --description "Debian 12 with cloud-init"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := clikit.ParseOutput(out); err != nil {
-				return err
-			}
-			spec, err := sf.spec()
-			if err != nil {
-				return err
-			}
-			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (clikit.Created, error) {
-				o, err := create(ctx, c, images, args[0], spec)
-				if err != nil {
-					return clikit.Created{}, err
-				}
-				return created(images, o), nil
-			}, clikit.PrintCreated)
+			return clikit.KindCreateRun(cmd, cf, out, images, args[0], sf.spec)
 		},
 	}
 	sf.register(create)
 	clikit.OutputFlag(create, &out)
 
-	cmd.AddCommand(create, newImageUploadCmd(cf), listCmd(cf, images, "images", imageCols), getCmd(cf, images, imageCols),
-		describeCmd(cf, images, imageUsers, describeImage), deleteCmd(cf, images))
+	cmd.AddCommand(create, newImageUploadCmd(cf), clikit.KindListCmd(cf, images, "images", imageCols, nil), clikit.KindGetCmd(cf, images, imageCols),
+		clikit.KindDescribeCmd(cf, images, imageUsers, describeImage), clikit.KindDeleteCmd(cf, images))
 	return cmd
 }
 
@@ -195,9 +182,9 @@ func partsFit(name, format string, parts []upload) error {
 	for _, p := range parts {
 		if (p.part == plasmavmcv1.PartDisk) != (format != plasmavmcv1.FormatKernel) {
 			if format == plasmavmcv1.FormatKernel {
-				return fmt.Errorf("%s is a kernel image: upload --kernel FILE and --initrd FILE", images.ref(name))
+				return fmt.Errorf("%s is a kernel image: upload --kernel FILE and --initrd FILE", images.Ref(name))
 			}
-			return fmt.Errorf("%s is a %s image: upload its disk as FILE, not --kernel or --initrd", images.ref(name), format)
+			return fmt.Errorf("%s is a %s image: upload its disk as FILE, not --kernel or --initrd", images.Ref(name), format)
 		}
 	}
 	return nil
@@ -211,32 +198,32 @@ func uploadImage(cmd *cobra.Command, cf *clikit.ClientFlags, f clikit.Format, na
 	if err != nil {
 		return err
 	}
-	rs, err := images.handle(ctx, c, false)
+	rs, err := images.Handle(ctx, c, false)
 	if err != nil {
 		return err
 	}
 	raw, err := rs.Get(ctx, name)
 	switch {
 	case client.IsNotFound(err) && newSpec != nil:
-		if raw, err = create(ctx, c, images, name, *newSpec); err != nil {
+		if raw, err = images.Create(ctx, c, name, *newSpec); err != nil {
 			return err
 		}
 		if f == clikit.FormatTable {
-			if err := clikit.PrintCreated(out, f, created(images, raw)); err != nil {
+			if err := clikit.PrintCreated(out, f, images.Created(raw)); err != nil {
 				return err
 			}
 		}
 	case client.IsNotFound(err):
-		return fmt.Errorf("%s: %w (create it with `ultracloud image create %s --format ...`, or pass --format)", images.ref(name), err, name)
+		return fmt.Errorf("%s: %w (create it with `ultracloud image create %s --format ...`, or pass --format)", images.Ref(name), err, name)
 	case err != nil:
-		return fmt.Errorf("%s: %w", images.ref(name), err)
+		return fmt.Errorf("%s: %w", images.Ref(name), err)
 	}
-	img, err := decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, raw)
+	img, err := clikit.Decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, raw)
 	if err != nil {
 		return err
 	}
 	if newSpec != nil && newSpec.Format != img.Spec.Format {
-		return fmt.Errorf("%s exists as a %s image, not %s", images.ref(name), img.Spec.Format, newSpec.Format)
+		return fmt.Errorf("%s exists as a %s image, not %s", images.Ref(name), img.Spec.Format, newSpec.Format)
 	}
 	if err := partsFit(name, img.Spec.Format, parts); err != nil {
 		return err
@@ -253,24 +240,24 @@ func uploadImage(cmd *cobra.Command, cf *clikit.ClientFlags, f clikit.Format, na
 			return err
 		}
 		raw = o
-		got, err := decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, o)
+		got, err := clikit.Decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, o)
 		if err != nil {
 			return err
 		}
 		i := slices.IndexFunc(got.Status.Parts, func(x plasmavmcv1.ImagePart) bool { return x.Name == p.part })
 		if i < 0 {
-			return fmt.Errorf("%s: the server's answer lists no %s part after its upload", images.ref(name), p.part)
+			return fmt.Errorf("%s: the server's answer lists no %s part after its upload", images.Ref(name), p.part)
 		}
 		server := got.Status.Parts[i]
 		if server.SHA256 != sum || server.Size != p.size {
 			return fmt.Errorf("%s: %s: the server stored %d bytes with sha256 %s, but %s has %d bytes with sha256 %s: upload it again",
-				images.ref(name), p.part, server.Size, server.SHA256, p.path, p.size, sum)
+				images.Ref(name), p.part, server.Size, server.SHA256, p.path, p.size, sum)
 		}
 		if f == clikit.FormatTable {
-			fmt.Fprintf(out, "%s %s: %s, sha256 %s (the server's digest matches)\n", images.ref(name), p.part, clikit.HumanBytes(p.size), sum)
+			fmt.Fprintf(out, "%s %s: %s, sha256 %s (the server's digest matches)\n", images.Ref(name), p.part, clikit.HumanBytes(p.size), sum)
 		}
 	}
-	final, err := decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, raw)
+	final, err := clikit.Decode[plasmavmcv1.ImageSpec, plasmavmcv1.ImageStatus](images, raw)
 	if err != nil {
 		return err
 	}
@@ -278,7 +265,7 @@ func uploadImage(cmd *cobra.Command, cf *clikit.ClientFlags, f clikit.Format, na
 		return clikit.PrintData(out, f, raw)
 	}
 	if final.Status.Phase == "Ready" {
-		_, err = fmt.Fprintf(out, "%s is Ready (%s)\n", images.ref(name), clikit.HumanBytes(final.Status.Size))
+		_, err = fmt.Fprintf(out, "%s is Ready (%s)\n", images.Ref(name), clikit.HumanBytes(final.Status.Size))
 		return err
 	}
 	var missing []string
@@ -287,7 +274,7 @@ func uploadImage(cmd *cobra.Command, cf *clikit.ClientFlags, f clikit.Format, na
 			missing = append(missing, "--"+want)
 		}
 	}
-	_, err = fmt.Fprintf(out, "%s is %s: it still needs %s\n", images.ref(name), dash(final.Status.Phase), joinOr(missing, "its data"))
+	_, err = fmt.Fprintf(out, "%s is %s: it still needs %s\n", images.Ref(name), clikit.Dash(final.Status.Phase), clikit.JoinOr(missing, "its data"))
 	return err
 }
 
@@ -322,12 +309,12 @@ func uploadPart(ctx context.Context, r *rawConn, project, name string, p upload,
 		return req, nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: uploading %s: %w", images.ref(name), p.part, err)
+		return nil, "", fmt.Errorf("%s: uploading %s: %w", images.Ref(name), p.part, err)
 	}
 	defer resp.Body.Close()
 	var o api.Object
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&o); err != nil {
-		return nil, "", fmt.Errorf("%s: uploading %s: decoding the answer: %w", images.ref(name), p.part, err)
+		return nil, "", fmt.Errorf("%s: uploading %s: decoding the answer: %w", images.Ref(name), p.part, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	pr.done(sum)
@@ -342,39 +329,30 @@ type imageUse struct {
 }
 
 func imageUsers(ctx context.Context, c *clikit.Conn, o image) imageUse {
-	l, err := list[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, false)
-	if err != nil {
-		return imageUse{err: err}
-	}
-	var u imageUse
-	for _, v := range l.items {
-		if v.Spec.Image == o.name() {
-			u.vms = append(u.vms, v.name())
-		}
-	}
-	return u
+	vs, err := clikit.ListWhere(ctx, c, vms, false, func(v vm) bool { return v.Spec.Image == o.Name() })
+	return imageUse{vms: clikit.Names(vs), err: err}
 }
 
-func describeImage(d *desc, o image, u imageUse) {
-	d.kv("Format", o.Spec.Format)
+func describeImage(d *clikit.Desc, o image, u imageUse) {
+	d.KV("Format", o.Spec.Format)
 	if o.Spec.Format == plasmavmcv1.FormatKernel {
-		d.kv("Command line", o.Spec.Cmdline)
+		d.KV("Command line", o.Spec.Cmdline)
 	}
-	d.kv("Description", o.Spec.Description)
-	d.kv("Phase", o.Status.Phase)
-	d.kv("Size", clikit.HumanBytes(o.Status.Size))
+	d.KV("Description", o.Spec.Description)
+	d.KV("Phase", o.Status.Phase)
+	d.KV("Size", clikit.HumanBytes(o.Status.Size))
 	var rows [][]string
 	for _, p := range o.Status.Parts {
 		rows = append(rows, []string{p.Name, clikit.HumanBytes(p.Size), p.SHA256})
 	}
-	hint := "none uploaded (ultracloud image upload " + o.name() + " FILE)"
+	hint := "none uploaded (ultracloud image upload " + o.Name() + " FILE)"
 	if o.Spec.Format == plasmavmcv1.FormatKernel {
-		hint = "none uploaded (ultracloud image upload " + o.name() + " --kernel FILE --initrd FILE)"
+		hint = "none uploaded (ultracloud image upload " + o.Name() + " --kernel FILE --initrd FILE)"
 	}
-	d.table("Parts", []string{"PART", "SIZE", "SHA256"}, rows, hint)
+	d.Table("Parts", []string{"PART", "SIZE", "SHA256"}, rows, hint)
 	if u.err != nil {
-		d.kv("Used by", fmt.Sprintf("cannot be read: %v", u.err))
+		d.KV("Used by", fmt.Sprintf("cannot be read: %v", u.err))
 		return
 	}
-	d.kv("Used by", joinOr(u.vms, "no VM"))
+	d.KV("Used by", clikit.JoinOr(u.vms, "no VM"))
 }

@@ -141,7 +141,7 @@ func (d *phaseDisplay) show(phase, msg string) {
 	}
 	d.phase, d.msg = phase, msg
 	d.clear()
-	line := fmt.Sprintf("%s: %s after %s", d.name, dash(phase), seconds(d.now().Sub(d.start)))
+	line := fmt.Sprintf("%s: %s after %s", d.name, clikit.Dash(phase), seconds(d.now().Sub(d.start)))
 	if msg != "" {
 		line += ": " + msg
 	}
@@ -156,7 +156,7 @@ func (d *phaseDisplay) tick() {
 	}
 	el := d.now().Sub(d.start)
 	s := spinner[int(el/(250*time.Millisecond))%len(spinner)]
-	line := fmt.Sprintf("%s %s %s %s", s, d.name, dash(d.phase), seconds(el))
+	line := fmt.Sprintf("%s %s %s %s", s, d.name, clikit.Dash(d.phase), seconds(el))
 	if f, ok := d.w.(*os.File); ok {
 		if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 1 && len(line) >= w {
 			line = line[:w-1]

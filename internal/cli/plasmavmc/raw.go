@@ -13,13 +13,12 @@ import (
 	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/client"
-	"github.com/ultracloud/ultracloud/pkg/client/iamclient"
 )
 
 // rawConn sends requests the JSON SDK does not make (a streamed upload, a
-// download, a WebSocket) with the credentials the SDK would use: the
-// static token, or the saved login's tokens, refreshed and saved back as
-// clikit's client does.
+// download, a WebSocket) with the credentials the SDK would use: those of
+// clikit's token source (the static token, or the saved login's tokens,
+// refreshed and saved back).
 type rawConn struct {
 	endpoint *url.URL
 	tokens   client.TokenSource
@@ -27,12 +26,7 @@ type rawConn struct {
 }
 
 func openRaw(cf *clikit.ClientFlags) (*rawConn, error) {
-	path := clikit.ClientConfigPath(cf.Env())
-	saved, err := clikit.ReadClientConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := cf.Resolved()
+	ts, c, err := cf.TokenSource()
 	if err != nil {
 		return nil, err
 	}
@@ -43,22 +37,7 @@ func openRaw(cf *clikit.ClientFlags) (*rawConn, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("endpoint %q is not an http(s) URL (e.g. http://127.0.0.1:7700)", c.Endpoint)
 	}
-	r := &rawConn{endpoint: u, hc: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
-	switch {
-	case c.Token != "":
-		r.tokens = client.StaticToken(c.Token)
-	case c.Credentials != nil && c.Endpoint == saved.Endpoint:
-		ts, err := iamclient.NewRefreshingTokenSource(c.Endpoint, nil, *c.Credentials, func(nc iamclient.Credentials) {
-			if err := clikit.SaveCredentials(path, c.Endpoint, nc); err != nil {
-				fmt.Fprintf(cf.Env().Stderr, "warning: could not save refreshed credentials: %v\n", err)
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-		r.tokens = ts
-	}
-	return r, nil
+	return &rawConn{endpoint: u, tokens: ts, hc: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}, nil
 }
 
 // close drops the kept-alive connections.
@@ -167,8 +146,8 @@ func problemOf(resp *http.Response) error {
 
 // objectPath is the API path of a project-scoped object, plus sub (an
 // action or sub-resource) if given.
-func objectPath(project string, k kind, name, sub string) string {
-	p := "/v1/projects/" + url.PathEscape(project) + "/" + k.collection + "/" + url.PathEscape(name)
+func objectPath(project string, k clikit.Kind, name, sub string) string {
+	p := "/v1/projects/" + url.PathEscape(project) + "/" + k.Collection + "/" + url.PathEscape(name)
 	if sub != "" {
 		p += "/" + sub
 	}

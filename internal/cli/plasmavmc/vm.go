@@ -17,13 +17,13 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/plasmavmcv1"
 )
 
-var vmCols = []column[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus]{
-	{"VCPUS", func(o vm) string { return fmt.Sprint(o.Spec.VCPUs) }},
-	{"MEMORY", func(o vm) string { return mib(o.Spec.MemoryMiB) }},
-	{"IMAGE", func(o vm) string { return o.Spec.Image }},
-	{"PHASE", func(o vm) string { return o.Status.Phase }},
-	{"HOST", func(o vm) string { return o.Status.Host }},
-	{"ADDRESSES", func(o vm) string { return strings.Join(o.Status.Addresses, ",") }},
+var vmCols = []clikit.Column[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus]{
+	{Head: "VCPUS", Value: func(o vm) string { return fmt.Sprint(o.Spec.VCPUs) }},
+	{Head: "MEMORY", Value: func(o vm) string { return mib(o.Spec.MemoryMiB) }},
+	{Head: "IMAGE", Value: func(o vm) string { return o.Spec.Image }},
+	{Head: "PHASE", Value: func(o vm) string { return o.Status.Phase }},
+	{Head: "HOST", Value: func(o vm) string { return o.Status.Host }},
+	{Head: "ADDRESSES", Value: func(o vm) string { return strings.Join(o.Status.Addresses, ",") }},
 }
 
 // defaultTimeout bounds --wait.
@@ -70,9 +70,9 @@ and user data from the metadata service and a config drive. Its phases:
 Pending (waiting for a worker) -> Scheduled -> Starting -> Running; Stopping,
 Stopped; Lost (its worker stopped heartbeating); Error (see its last error).`,
 	}
-	cmd.AddCommand(newVMCreateCmd(cf), listCmd(cf, vms, "VMs", vmCols), getCmd(cf, vms, vmCols),
-		describeCmd(cf, vms, nil, describeVM), powerCmd(cf, "start"), powerCmd(cf, "stop"), powerCmd(cf, "reboot"),
-		deleteCmd(cf, vms), newVMEventsCmd(cf), newConsoleCmd(cf))
+	cmd.AddCommand(newVMCreateCmd(cf), clikit.KindListCmd(cf, vms, "VMs", vmCols, nil), clikit.KindGetCmd(cf, vms, vmCols),
+		clikit.KindDescribeCmd(cf, vms, nil, describeVM), powerCmd(cf, "start"), powerCmd(cf, "stop"), powerCmd(cf, "reboot"),
+		clikit.KindDeleteCmd(cf, vms), newVMEventsCmd(cf), newConsoleCmd(cf))
 	return cmd
 }
 
@@ -138,22 +138,22 @@ fails when the VM ends in Error or --timeout passes. --sg applies to the
 				return err
 			}
 			ctx := cmd.Context()
-			o, err := create(ctx, c, vms, args[0], spec)
+			o, err := vms.Create(ctx, c, args[0], spec)
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			if f == clikit.FormatTable {
-				if err := clikit.PrintCreated(w, f, created(vms, o)); err != nil {
+				if err := clikit.PrintCreated(w, f, vms.Created(o)); err != nil {
 					return err
 				}
 			}
 			if wait {
-				rs, err := vms.handle(ctx, c, false)
+				rs, err := vms.Handle(ctx, c, false)
 				if err != nil {
 					return err
 				}
-				disp := newPhaseDisplay(env.Stderr, isTerminal(env.Stderr), vms.ref(args[0]), start)
+				disp := newPhaseDisplay(env.Stderr, isTerminal(env.Stderr), vms.Ref(args[0]), start)
 				if o, err = waitVM(ctx, rs, o, runningTarget(), wf.timeout, disp); err != nil {
 					return err
 				}
@@ -208,7 +208,7 @@ func powerCmd(cf *clikit.ClientFlags, action string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, err := vms.handle(ctx, c, false)
+			rs, err := vms.Handle(ctx, c, false)
 			if err != nil {
 				return err
 			}
@@ -217,10 +217,10 @@ func powerCmd(cf *clikit.ClientFlags, action string) *cobra.Command {
 			for _, name := range args {
 				var o api.Object
 				if err := c.Client.Do(ctx, http.MethodPost, objectPath(c.Config.Project, vms, name, action), nil, nil, &o); err != nil {
-					return fmt.Errorf("%s: %w", vms.ref(name), err)
+					return fmt.Errorf("%s: %w", vms.Ref(name), err)
 				}
 				done = append(done, &o)
-				fmt.Fprintf(w, "%s: %s requested\n", vms.ref(name), action)
+				fmt.Fprintf(w, "%s: %s requested\n", vms.Ref(name), action)
 			}
 			if !wait {
 				return nil
@@ -233,19 +233,19 @@ func powerCmd(cf *clikit.ClientFlags, action string) *cobra.Command {
 				case "stop":
 					t = stoppedTarget()
 				case "reboot":
-					v, err := decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, o)
+					v, err := clikit.Decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, o)
 					if err != nil {
 						return err
 					}
 					t = rebootedTarget(v.Spec.Reboots)
 				}
-				disp := newPhaseDisplay(env.Stderr, isTerminal(env.Stderr), vms.ref(o.Metadata.Name), start)
+				disp := newPhaseDisplay(env.Stderr, isTerminal(env.Stderr), vms.Ref(o.Metadata.Name), start)
 				final, err := waitVM(ctx, rs, o, t, wf.timeout, disp)
 				if err != nil {
 					return err
 				}
-				v, _ := decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, final)
-				fmt.Fprintf(w, "%s: %s\n", vms.ref(o.Metadata.Name), dash(v.Status.Phase))
+				v, _ := clikit.Decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, final)
+				fmt.Fprintf(w, "%s: %s\n", vms.Ref(o.Metadata.Name), clikit.Dash(v.Status.Phase))
 			}
 			return nil
 		},
@@ -254,24 +254,24 @@ func powerCmd(cf *clikit.ClientFlags, action string) *cobra.Command {
 	return cmd
 }
 
-func describeVM(d *desc, o vm, _ struct{}) {
+func describeVM(d *clikit.Desc, o vm, _ struct{}) {
 	s, st := o.Spec, o.Status
-	d.kv("Image", s.Image)
-	d.kv("vCPUs", fmt.Sprint(s.VCPUs))
-	d.kv("Memory", mib(s.MemoryMiB))
+	d.KV("Image", s.Image)
+	d.KV("vCPUs", fmt.Sprint(s.VCPUs))
+	d.KV("Memory", mib(s.MemoryMiB))
 	if s.DiskGiB > 0 {
-		d.kv("Disk", fmt.Sprintf("%d GiB", s.DiskGiB))
+		d.KV("Disk", fmt.Sprintf("%d GiB", s.DiskGiB))
 	} else {
-		d.kv("Disk", "the image's size")
+		d.KV("Disk", "the image's size")
 	}
-	d.kv("Volumes", joinOr(s.Volumes, "none"))
-	d.kv("Power", s.Power)
-	d.kv("Anti-affinity", s.AntiAffinityGroup)
+	d.KV("Volumes", clikit.JoinOr(s.Volumes, "none"))
+	d.KV("Power", s.Power)
+	d.KV("Anti-affinity", s.AntiAffinityGroup)
 	ud := "none"
 	if s.UserData != "" {
 		ud = clikit.HumanBytes(int64(len(s.UserData)))
 	}
-	d.kv("User data", ud)
+	d.KV("User data", ud)
 	var keyText []string
 	for _, k := range s.SSHKeys {
 		f := strings.Fields(k)
@@ -281,42 +281,42 @@ func describeVM(d *desc, o vm, _ struct{}) {
 			keyText = append(keyText, f[0])
 		}
 	}
-	d.kv("SSH keys", joinOr(keyText, "none"))
+	d.KV("SSH keys", clikit.JoinOr(keyText, "none"))
 	var nicRows [][]string
 	for i, n := range s.NICs {
 		nicRows = append(nicRows, []string{fmt.Sprint(i), n.Network, n.Port, strings.Join(n.SecurityGroups, ",")})
 	}
-	d.table("NICs", []string{"#", "NETWORK", "PORT", "SECURITY GROUPS"}, nicRows, "none")
-	d.kv("Phase", st.Phase)
-	d.kv("Message", st.Message)
+	d.Table("NICs", []string{"#", "NETWORK", "PORT", "SECURITY GROUPS"}, nicRows, "none")
+	d.KV("Phase", st.Phase)
+	d.KV("Message", st.Message)
 	host := st.Host
 	if host != "" {
 		host = fmt.Sprintf("%s (generation %d)", host, st.Generation)
 	} else {
 		host = "not placed"
 	}
-	d.kv("Host", host)
-	d.kv("Addresses", joinOr(st.Addresses, ""))
-	d.kv("Accel", st.Accel)
-	d.kv("Last error", st.LastError)
-	d.kv("Console", st.Console)
-	d.kv("Booted at", timeAgo(st.BootedAt))
+	d.KV("Host", host)
+	d.KV("Addresses", clikit.JoinOr(st.Addresses, ""))
+	d.KV("Accel", st.Accel)
+	d.KV("Last error", st.LastError)
+	d.KV("Console", st.Console)
+	d.KV("Booted at", clikit.TimeAgo(st.BootedAt))
 	if s.Reboots > 0 || st.Reboots > 0 {
-		d.kv("Reboots", fmt.Sprintf("%d done of %d asked", st.Reboots, s.Reboots))
+		d.KV("Reboots", fmt.Sprintf("%d done of %d asked", st.Reboots, s.Reboots))
 	}
 	const lastEvents = 10
 	evs := st.Events
 	heading := "Events"
 	if len(evs) > lastEvents {
 		evs = evs[len(evs)-lastEvents:]
-		heading = fmt.Sprintf("Events (the last %d; ultracloud vm events %s)", lastEvents, o.name())
+		heading = fmt.Sprintf("Events (the last %d; ultracloud vm events %s)", lastEvents, o.Name())
 	}
 	var rows [][]string
 	for _, e := range evs {
 		t := e.Time
 		rows = append(rows, []string{clikit.Age(&t), e.Source, e.Reason, e.Message})
 	}
-	d.table(heading, []string{"AGE", "SOURCE", "REASON", "MESSAGE"}, rows, "none")
+	d.Table(heading, []string{"AGE", "SOURCE", "REASON", "MESSAGE"}, rows, "none")
 }
 
 // vmEvents is what `vm events` prints.
@@ -332,7 +332,7 @@ func newVMEventsCmd(cf *clikit.ClientFlags) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return clikit.Run(cmd, cf, out, func(ctx context.Context, c *clikit.Conn) (vmEvents, error) {
-				v, err := get[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, args[0])
+				v, err := clikit.Get[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, args[0])
 				if err != nil {
 					return vmEvents{}, err
 				}
@@ -346,7 +346,7 @@ func newVMEventsCmd(cf *clikit.ClientFlags) *cobra.Command {
 				fmt.Fprintln(tw, "TIME\tSOURCE\tREASON\tMESSAGE")
 				for _, e := range l.Events {
 					t := e.Time
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clikit.Age(&t), dash(e.Source), dash(e.Reason), dash(e.Message))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clikit.Age(&t), clikit.Dash(e.Source), clikit.Dash(e.Reason), clikit.Dash(e.Message))
 				}
 				return tw.Flush()
 			}))

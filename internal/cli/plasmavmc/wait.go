@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ultracloud/ultracloud/internal/cli/clikit"
 	"github.com/ultracloud/ultracloud/pkg/api"
 	"github.com/ultracloud/ultracloud/pkg/api/plasmavmcv1"
 	"github.com/ultracloud/ultracloud/pkg/client"
@@ -50,7 +51,7 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cur, err := decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, o)
+	cur, err := clikit.Decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, o)
 	if err != nil {
 		return o, err
 	}
@@ -61,7 +62,7 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 	rev := o.Metadata.Revision
 	w, err := rs.Watch(ctx, client.WatchOptions{Since: &rev})
 	if err != nil {
-		return o, fmt.Errorf("%s: watching it: %w", vms.ref(name), err)
+		return o, fmt.Errorf("%s: watching it: %w", vms.Ref(name), err)
 	}
 	defer w.Stop()
 	var tick <-chan time.Time
@@ -82,7 +83,7 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 			if parent.Err() != nil {
 				return cur.Raw, parent.Err()
 			}
-			msg := fmt.Sprintf("%s: still %s after %s (waiting for %s)", vms.ref(name), dash(cur.Status.Phase), timeout, t.what)
+			msg := fmt.Sprintf("%s: still %s after %s (waiting for %s)", vms.Ref(name), clikit.Dash(cur.Status.Phase), timeout, t.what)
 			if cur.Status.Message != "" {
 				msg += ": " + cur.Status.Message
 			}
@@ -93,7 +94,7 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 		case ev, ok := <-w.Events():
 			if !ok {
 				if err := w.Err(); err != nil {
-					return cur.Raw, fmt.Errorf("%s: the watch ended: %w", vms.ref(name), err)
+					return cur.Raw, fmt.Errorf("%s: the watch ended: %w", vms.Ref(name), err)
 				}
 				return cur.Raw, ctx.Err()
 			}
@@ -102,12 +103,12 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 			}
 			if ev.Type == api.EventDeleted {
 				disp.clear()
-				return ev.Object, fmt.Errorf("%s was deleted while waiting for it to be %s", vms.ref(name), t.what)
+				return ev.Object, fmt.Errorf("%s was deleted while waiting for it to be %s", vms.Ref(name), t.what)
 			}
 			if ev.Type != api.EventAdded && ev.Type != api.EventModified {
 				continue
 			}
-			next, err := decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, ev.Object)
+			next, err := clikit.Decode[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](vms, ev.Object)
 			if err != nil {
 				return cur.Raw, err
 			}
@@ -120,7 +121,7 @@ func waitVM(ctx context.Context, rs *client.Resources, o *api.Object, t target, 
 			// taken the new request: only a new failure ends the wait.
 			if f := failure(cur); f != "" && f != last {
 				disp.clear()
-				return cur.Raw, fmt.Errorf("%s: %w: %s", vms.ref(name), errVMFailed, f)
+				return cur.Raw, fmt.Errorf("%s: %w: %s", vms.Ref(name), errVMFailed, f)
 			}
 			last = failure(cur)
 		}

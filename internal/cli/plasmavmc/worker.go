@@ -10,12 +10,12 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/plasmavmcv1"
 )
 
-var workerCols = []column[plasmavmcv1.WorkerSpec, plasmavmcv1.WorkerStatus]{
-	{"VCPUS", func(o worker) string { return fmt.Sprint(o.Status.VCPUs) }},
-	{"MEMORY", func(o worker) string { return mib(o.Status.MemoryMiB) }},
-	{"ACCEL", func(o worker) string { return o.Status.Accel }},
-	{"VMS", func(o worker) string { return fmt.Sprint(o.Status.VMs) }},
-	{"OBSERVED", func(o worker) string {
+var workerCols = []clikit.Column[plasmavmcv1.WorkerSpec, plasmavmcv1.WorkerStatus]{
+	{Head: "VCPUS", Value: func(o worker) string { return fmt.Sprint(o.Status.VCPUs) }},
+	{Head: "MEMORY", Value: func(o worker) string { return mib(o.Status.MemoryMiB) }},
+	{Head: "ACCEL", Value: func(o worker) string { return o.Status.Accel }},
+	{Head: "VMS", Value: func(o worker) string { return fmt.Sprint(o.Status.VMs) }},
+	{Head: "OBSERVED", Value: func(o worker) string {
 		if o.Status.ObservedAt == nil {
 			return "never"
 		}
@@ -32,7 +32,7 @@ func newWorkerCmd(cf *clikit.ClientFlags) *cobra.Command {
 reports what it offers (vCPUs, memory, KVM or TCG) and heartbeats; the
 scheduler places VMs only on workers whose heartbeat is current.`,
 	}
-	cmd.AddCommand(listCmd(cf, workers, "workers", workerCols), describeCmd(cf, workers, workerVMs, describeWorker))
+	cmd.AddCommand(clikit.KindListCmd(cf, workers, "workers", workerCols, nil), clikit.KindDescribeCmd(cf, workers, workerVMs, describeWorker))
 	return cmd
 }
 
@@ -44,36 +44,27 @@ type workerUse struct {
 }
 
 func workerVMs(ctx context.Context, c *clikit.Conn, o worker) workerUse {
-	l, err := list[plasmavmcv1.VMSpec, plasmavmcv1.VMStatus](ctx, c, vms, true)
-	if err != nil {
-		return workerUse{err: err}
-	}
-	var u workerUse
-	for _, v := range l.items {
-		if v.Status.Host == o.name() {
-			u.vms = append(u.vms, v)
-		}
-	}
-	return u
+	vs, err := clikit.ListWhere(ctx, c, vms, true, func(v vm) bool { return v.Status.Host == o.Name() })
+	return workerUse{vms: vs, err: err}
 }
 
-func describeWorker(d *desc, o worker, u workerUse) {
+func describeWorker(d *clikit.Desc, o worker, u workerUse) {
 	st := o.Status
-	d.kv("vCPUs", fmt.Sprint(st.VCPUs))
-	d.kv("Memory", mib(st.MemoryMiB))
+	d.KV("vCPUs", fmt.Sprint(st.VCPUs))
+	d.KV("Memory", mib(st.MemoryMiB))
 	accel := st.Accel
 	if st.AccelReason != "" {
 		accel += " (" + st.AccelReason + ")"
 	}
-	d.kv("Accel", accel)
-	d.kv("VMs running", fmt.Sprint(st.VMs))
-	observed := timeAgo(st.ObservedAt)
+	d.KV("Accel", accel)
+	d.KV("VMs running", fmt.Sprint(st.VMs))
+	observed := clikit.TimeAgo(st.ObservedAt)
 	if observed == "" {
 		observed = "never (its agent has not reported; the scheduler places nothing here)"
 	}
-	d.kv("Observed", observed)
+	d.KV("Observed", observed)
 	if u.err != nil {
-		d.kv("Placed VMs", fmt.Sprintf("cannot be read: %v", u.err))
+		d.KV("Placed VMs", fmt.Sprintf("cannot be read: %v", u.err))
 		return
 	}
 	cpu, mem := 0, 0
@@ -83,11 +74,11 @@ func describeWorker(d *desc, o worker, u workerUse) {
 			cpu += v.Spec.VCPUs
 			mem += v.Spec.MemoryMiB
 		}
-		rows = append(rows, []string{v.Raw.Metadata.Project, v.name(), fmt.Sprint(v.Spec.VCPUs), mib(v.Spec.MemoryMiB), v.Status.Phase,
+		rows = append(rows, []string{v.Raw.Metadata.Project, v.Name(), fmt.Sprint(v.Spec.VCPUs), mib(v.Spec.MemoryMiB), v.Status.Phase,
 			fmt.Sprint(v.Status.Generation)})
 	}
-	d.kv("Allocated", fmt.Sprintf("%d of %d vCPUs, %s of %s", cpu, st.VCPUs, mibOrZero(mem), mibOrZero(st.MemoryMiB)))
-	d.table("Placed VMs", []string{"PROJECT", "NAME", "VCPUS", "MEMORY", "PHASE", "GENERATION"}, rows, "none")
+	d.KV("Allocated", fmt.Sprintf("%d of %d vCPUs, %s of %s", cpu, st.VCPUs, mibOrZero(mem), mibOrZero(st.MemoryMiB)))
+	d.Table("Placed VMs", []string{"PROJECT", "NAME", "VCPUS", "MEMORY", "PHASE", "GENERATION"}, rows, "none")
 }
 
 func mibOrZero(n int) string {

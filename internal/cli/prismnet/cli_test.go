@@ -9,15 +9,14 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ultracloud/ultracloud/internal/cli"
+	"github.com/ultracloud/ultracloud/internal/cli/clikit/clitest"
 	"github.com/ultracloud/ultracloud/internal/node/nodetest"
 	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/ultracloud/ultracloud/pkg/api"
@@ -29,118 +28,23 @@ var _ = testkit.RegisterUpdateFlag()
 // env runs the whole CLI in-process against a node built by the real
 // wiring, as a shell with ULTRACLOUD_ENDPOINT, _TOKEN and _PROJECT set.
 type env struct {
-	t    *testing.T
-	n    *nodetest.Node
-	vars map[string]string
-	ctx  context.Context
+	*clitest.Shell
+	n *nodetest.Node
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	n := nodetest.Start(t, nodetest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	if _, err := n.Admin.Resources("projects", "").Create(ctx, &api.Object{Metadata: api.ObjectMeta{Name: "demo"}, Spec: json.RawMessage(`{}`)}); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, n: n, ctx: ctx, vars: map[string]string{
-		"ULTRACLOUD_ENDPOINT":      n.APIURL(),
-		"ULTRACLOUD_TOKEN":         n.Token(),
-		"ULTRACLOUD_PROJECT":       "demo",
-		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(t.TempDir(), "none.yaml"),
-	}}
-}
-
-func (e *env) run(args ...string) (int, string, string) {
-	var out, errb bytes.Buffer
-	getenv := func(k string) string { return e.vars[k] }
-	lookup := func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok }
-	code := cli.Main(e.ctx, args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: getenv, LookupEnv: lookup})
-	return code, out.String(), errb.String()
-}
-
-// ok runs a command that must succeed and returns its stdout.
-func (e *env) ok(args ...string) string {
-	e.t.Helper()
-	code, out, errs := e.run(args...)
-	if code != 0 {
-		e.t.Fatalf("ultracloud %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
-	}
-	return out
-}
-
-// fails runs a command that must fail and checks that stderr mentions
-// every want; it returns stderr.
-func (e *env) fails(args []string, want ...string) string {
-	e.t.Helper()
-	code, out, errs := e.run(args...)
-	if code == 0 {
-		e.t.Fatalf("ultracloud %s succeeded:\n%s", strings.Join(args, " "), out)
-	}
-	for _, w := range want {
-		if !strings.Contains(errs, w) {
-			e.t.Fatalf("ultracloud %s: stderr %q does not mention %q", strings.Join(args, " "), errs, w)
-		}
-	}
-	return errs
+	return &env{Shell: clitest.NewInProject(t, 2*time.Minute, cli.Main, n.Admin, n.APIURL(), n.Token(), "demo"), n: n}
 }
 
 func (e *env) object(coll, name string) *api.Object {
-	e.t.Helper()
-	o, err := e.n.Admin.Resources(coll, "demo").Get(e.ctx, name)
+	e.T.Helper()
+	o, err := e.n.Admin.Resources(coll, "demo").Get(e.Ctx, name)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	return o
-}
-
-func decodeInto[T any](t *testing.T, raw json.RawMessage) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("decoding %s: %v", raw, err)
-	}
-	return v
-}
-
-var (
-	cellSep = regexp.MustCompile(`\s{2,}`)
-	timeRE  = regexp.MustCompile(`\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+ \(\d+[smhd] ago\)`)
-	ageRE   = regexp.MustCompile(`^\d+[smhd]$`)
-	revRE   = regexp.MustCompile(`Revision:\s+\d+`)
-)
-
-// stable masks what changes from run to run (times, ages, revisions, and
-// the words in mask: VNIs, IDs) and re-aligns the columns, whose widths
-// depend on the masked values, so the output can be a golden file. A run
-// of lines with the same indentation and number of cells is aligned as
-// one table, as the verbs align them.
-func stable(s string, mask ...string) []byte {
-	s = timeRE.ReplaceAllString(s, "<time>")
-	s = revRE.ReplaceAllString(s, "Revision:  <rev>")
-	for i := 0; i+1 < len(mask); i += 2 {
-		s = strings.ReplaceAll(s, mask[i], mask[i+1])
-	}
-	var b bytes.Buffer
-	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	lastShape := ""
-	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		body := strings.TrimLeft(line, " ")
-		indent := line[:len(line)-len(body)]
-		cells := cellSep.Split(body, -1)
-		for i, c := range cells {
-			if ageRE.MatchString(c) {
-				cells[i] = "<age>"
-			}
-		}
-		if shape := fmt.Sprintf("%q/%d", indent, len(cells)); shape != lastShape {
-			tw.Flush()
-			lastShape = shape
-		}
-		fmt.Fprintln(tw, indent+strings.Join(cells, "\t"))
-	}
-	tw.Flush()
-	return b.Bytes()
 }
 
 // TestTenantNetworkByCLI builds a network through the verbs an operator
@@ -151,62 +55,62 @@ func stable(s string, mask ...string) []byte {
 func TestTenantNetworkByCLI(t *testing.T) {
 	e := newEnv(t)
 
-	if out := e.ok("network", "create", "web", "--cidr", "10.0.0.0/16", "--ipv6", "fd00:1::/64", "--description", "the web tier"); out != "network/web in project demo created\n" {
+	if out := e.OK("network", "create", "web", "--cidr", "10.0.0.0/16", "--ipv6", "fd00:1::/64", "--description", "the web tier"); out != "network/web in project demo created\n" {
 		t.Fatalf("network create: %q", out)
 	}
-	e.ok("net", "create", "db", "--cidr", "10.1.0.0/16", "--mtu", "1400")
-	e.ok("subnet", "create", "web-a", "--network", "web", "--cidr", "10.0.1.0/24", "--dns", "10.0.0.53", "--dns", "10.0.0.54",
+	e.OK("net", "create", "db", "--cidr", "10.1.0.0/16", "--mtu", "1400")
+	e.OK("subnet", "create", "web-a", "--network", "web", "--cidr", "10.0.1.0/24", "--dns", "10.0.0.53", "--dns", "10.0.0.54",
 		"--pool", "10.0.1.10-10.0.1.20", "--route", "10.9.0.0/16=10.0.1.1")
-	e.ok("subnet", "create", "web-v6", "--network", "web", "--cidr", "fd00:1::/64")
-	e.ok("subnet", "create", "db-a", "--network", "db", "--cidr", "10.1.1.0/24", "--gateway", "none")
+	e.OK("subnet", "create", "web-v6", "--network", "web", "--cidr", "fd00:1::/64")
+	e.OK("subnet", "create", "db-a", "--network", "db", "--cidr", "10.1.1.0/24", "--gateway", "none")
 
-	e.ok("secgroup", "create", "web", "--description", "web servers")
-	e.ok("sg", "create", "ssh")
-	if out := e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); out != "securitygroup/web rule 0 added\n" {
+	e.OK("secgroup", "create", "web", "--description", "web servers")
+	e.OK("sg", "create", "ssh")
+	if out := e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); out != "securitygroup/web rule 0 added\n" {
 		t.Fatalf("rule add: %q", out)
 	}
-	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "TCP", "--port", "8000-8080", "--remote-cidr", "10.0.0.0/16")
-	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "icmpv6") // IPv6 by the protocol
-	e.ok("secgroup", "rule", "add", "web", "--direction", "egress", "--remote-group", "ssh")
-	if out := e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); !strings.Contains(out, "already has this rule (index 0)") {
+	e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "TCP", "--port", "8000-8080", "--remote-cidr", "10.0.0.0/16")
+	e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "icmpv6") // IPv6 by the protocol
+	e.OK("secgroup", "rule", "add", "web", "--direction", "egress", "--remote-group", "ssh")
+	if out := e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443"); !strings.Contains(out, "already has this rule (index 0)") {
 		t.Fatalf("adding a rule twice: %q", out)
 	}
-	g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	g := clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
 	if len(g.Rules) != 4 || g.Rules[1].Protocol != "tcp" || g.Rules[1].PortMax != 8080 || g.Rules[2].Ethertype != "IPv6" || g.Rules[3].RemoteGroup != "ssh" {
 		t.Fatalf("rules %+v", g.Rules)
 	}
 
-	e.ok("port", "create", "web-1", "--network", "web", "--ip", "web-a=10.0.1.100", "--ip", "web-v6", "--sg", "web", "--sg", "ssh", "--mac", "fa:16:3e:00:00:01", "--owner", "VM/web-1")
-	e.ok("port", "create", "probe", "--network", "web", "--ip", "web-a=10.0.1.200", "--mac", "FA-16-3E-00-00-02",
+	e.OK("port", "create", "web-1", "--network", "web", "--ip", "web-a=10.0.1.100", "--ip", "web-v6", "--sg", "web", "--sg", "ssh", "--mac", "fa:16:3e:00:00:01", "--owner", "VM/web-1")
+	e.OK("port", "create", "probe", "--network", "web", "--ip", "web-a=10.0.1.200", "--mac", "FA-16-3E-00-00-02",
 		"--host", "worker1", "--namespace", "probe", "--no-port-security")
-	e.ok("port", "create", "db-1", "--network", "db", "--host", "worker2")
-	probe := decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
+	e.OK("port", "create", "db-1", "--network", "db", "--host", "worker2")
+	probe := clitest.DecodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
 	if probe.Binding != (prismnetv1.PortBinding{Host: "worker1", Device: "veth", Namespace: "probe", Interface: "eth0"}) || *probe.PortSecurity {
 		t.Fatalf("probe spec %+v", probe)
 	}
 
 	// The agent on worker1 reports the probe plugged in.
 	po := e.object("ports", "probe")
-	st := decodeInto[prismnetv1.PortStatus](t, po.Status)
+	st := clitest.DecodeInto[prismnetv1.PortStatus](t, po.Status)
 	now := time.Now()
 	st.Phase, st.Host, st.Device, st.ObservedAt = prismnetv1.PortReady, "worker1", "pv0a1b2c", &now
 	po.Status, _ = json.Marshal(st)
-	if _, err := e.n.Admin.Resources("ports", "demo").UpdateStatus(e.ctx, po); err != nil {
+	if _, err := e.n.Admin.Resources("ports", "demo").UpdateStatus(e.Ctx, po); err != nil {
 		t.Fatal(err)
 	}
 
 	var mask []string
 	for _, n := range []string{"web", "db"} {
-		ns := decodeInto[prismnetv1.NetworkStatus](t, e.object("networks", n).Status)
+		ns := clitest.DecodeInto[prismnetv1.NetworkStatus](t, e.object("networks", n).Status)
 		mask = append(mask, ns.ID, "<id-"+n+">", fmt.Sprint(ns.VNI), "<vni-"+n+">")
 	}
-	db1 := decodeInto[prismnetv1.PortStatus](t, e.object("ports", "db-1").Status)
+	db1 := clitest.DecodeInto[prismnetv1.PortStatus](t, e.object("ports", "db-1").Status)
 	if !regexp.MustCompile(`^([0-9a-f]{2}:){5}[0-9a-f]{2}$`).MatchString(db1.MAC) || len(db1.FixedIPs) != 1 {
 		t.Fatalf("db-1 status %+v", db1)
 	}
 	mask = append(mask, db1.MAC, "<mac-db-1>", db1.FixedIPs[0].IP, "<ip-db-1>")
 	// IPAM picks a random free address; the IPv6 one is the MAC's EUI-64.
-	for _, f := range decodeInto[prismnetv1.PortStatus](t, e.object("ports", "web-1").Status).FixedIPs {
+	for _, f := range clitest.DecodeInto[prismnetv1.PortStatus](t, e.object("ports", "web-1").Status).FixedIPs {
 		if f.Subnet == "web-a" {
 			mask = append(mask, f.IP+",", "<ip-web-1>,", f.IP+" ", "<ip-web-1> ")
 		}
@@ -219,13 +123,13 @@ func TestTenantNetworkByCLI(t *testing.T) {
 			{"port", "list", "--host", "worker1"}, {"port", "ls", "--network", "db", "-o", "table"}, {"secgroup", "list"},
 			{"network", "get", "db"}, {"port", "list", "-A"},
 		} {
-			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.OK(args...))
 		}
-		testkit.Golden(t, "tables", stable(all.String(), mask...))
+		testkit.Golden(t, "tables", clitest.Stable(all.String(), mask...))
 	})
 
 	t.Run("json and yaml", func(t *testing.T) {
-		l := decodeInto[api.List](t, json.RawMessage(e.ok("port", "list", "--network", "web", "-o", "json")))
+		l := clitest.DecodeInto[api.List](t, json.RawMessage(e.OK("port", "list", "--network", "web", "-o", "json")))
 		if l.Kind != "PortList" || len(l.Items) != 2 || l.Metadata.Revision == 0 {
 			t.Fatalf("port list -o json: %+v", l)
 		}
@@ -234,14 +138,14 @@ func TestTenantNetworkByCLI(t *testing.T) {
 				t.Fatalf("item %+v", o)
 			}
 		}
-		o := decodeInto[api.Object](t, json.RawMessage(e.ok("port", "describe", "probe", "-o", "json")))
-		if o.Metadata.Name != "probe" || decodeInto[prismnetv1.PortStatus](t, o.Status).Phase != prismnetv1.PortReady {
+		o := clitest.DecodeInto[api.Object](t, json.RawMessage(e.OK("port", "describe", "probe", "-o", "json")))
+		if o.Metadata.Name != "probe" || clitest.DecodeInto[prismnetv1.PortStatus](t, o.Status).Phase != prismnetv1.PortReady {
 			t.Fatalf("port describe -o json: %+v", o)
 		}
-		if out := e.ok("network", "get", "web", "-o", "yaml"); !strings.Contains(out, "kind: Network") || !strings.Contains(out, "cidr: 10.0.0.0/16") {
+		if out := e.OK("network", "get", "web", "-o", "yaml"); !strings.Contains(out, "kind: Network") || !strings.Contains(out, "cidr: 10.0.0.0/16") {
 			t.Fatalf("network get -o yaml:\n%s", out)
 		}
-		if out := e.ok("subnet", "list", "-o", "yaml"); !strings.Contains(out, "kind: SubnetList") || !strings.Contains(out, "dnsServers:") {
+		if out := e.OK("subnet", "list", "-o", "yaml"); !strings.Contains(out, "kind: SubnetList") || !strings.Contains(out, "dnsServers:") {
 			t.Fatalf("subnet list -o yaml:\n%s", out)
 		}
 	})
@@ -253,85 +157,85 @@ func TestTenantNetworkByCLI(t *testing.T) {
 			{"port", "describe", "web-1"}, {"port", "describe", "probe"}, {"port", "describe", "db-1"}, {"secgroup", "describe", "web"},
 			{"secgroup", "describe", "ssh"},
 		} {
-			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.ok(args...))
+			fmt.Fprintf(&all, "$ ultracloud %s\n%s\n", strings.Join(args, " "), e.OK(args...))
 		}
-		testkit.Golden(t, "describe", stable(all.String(), mask...))
+		testkit.Golden(t, "describe", clitest.Stable(all.String(), mask...))
 	})
 
 	t.Run("rule delete", func(t *testing.T) {
-		out := e.ok("secgroup", "rule", "delete", "web", "1")
+		out := e.OK("secgroup", "rule", "delete", "web", "1")
 		if out != "securitygroup/web rule 1 deleted (ingress IPv4 tcp port 8000-8080, remote 10.0.0.0/16)\n" {
 			t.Fatalf("rule delete: %q", out)
 		}
-		g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+		g := clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
 		if len(g.Rules) != 3 || g.Rules[1].Protocol != "icmpv6" {
 			t.Fatalf("rules after deleting 1: %+v", g.Rules)
 		}
-		e.fails([]string{"secgroup", "rule", "delete", "web", "7"}, "securitygroup/web: has 3 rules; there is no rule 7")
-		e.fails([]string{"secgroup", "rule", "delete", "web", "first"}, `INDEX "first"`)
+		e.Fails([]string{"secgroup", "rule", "delete", "web", "7"}, "securitygroup/web: has 3 rules; there is no rule 7")
+		e.Fails([]string{"secgroup", "rule", "delete", "web", "first"}, `INDEX "first"`)
 		// A revision from an earlier look that is no longer current.
 		rev := e.object("securitygroups", "web").Metadata.Revision
-		e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "udp", "--port", "53")
-		e.fails([]string{"secgroup", "rule", "delete", "web", "0", "--revision", fmt.Sprint(rev)}, "changed since you looked", "nothing was deleted")
-		if g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec); len(g.Rules) != 4 {
+		e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "udp", "--port", "53")
+		e.Fails([]string{"secgroup", "rule", "delete", "web", "0", "--revision", fmt.Sprint(rev)}, "changed since you looked", "nothing was deleted")
+		if g := clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec); len(g.Rules) != 4 {
 			t.Fatalf("a refused delete changed the rules: %+v", g.Rules)
 		}
 		rev = e.object("securitygroups", "web").Metadata.Revision
-		e.ok("secgroup", "rule", "delete", "web", "3", "--revision", fmt.Sprint(rev))
+		e.OK("secgroup", "rule", "delete", "web", "3", "--revision", fmt.Sprint(rev))
 	})
 
 	t.Run("set", func(t *testing.T) {
-		if out := e.ok("port", "set", "probe", "--host", "worker2"); out != "port/probe updated\n" {
+		if out := e.OK("port", "set", "probe", "--host", "worker2"); out != "port/probe updated\n" {
 			t.Fatalf("port set: %q", out)
 		}
 		o := e.object("ports", "probe")
-		s, st := decodeInto[prismnetv1.PortSpec](t, o.Spec), decodeInto[prismnetv1.PortStatus](t, o.Status)
+		s, st := clitest.DecodeInto[prismnetv1.PortSpec](t, o.Spec), clitest.DecodeInto[prismnetv1.PortStatus](t, o.Status)
 		if s.Binding.Host != "worker2" || s.Binding.Namespace != "probe" || s.MAC != "fa:16:3e:00:00:02" || st.MAC != s.MAC {
 			t.Fatalf("after set --host: %+v %+v", s, st)
 		}
 		// The status the old host reported is shown as such.
-		if out := e.ok("port", "describe", "probe"); !strings.Contains(out, "Reported by:") || !strings.Contains(out, "worker1 (not the binding host") {
+		if out := e.OK("port", "describe", "probe"); !strings.Contains(out, "Reported by:") || !strings.Contains(out, "worker1 (not the binding host") {
 			t.Fatalf("describe after a new binding:\n%s", out)
 		}
-		e.ok("port", "set", "probe", "--device", "tap", "--port-security=true", "--sg", "web")
-		s = decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
+		e.OK("port", "set", "probe", "--device", "tap", "--port-security=true", "--sg", "web")
+		s = clitest.DecodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec)
 		if s.Binding != (prismnetv1.PortBinding{Host: "worker2", Device: "tap"}) || !*s.PortSecurity || len(s.SecurityGroups) != 1 {
 			t.Fatalf("after set --device tap: %+v", s)
 		}
-		e.ok("port", "set", "web-1", "--no-sg", "--no-owner")
-		s = decodeInto[prismnetv1.PortSpec](t, e.object("ports", "web-1").Spec)
+		e.OK("port", "set", "web-1", "--no-sg", "--no-owner")
+		s = clitest.DecodeInto[prismnetv1.PortSpec](t, e.object("ports", "web-1").Spec)
 		if len(s.SecurityGroups) != 0 || s.Owner != nil {
 			t.Fatalf("after --no-sg --no-owner: %+v", s)
 		}
-		e.ok("port", "set", "probe", "--unbind")
-		if s := decodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec); s.Binding.Host != "" {
+		e.OK("port", "set", "probe", "--unbind")
+		if s := clitest.DecodeInto[prismnetv1.PortSpec](t, e.object("ports", "probe").Spec); s.Binding.Host != "" {
 			t.Fatalf("after --unbind: %+v", s.Binding)
 		}
-		e.fails([]string{"port", "set", "probe"}, "nothing to change")
-		e.fails([]string{"port", "set", "probe", "--unbind", "--host", "x"}, "--unbind clears the binding")
-		e.fails([]string{"port", "set", "probe", "--device", "tap", "--namespace", "x"}, "--namespace and --interface are for veth ports")
+		e.Fails([]string{"port", "set", "probe"}, "nothing to change")
+		e.Fails([]string{"port", "set", "probe", "--unbind", "--host", "x"}, "--unbind clears the binding")
+		e.Fails([]string{"port", "set", "probe", "--device", "tap", "--namespace", "x"}, "--namespace and --interface are for veth ports")
 		// The server's word on what is immutable or wrong passes through.
-		e.fails([]string{"port", "set", "probe", "--sg", "nosuch"}, "nosuch", "HTTP 4")
-		e.fails([]string{"port", "set", "nosuch", "--host", "w"}, "port/nosuch:", "not_found", "HTTP 404")
+		e.Fails([]string{"port", "set", "probe", "--sg", "nosuch"}, "nosuch", "HTTP 4")
+		e.Fails([]string{"port", "set", "nosuch", "--host", "w"}, "port/nosuch:", "not_found", "HTTP 404")
 	})
 
 	t.Run("delete in use", func(t *testing.T) {
-		errs := e.fails([]string{"network", "delete", "web"}, "network/web:", "still has ports", "ultracloud port list --network web", "[in_use, HTTP 409]")
+		errs := e.Fails([]string{"network", "delete", "web"}, "network/web:", "still has ports", "ultracloud port list --network web", "[in_use, HTTP 409]")
 		if strings.Count(errs, "\n") != 1 {
 			t.Fatalf("want one line, got %q", errs)
 		}
-		e.fails([]string{"secgroup", "delete", "web"}, "securitygroup/web:", "used by ports", "[in_use, HTTP 409]")
-		e.fails([]string{"subnet", "delete", "db-a"}, "subnet/db-a:", "[in_use, HTTP 409]")
-		if out := e.ok("port", "delete", "web-1", "probe"); out != "port/web-1 deleted\nport/probe deleted\n" {
+		e.Fails([]string{"secgroup", "delete", "web"}, "securitygroup/web:", "used by ports", "[in_use, HTTP 409]")
+		e.Fails([]string{"subnet", "delete", "db-a"}, "subnet/db-a:", "[in_use, HTTP 409]")
+		if out := e.OK("port", "delete", "web-1", "probe"); out != "port/web-1 deleted\nport/probe deleted\n" {
 			t.Fatalf("port delete: %q", out)
 		}
-		e.ok("subnet", "delete", "web-a", "web-v6")
-		e.ok("secgroup", "delete", "web", "ssh")
-		e.ok("network", "delete", "web")
-		if out := e.ok("secgroup", "list"); out != "No securitygroups found.\n" {
+		e.OK("subnet", "delete", "web-a", "web-v6")
+		e.OK("secgroup", "delete", "web", "ssh")
+		e.OK("network", "delete", "web")
+		if out := e.OK("secgroup", "list"); out != "No securitygroups found.\n" {
 			t.Fatalf("secgroup list: %q", out)
 		}
-		e.fails([]string{"network", "describe", "web"}, "network/web:", "not_found")
+		e.Fails([]string{"network", "describe", "web"}, "network/web:", "not_found")
 	})
 }
 
@@ -339,9 +243,7 @@ func TestTenantNetworkByCLI(t *testing.T) {
 // example, before anything is sent.
 func TestFlagErrors(t *testing.T) {
 	// Nothing listens here: a flag error must come before any dial.
-	vars := map[string]string{"ULTRACLOUD_ENDPOINT": "http://127.0.0.1:1", "ULTRACLOUD_TOKEN": "t", "ULTRACLOUD_PROJECT": "demo",
-		"ULTRACLOUD_CLIENT_CONFIG": filepath.Join(t.TempDir(), "none.yaml")}
-	e := &env{t: t, vars: vars, ctx: context.Background()}
+	e := clitest.New(t, context.Background(), cli.Main, "http://127.0.0.1:1", "t", "demo")
 	sub := []string{"subnet", "create", "s", "--network", "n", "--cidr", "10.0.0.0/24"}
 	portCreate := []string{"port", "create", "p", "--network", "n"}
 	rule := []string{"secgroup", "rule", "add", "g", "--direction", "ingress"}
@@ -390,7 +292,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"extnet", "create", "x", "--cidr", "192.0.2.0/24", "--interface", "eth1", "--host", "w1", "--pool", "192.0.2.9"}, `--pool: want START-END`},
 		{[]string{"port", "set", "p", "--sg", "a", "--no-sg"}, `give --sg or --no-sg, not both`},
 	} {
-		errs := e.fails(c.args, c.want)
+		errs := e.Fails(c.args, c.want)
 		if strings.Contains(errs, "connection refused") {
 			t.Errorf("ultracloud %s dialled before checking its flags: %s", strings.Join(c.args, " "), errs)
 		}
@@ -403,38 +305,38 @@ func TestFlagErrors(t *testing.T) {
 // and associated and disassociated, and deletes in use are refused.
 func TestRoutersFloatingIPsExternalNetworks(t *testing.T) {
 	e := newEnv(t)
-	e.ok("extnet", "create", "public", "--cidr", "192.0.2.0/24", "--gateway", "192.0.2.1", "--pool", "192.0.2.100-192.0.2.150",
+	e.OK("extnet", "create", "public", "--cidr", "192.0.2.0/24", "--gateway", "192.0.2.1", "--pool", "192.0.2.100-192.0.2.150",
 		"--interface", "eth1", "--host", "w1")
-	e.ok("network", "create", "n", "--cidr", "10.0.0.0/16")
-	e.ok("subnet", "create", "s", "--network", "n", "--cidr", "10.0.1.0/24")
-	e.ok("router", "create", "r", "--external-network", "public", "--subnet", "s")
-	r := decodeInto[prismnetv1.RouterStatus](t, e.object("routers", "r").Status)
+	e.OK("network", "create", "n", "--cidr", "10.0.0.0/16")
+	e.OK("subnet", "create", "s", "--network", "n", "--cidr", "10.0.1.0/24")
+	e.OK("router", "create", "r", "--external-network", "public", "--subnet", "s")
+	r := clitest.DecodeInto[prismnetv1.RouterStatus](t, e.object("routers", "r").Status)
 	if r.Host != "w1" || !strings.HasPrefix(r.ExternalIP, "192.0.2.1") {
 		t.Fatalf("router status %+v", r)
 	}
-	if out := e.ok("router", "describe", "r"); !strings.Contains(out, "w1") || !strings.Contains(out, "s") {
+	if out := e.OK("router", "describe", "r"); !strings.Contains(out, "w1") || !strings.Contains(out, "s") {
 		t.Fatalf("router describe:\n%s", out)
 	}
-	e.ok("port", "create", "p", "--network", "n", "--host", "w2")
-	e.ok("fip", "create", "f", "--external-network", "public")
-	e.ok("fip", "associate", "f", "p")
-	f := decodeInto[prismnetv1.FloatingIPSpec](t, e.object("floatingips", "f").Spec)
+	e.OK("port", "create", "p", "--network", "n", "--host", "w2")
+	e.OK("fip", "create", "f", "--external-network", "public")
+	e.OK("fip", "associate", "f", "p")
+	f := clitest.DecodeInto[prismnetv1.FloatingIPSpec](t, e.object("floatingips", "f").Spec)
 	if f.Port != "p" {
 		t.Fatalf("fip spec after associate: %+v", f)
 	}
-	if out := e.ok("fip", "list"); !strings.Contains(out, "192.0.2.1") {
+	if out := e.OK("fip", "list"); !strings.Contains(out, "192.0.2.1") {
 		t.Fatalf("fip list:\n%s", out)
 	}
-	e.ok("fip", "disassociate", "f")
-	e.fails([]string{"extnet", "delete", "public"}, "in_use")
-	e.fails([]string{"subnet", "delete", "s"}, "in_use")
-	e.ok("router", "remove-interface", "r", "s")
-	e.ok("fip", "delete", "f")
-	e.ok("router", "delete", "r")
-	e.ok("extnet", "delete", "public")
+	e.OK("fip", "disassociate", "f")
+	e.Fails([]string{"extnet", "delete", "public"}, "in_use")
+	e.Fails([]string{"subnet", "delete", "s"}, "in_use")
+	e.OK("router", "remove-interface", "r", "s")
+	e.OK("fip", "delete", "f")
+	e.OK("router", "delete", "r")
+	e.OK("extnet", "delete", "public")
 	// A port's describe says when the binding host's agent never
 	// reported.
-	if out := e.ok("port", "describe", "p"); !strings.Contains(out, "Host w2:") ||
+	if out := e.OK("port", "describe", "p"); !strings.Contains(out, "Host w2:") ||
 		!strings.Contains(out, "never reported") && !strings.Contains(out, "no network state yet") {
 		t.Fatalf("port describe of a host whose agent never reported:\n%s", out)
 	}
@@ -445,9 +347,9 @@ func TestRoutersFloatingIPsExternalNetworks(t *testing.T) {
 // neither change is lost.
 func TestRuleDeleteConflict(t *testing.T) {
 	e := newEnv(t)
-	e.ok("secgroup", "create", "web")
-	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "22")
-	e.ok("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "80")
+	e.OK("secgroup", "create", "web")
+	e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "22")
+	e.OK("secgroup", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "80")
 
 	// A proxy that lets someone else add a rule just before the CLI's
 	// write arrives.
@@ -462,7 +364,7 @@ func TestRuleDeleteConflict(t *testing.T) {
 			rs := e.n.Admin.Resources("securitygroups", "demo")
 			o, err := rs.Get(r.Context(), "web")
 			if err == nil {
-				g := decodeInto[prismnetv1.SecurityGroupSpec](t, o.Spec)
+				g := clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, o.Spec)
 				g.Rules = append(g.Rules, prismnetv1.SecurityGroupRule{Direction: "ingress", Protocol: "udp", PortMin: 53})
 				o.Spec, _ = json.Marshal(g)
 				_, err = rs.Update(r.Context(), o)
@@ -474,17 +376,17 @@ func TestRuleDeleteConflict(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer proxy.Close()
-	e.vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
+	e.Vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
 
-	e.fails([]string{"secgroup", "rule", "delete", "web", "0"}, "securitygroup/web changed while this command ran", "nothing was changed", "HTTP 409")
-	g := decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	e.Fails([]string{"secgroup", "rule", "delete", "web", "0"}, "securitygroup/web changed while this command ran", "nothing was changed", "HTTP 409")
+	g := clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
 	if len(g.Rules) != 3 || g.Rules[0].PortMin != 22 || g.Rules[2].Protocol != "udp" {
 		t.Fatalf("rules after the refused delete: %+v", g.Rules)
 	}
 	// Adding is retried instead: it does not depend on what was read.
 	raced.Store(false)
-	e.ok("secgroup", "rule", "add", "web", "--direction", "egress", "--protocol", "tcp", "--port", "443")
-	g = decodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
+	e.OK("secgroup", "rule", "add", "web", "--direction", "egress", "--protocol", "tcp", "--port", "443")
+	g = clitest.DecodeInto[prismnetv1.SecurityGroupSpec](t, e.object("securitygroups", "web").Spec)
 	if len(g.Rules) != 5 || g.Rules[4].Direction != "egress" {
 		t.Fatalf("rules after an add that met a conflict: %+v", g.Rules)
 	}
@@ -495,9 +397,9 @@ func TestRuleDeleteConflict(t *testing.T) {
 // and last error.
 func TestPortDescribeShowsHostState(t *testing.T) {
 	e := newEnv(t)
-	e.ok("network", "create", "n", "--cidr", "10.0.0.0/24")
-	e.ok("port", "create", "p", "--network", "n", "--host", "w1")
-	e.ok("port", "create", "q", "--network", "n", "--host", "w2")
+	e.OK("network", "create", "n", "--cidr", "10.0.0.0/24")
+	e.OK("port", "create", "p", "--network", "n", "--host", "w1")
+	e.OK("port", "create", "q", "--network", "n", "--host", "w2")
 
 	// NetworkHosts are not served yet: a proxy answers for two hosts as
 	// the control plane will.
@@ -522,15 +424,15 @@ func TestPortDescribeShowsHostState(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer proxy.Close()
-	e.vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
+	e.Vars["ULTRACLOUD_ENDPOINT"] = proxy.URL
 
-	out := e.ok("port", "describe", "p")
+	out := e.OK("port", "describe", "p")
 	for _, want := range []string{"Host w1:", "underlay 192.0.2.11, ready, 3 ports plugged in", "Host observed at:", " ago)"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("port describe p does not show %q:\n%s", want, out)
 		}
 	}
-	out = e.ok("port", "describe", "q")
+	out = e.OK("port", "describe", "q")
 	for _, want := range []string{"underlay 192.0.2.12, not ready, 0 ports plugged in", "Host last error:", "operation not permitted"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("port describe q does not show %q:\n%s", want, out)

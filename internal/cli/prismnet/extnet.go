@@ -10,13 +10,13 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
 
-type extnet = object[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]
+type extnet = clikit.Object[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]
 
-var extnetCols = []column[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]{
-	{"CIDR", func(o extnet) string { return o.Spec.CIDR }},
-	{"GATEWAY", func(o extnet) string { return o.Spec.Gateway }},
-	{"INTERFACE", func(o extnet) string { return o.Spec.Interface }},
-	{"HOSTS", func(o extnet) string { return strings.Join(o.Spec.Hosts, ",") }},
+var extnetCols = []clikit.Column[prismnetv1.ExternalNetworkSpec, prismnetv1.ExternalNetworkStatus]{
+	{Head: "CIDR", Value: func(o extnet) string { return o.Spec.CIDR }},
+	{Head: "GATEWAY", Value: func(o extnet) string { return o.Spec.Gateway }},
+	{Head: "INTERFACE", Value: func(o extnet) string { return o.Spec.Interface }},
+	{Head: "HOSTS", Value: func(o extnet) string { return strings.Join(o.Spec.Hosts, ",") }},
 }
 
 func newExtNetCmd(cf *clikit.ClientFlags) *cobra.Command {
@@ -38,7 +38,7 @@ cluster-scoped: defining one is an administrator's job.`,
 		Example: `  ultracloud extnet create uplink --cidr 192.0.2.0/24 --gateway 192.0.2.1 --pool 192.0.2.100-192.0.2.199 --interface eth1 --host worker1 --host worker2`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, extnets, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, extnets, args[0], func() (any, error) {
 				if cidr == "" || iface == "" || len(hostNames) == 0 {
 					return nil, errors.New("--cidr, --interface and at least one --host are required")
 				}
@@ -68,20 +68,16 @@ cluster-scoped: defining one is an administrator's job.`,
 	f.StringVar(&iface, "interface", "", "host device that leads to the external network (a NIC, a VLAN device, a veth)")
 	f.StringArrayVar(&hostNames, "host", nil, "a host that has --interface (repeat; at least one)")
 	clikit.OutputFlag(create, &out)
-	cmd.AddCommand(create, listCmd(cf, extnets, "external networks", extnetCols, nil), getCmd(cf, extnets, extnetCols),
-		describeCmd(cf, extnets, nil, describeExtNet), deleteCmd(cf, extnets))
+	cmd.AddCommand(create, clikit.KindListCmd(cf, extnets, "external networks", extnetCols, nil), clikit.KindGetCmd(cf, extnets, extnetCols),
+		clikit.KindDescribeCmd(cf, extnets, nil, describeExtNet), clikit.KindDeleteCmd(cf, extnets))
 	return cmd
 }
 
-func describeExtNet(d *desc, o extnet, _ struct{}) {
-	d.kv("CIDR", o.Spec.CIDR)
-	d.kv("Gateway", o.Spec.Gateway)
-	var pools []string
-	for _, p := range o.Spec.AllocationPools {
-		pools = append(pools, p.Start+"-"+p.End)
-	}
-	d.kv("Allocation pools", joinOr(pools, "the whole CIDR but the reserved addresses"))
-	d.kv("Interface", o.Spec.Interface)
-	d.kv("Hosts", joinOr(o.Spec.Hosts, "none"))
-	d.kv("ID", o.Status.ID)
+func describeExtNet(d *clikit.Desc, o extnet, _ struct{}) {
+	d.KV("CIDR", o.Spec.CIDR)
+	d.KV("Gateway", o.Spec.Gateway)
+	d.KV("Allocation pools", clikit.JoinOr(poolsText(o.Spec.AllocationPools), "the whole CIDR but the reserved addresses"))
+	d.KV("Interface", o.Spec.Interface)
+	d.KV("Hosts", clikit.JoinOr(o.Spec.Hosts, "none"))
+	d.KV("ID", o.Status.ID)
 }

@@ -11,14 +11,14 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
 
-type fip = object[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]
+type fip = clikit.Object[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]
 
-var fipCols = []column[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]{
-	{"EXTERNAL-NETWORK", func(o fip) string { return o.Spec.ExternalNetwork }},
-	{"ADDRESS", func(o fip) string { return o.Status.Address }},
-	{"PORT", func(o fip) string { return o.Spec.Port }},
-	{"INTERNAL-IP", func(o fip) string { return o.Status.InternalIP }},
-	{"ROUTER", func(o fip) string { return o.Status.Router }},
+var fipCols = []clikit.Column[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus]{
+	{Head: "EXTERNAL-NETWORK", Value: func(o fip) string { return o.Spec.ExternalNetwork }},
+	{Head: "ADDRESS", Value: func(o fip) string { return o.Status.Address }},
+	{Head: "PORT", Value: func(o fip) string { return o.Spec.Port }},
+	{Head: "INTERNAL-IP", Value: func(o fip) string { return o.Status.InternalIP }},
+	{Head: "ROUTER", Value: func(o fip) string { return o.Status.Router }},
 }
 
 func newFIPCmd(cf *clikit.ClientFlags) *cobra.Command {
@@ -37,7 +37,7 @@ attached to a router whose gateway is on the same external network.`,
 		Example: `  ultracloud fip create web-public --external-network uplink --port web-1`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, fips, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, fips, args[0], func() (any, error) {
 				if ext == "" {
 					return nil, errors.New("--external-network is required: the external network the address comes from")
 				}
@@ -109,22 +109,22 @@ attached to a router whose gateway is on the same external network.`,
 	}
 	clikit.OutputFlag(disassoc, &dout)
 
-	cmd.AddCommand(create, assoc, disassoc, listCmd(cf, fips, "floating IPs", fipCols, nil), getCmd(cf, fips, fipCols),
-		describeCmd(cf, fips, nil, describeFIP), deleteCmd(cf, fips))
+	cmd.AddCommand(create, assoc, disassoc, clikit.KindListCmd(cf, fips, "floating IPs", fipCols, nil), clikit.KindGetCmd(cf, fips, fipCols),
+		clikit.KindDescribeCmd(cf, fips, nil, describeFIP), clikit.KindDeleteCmd(cf, fips))
 	return cmd
 }
 
-func describeFIP(d *desc, o fip, _ struct{}) {
-	d.kv("External network", o.Spec.ExternalNetwork)
-	d.kv("Address", o.Status.Address)
+func describeFIP(d *clikit.Desc, o fip, _ struct{}) {
+	d.KV("External network", o.Spec.ExternalNetwork)
+	d.KV("Address", o.Status.Address)
 	if o.Spec.Port == "" {
-		d.kv("Port", "none (ultracloud fip associate "+o.name()+" PORT)")
+		d.KV("Port", "none (ultracloud fip associate "+o.Name()+" PORT)")
 		return
 	}
-	d.kv("Port", o.Spec.Port)
+	d.KV("Port", o.Spec.Port)
 	if o.Spec.FixedIP != "" {
-		d.kv("Requested address", o.Spec.FixedIP)
+		d.KV("Requested address", o.Spec.FixedIP)
 	}
-	d.kv("Internal address", o.Status.InternalIP)
-	d.kv("Router", o.Status.Router)
+	d.KV("Internal address", o.Status.InternalIP)
+	d.KV("Router", o.Status.Router)
 }

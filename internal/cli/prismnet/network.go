@@ -13,16 +13,16 @@ import (
 )
 
 type (
-	network = object[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus]
-	subnet  = object[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus]
-	port    = object[prismnetv1.PortSpec, prismnetv1.PortStatus]
+	network = clikit.Object[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus]
+	subnet  = clikit.Object[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus]
+	port    = clikit.Object[prismnetv1.PortSpec, prismnetv1.PortStatus]
 )
 
-var networkCols = []column[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus]{
-	{"CIDR", func(o network) string { return o.Spec.CIDR }},
-	{"IPV6", func(o network) string { return strings.Join(o.Spec.IPv6Prefixes, ",") }},
-	{"VNI", func(o network) string { return uintOr(o.Status.VNI) }},
-	{"MTU", func(o network) string { return intOr(o.Status.MTU) }},
+var networkCols = []clikit.Column[prismnetv1.NetworkSpec, prismnetv1.NetworkStatus]{
+	{Head: "CIDR", Value: func(o network) string { return o.Spec.CIDR }},
+	{Head: "IPV6", Value: func(o network) string { return strings.Join(o.Spec.IPv6Prefixes, ",") }},
+	{Head: "VNI", Value: func(o network) string { return uintOr(o.Status.VNI) }},
+	{Head: "MTU", Value: func(o network) string { return intOr(o.Status.MTU) }},
 }
 
 func newNetworkCmd(cf *clikit.ClientFlags) *cobra.Command {
@@ -45,7 +45,7 @@ subnets.`,
   ultracloud network create dual --cidr 10.1.0.0/16 --ipv6 fd00:1::/64 --mtu 1400`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, networks, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, networks, args[0], func() (any, error) {
 				if cidr == "" {
 					return nil, errors.New("--cidr is required: the network's IPv4 range, e.g. 10.0.0.0/16")
 				}
@@ -73,8 +73,8 @@ subnets.`,
 	create.Flags().StringVar(&desc, "description", "", "what the network is for")
 	clikit.OutputFlag(create, &out)
 
-	cmd.AddCommand(create, listCmd(cf, networks, "networks", networkCols, nil), getCmd(cf, networks, networkCols),
-		describeCmd(cf, networks, networkMore, describeNetwork), deleteCmd(cf, networks))
+	cmd.AddCommand(create, clikit.KindListCmd(cf, networks, "networks", networkCols, nil), clikit.KindGetCmd(cf, networks, networkCols),
+		clikit.KindDescribeCmd(cf, networks, networkMore, describeNetwork), clikit.KindDeleteCmd(cf, networks))
 	return cmd
 }
 
@@ -87,50 +87,35 @@ type networkUse struct {
 
 func networkMore(ctx context.Context, c *clikit.Conn, o network) networkUse {
 	var u networkUse
-	ss, err := list[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](ctx, c, subnets, false)
-	if err != nil {
-		u.err = err
+	if u.subnets, u.err = clikit.ListWhere(ctx, c, subnets, false, func(s subnet) bool { return s.Spec.Network == o.Name() }); u.err != nil {
 		return u
 	}
-	for _, s := range ss.items {
-		if s.Spec.Network == o.name() {
-			u.subnets = append(u.subnets, s)
-		}
-	}
-	ps, err := list[prismnetv1.PortSpec, prismnetv1.PortStatus](ctx, c, ports, false)
-	if err != nil {
-		u.err = err
-		return u
-	}
-	for _, p := range ps.items {
-		if p.Spec.Network == o.name() {
-			u.ports++
-		}
-	}
+	ps, err := clikit.ListWhere(ctx, c, ports, false, func(p port) bool { return p.Spec.Network == o.Name() })
+	u.ports, u.err = len(ps), err
 	return u
 }
 
-func describeNetwork(d *desc, o network, u networkUse) {
-	d.kv("CIDR", o.Spec.CIDR)
-	d.kv("IPv6 prefixes", joinOr(o.Spec.IPv6Prefixes, "none"))
+func describeNetwork(d *clikit.Desc, o network, u networkUse) {
+	d.KV("CIDR", o.Spec.CIDR)
+	d.KV("IPv6 prefixes", clikit.JoinOr(o.Spec.IPv6Prefixes, "none"))
 	mtu := intOr(o.Status.MTU)
 	if o.Spec.MTU == 0 && o.Status.MTU != 0 {
 		mtu += " (the cluster default)"
 	}
-	d.kv("MTU", mtu)
-	d.kv("VNI", uintOr(o.Status.VNI))
-	d.kv("ID", o.Status.ID)
-	d.kv("Description", o.Spec.Description)
+	d.KV("MTU", mtu)
+	d.KV("VNI", uintOr(o.Status.VNI))
+	d.KV("ID", o.Status.ID)
+	d.KV("Description", o.Spec.Description)
 	if u.err != nil {
-		d.kv("Subnets", fmt.Sprintf("cannot be read: %v", u.err))
+		d.KV("Subnets", fmt.Sprintf("cannot be read: %v", u.err))
 		return
 	}
-	d.kv("Ports", fmt.Sprintf("%d (ultracloud port list --network %s)", u.ports, o.name()))
+	d.KV("Ports", fmt.Sprintf("%d (ultracloud port list --network %s)", u.ports, o.Name()))
 	var rows [][]string
 	for _, s := range u.subnets {
-		rows = append(rows, []string{s.name(), s.Spec.CIDR, gatewayText(s.Status.Gateway), s.Status.ServiceAddress})
+		rows = append(rows, []string{s.Name(), s.Spec.CIDR, gatewayText(s.Status.Gateway), s.Status.ServiceAddress})
 	}
-	d.table("Subnets", []string{"NAME", "CIDR", "GATEWAY", "SERVICE"}, rows, "none (ultracloud subnet create NAME --network "+o.name()+" --cidr ...)")
+	d.Table("Subnets", []string{"NAME", "CIDR", "GATEWAY", "SERVICE"}, rows, "none (ultracloud subnet create NAME --network "+o.Name()+" --cidr ...)")
 }
 
 func intOr(n int) string {

@@ -14,20 +14,20 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/client"
 )
 
-type networkHost = object[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus]
+type networkHost = clikit.Object[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus]
 
-var portCols = []column[prismnetv1.PortSpec, prismnetv1.PortStatus]{
-	{"NETWORK", func(o port) string { return o.Spec.Network }},
-	{"MAC", func(o port) string { return o.Status.MAC }},
-	{"IPS", func(o port) string {
+var portCols = []clikit.Column[prismnetv1.PortSpec, prismnetv1.PortStatus]{
+	{Head: "NETWORK", Value: func(o port) string { return o.Spec.Network }},
+	{Head: "MAC", Value: func(o port) string { return o.Status.MAC }},
+	{Head: "IPS", Value: func(o port) string {
 		var ips []string
 		for _, f := range o.Status.FixedIPs {
 			ips = append(ips, f.IP)
 		}
 		return strings.Join(ips, ",")
 	}},
-	{"HOST", func(o port) string { return o.Spec.Binding.Host }},
-	{"PHASE", func(o port) string { return o.Status.Phase }},
+	{Head: "HOST", Value: func(o port) string { return o.Spec.Binding.Host }},
+	{Head: "PHASE", Value: func(o port) string { return o.Status.Phase }},
 }
 
 // bindingFlags are the flags that say where a port is plugged in.
@@ -95,7 +95,7 @@ into a namespace). ` + "`port describe`" + ` shows where it is bound and its dat
   ultracloud port create probe --network web --ip web-a=10.0.1.20 --host worker1 --namespace probe`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, ports, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, ports, args[0], func() (any, error) {
 				if netName == "" {
 					return nil, errors.New("--network is required: the network the port attaches to")
 				}
@@ -143,8 +143,8 @@ into a namespace). ` + "`port describe`" + ` shows where it is bound and its dat
 			return (n == "" || o.Spec.Network == n) && (h == "" || o.Spec.Binding.Host == h)
 		}
 	}
-	cmd.AddCommand(create, listCmd(cf, ports, "ports", portCols, filters), getCmd(cf, ports, portCols),
-		describeCmd(cf, ports, portHost, describePort), newPortSetCmd(cf), deleteCmd(cf, ports))
+	cmd.AddCommand(create, clikit.KindListCmd(cf, ports, "ports", portCols, filters), clikit.KindGetCmd(cf, ports, portCols),
+		clikit.KindDescribeCmd(cf, ports, portHost, describePort), newPortSetCmd(cf), clikit.KindDeleteCmd(cf, ports))
 	return cmd
 }
 
@@ -245,47 +245,47 @@ func portHost(ctx context.Context, c *clikit.Conn, o port) hostView {
 	}
 	// No discovery check: a missing kind or a missing permission is only
 	// a line of the block, never a failure of the describe.
-	raw, err := c.Client.Resources(hosts.collection, "").Get(ctx, h)
+	raw, err := c.Client.Resources(hosts.Collection, "").Get(ctx, h)
 	if client.IsNotFound(err) {
 		return hostView{} // the control plane has not created it yet
 	}
 	if err != nil {
 		return hostView{err: err}
 	}
-	nh, err := decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](hosts, raw)
+	nh, err := clikit.Decode[prismnetv1.NetworkHostSpec, prismnetv1.NetworkHostStatus](hosts, raw)
 	if err != nil {
 		return hostView{err: err}
 	}
 	return hostView{host: &nh}
 }
 
-func describePort(d *desc, o port, hv hostView) {
+func describePort(d *clikit.Desc, o port, hv hostView) {
 	s, st := o.Spec, o.Status
-	d.kv("Network", s.Network)
-	d.kv("MAC", st.MAC)
+	d.KV("Network", s.Network)
+	d.KV("MAC", st.MAC)
 	var addrs []string
 	for _, f := range st.FixedIPs {
 		addrs = append(addrs, f.IP+" ("+f.Subnet+")")
 	}
-	d.kv("Addresses", joinOr(addrs, "none"))
+	d.KV("Addresses", clikit.JoinOr(addrs, "none"))
 	if s.PortSecurity != nil && !*s.PortSecurity {
-		d.kv("Port security", "off (no anti-spoofing, no security groups)")
+		d.KV("Port security", "off (no anti-spoofing, no security groups)")
 	} else {
-		d.kv("Port security", "on")
-		d.kv("Security groups", joinOr(s.SecurityGroups, "none (all ingress denied, egress allowed)"))
+		d.KV("Port security", "on")
+		d.KV("Security groups", clikit.JoinOr(s.SecurityGroups, "none (all ingress denied, egress allowed)"))
 	}
 	if s.Owner != nil {
-		d.kv("Owner", s.Owner.Kind+"/"+s.Owner.Name)
+		d.KV("Owner", s.Owner.Kind+"/"+s.Owner.Name)
 	}
 	b := s.Binding
 	if b.Host == "" {
-		d.kv("Binding", "unbound (ultracloud port set "+o.name()+" --host HOST)")
+		d.KV("Binding", "unbound (ultracloud port set "+o.Name()+" --host HOST)")
 	} else {
-		dev := dash(b.Device)
+		dev := clikit.Dash(b.Device)
 		if b.Device == prismnetv1.DeviceVeth {
-			dev += fmt.Sprintf(" into namespace %s as %s", dash(b.Namespace), dash(b.Interface))
+			dev += fmt.Sprintf(" into namespace %s as %s", clikit.Dash(b.Namespace), clikit.Dash(b.Interface))
 		}
-		d.kv("Binding", "host "+b.Host+", device "+dev)
+		d.KV("Binding", "host "+b.Host+", device "+dev)
 	}
 	phase := st.Phase
 	switch {
@@ -298,22 +298,22 @@ func describePort(d *desc, o port, hv hostView) {
 	case phase == prismnetv1.PortError:
 		phase += " (see Last error)"
 	}
-	d.kv("Phase", phase)
+	d.KV("Phase", phase)
 	if st.Host != "" && st.Host != b.Host {
-		d.kv("Reported by", st.Host+" (not the binding host: the status predates the current binding)")
+		d.KV("Reported by", st.Host+" (not the binding host: the status predates the current binding)")
 	}
-	d.kv("Host device", st.Device)
-	d.kv("Last error", st.LastError)
-	d.kv("Observed at", timeAgo(st.ObservedAt))
+	d.KV("Host device", st.Device)
+	d.KV("Last error", st.LastError)
+	d.KV("Observed at", clikit.TimeAgo(st.ObservedAt))
 	if b.Host == "" {
 		return
 	}
 	if hv.err != nil {
-		d.kv("Host "+b.Host, "state not available: "+hv.err.Error())
+		d.KV("Host "+b.Host, "state not available: "+hv.err.Error())
 		return
 	}
 	if hv.host == nil {
-		d.kv("Host "+b.Host, "no network state yet (the control plane creates it moments after a port is bound there)")
+		d.KV("Host "+b.Host, "no network state yet (the control plane creates it moments after a port is bound there)")
 		return
 	}
 	hs := hv.host.Status
@@ -324,11 +324,11 @@ func describePort(d *desc, o port, hv hostView) {
 	if hs.ObservedAt == nil {
 		state = "never reported (is its prismnet-agent running?)"
 	}
-	d.kv("Host "+b.Host, fmt.Sprintf("underlay %s, %s, %d ports plugged in", dash(hs.Underlay), state, hs.Ports))
+	d.KV("Host "+b.Host, fmt.Sprintf("underlay %s, %s, %d ports plugged in", clikit.Dash(hs.Underlay), state, hs.Ports))
 	if hs.LastError != "" {
-		d.kv("Host last error", hs.LastError)
+		d.KV("Host last error", hs.LastError)
 	}
 	if hs.ObservedAt != nil {
-		d.kv("Host observed at", timeAgo(hs.ObservedAt))
+		d.KV("Host observed at", clikit.TimeAgo(hs.ObservedAt))
 	}
 }

@@ -13,24 +13,24 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
 
-type router = object[prismnetv1.RouterSpec, prismnetv1.RouterStatus]
+type router = clikit.Object[prismnetv1.RouterSpec, prismnetv1.RouterStatus]
 
-var routerCols = []column[prismnetv1.RouterSpec, prismnetv1.RouterStatus]{
-	{"INTERFACES", func(o router) string { return strings.Join(routerSubnetsOf(&o.Spec), ",") }},
-	{"EXTERNAL-NETWORK", func(o router) string {
+var routerCols = []clikit.Column[prismnetv1.RouterSpec, prismnetv1.RouterStatus]{
+	{Head: "INTERFACES", Value: func(o router) string { return strings.Join(routerSubnetsOf(&o.Spec), ",") }},
+	{Head: "EXTERNAL-NETWORK", Value: func(o router) string {
 		if g := o.Spec.ExternalGateway; g != nil {
 			return g.ExternalNetwork
 		}
 		return ""
 	}},
-	{"SNAT", func(o router) string {
+	{Head: "SNAT", Value: func(o router) string {
 		if o.Spec.ExternalGateway == nil {
 			return ""
 		}
 		return onOff(snatOn(o.Spec.ExternalGateway))
 	}},
-	{"EXTERNAL-IP", func(o router) string { return o.Status.ExternalIP }},
-	{"HOST", func(o router) string { return o.Status.Host }},
+	{Head: "EXTERNAL-IP", Value: func(o router) string { return o.Status.ExternalIP }},
+	{Head: "HOST", Value: func(o router) string { return o.Status.Host }},
 }
 
 func snatOn(g *prismnetv1.RouterGateway) bool { return g.SNAT == nil || *g.SNAT }
@@ -63,7 +63,7 @@ namespace runs on one of the external network's hosts.`,
   ultracloud router create inner --subnet web-a --subnet db-a`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, routers, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, routers, args[0], func() (any, error) {
 				if noSNAT && ext == "" {
 					return nil, errors.New("--no-snat needs --external-network: SNAT is the external gateway's")
 				}
@@ -116,7 +116,7 @@ namespace runs on one of the external network's hosts.`,
 						case add:
 							s.Interfaces = append(s.Interfaces, prismnetv1.RouterInterface{Subnet: sub})
 						case i < 0:
-							return fmt.Errorf("has no interface on subnet %q (attached: %s)", sub, joinOr(routerSubnetsOf(s), "none"))
+							return fmt.Errorf("has no interface on subnet %q (attached: %s)", sub, clikit.JoinOr(routerSubnetsOf(s), "none"))
 						default:
 							s.Interfaces = append(s.Interfaces[:i], s.Interfaces[i+1:]...)
 						}
@@ -131,8 +131,8 @@ namespace runs on one of the external network's hosts.`,
 	cmd.AddCommand(create,
 		iface("add-interface", "Attach a subnet to a router (the router takes the subnet's gateway address)", true),
 		iface("remove-interface", "Detach a subnet from a router", false),
-		listCmd(cf, routers, "routers", routerCols, nil), getCmd(cf, routers, routerCols),
-		describeCmd(cf, routers, routerMore, describeRouter), deleteCmd(cf, routers))
+		clikit.KindListCmd(cf, routers, "routers", routerCols, nil), clikit.KindGetCmd(cf, routers, routerCols),
+		clikit.KindDescribeCmd(cf, routers, routerMore, describeRouter), clikit.KindDeleteCmd(cf, routers))
 	return cmd
 }
 
@@ -153,32 +153,30 @@ type routerUse struct {
 
 func routerMore(ctx context.Context, c *clikit.Conn, o router) routerUse {
 	u := routerUse{subnets: map[string]subnet{}}
-	if ss, err := list[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](ctx, c, subnets, false); err == nil {
-		for _, s := range ss.items {
-			u.subnets[s.name()] = s
+	if ss, err := clikit.List[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus](ctx, c, subnets, false); err == nil {
+		for _, s := range ss.Items {
+			u.subnets[s.Name()] = s
 		}
 	}
-	if fs, err := list[prismnetv1.FloatingIPSpec, prismnetv1.FloatingIPStatus](ctx, c, fips, false); err == nil {
-		for _, f := range fs.items {
-			if f.Status.Router == o.name() {
-				u.fips = append(u.fips, fmt.Sprintf("%s (%s -> %s)", f.name(), dash(f.Status.Address), dash(f.Status.InternalIP)))
-			}
+	if fs, err := clikit.ListWhere(ctx, c, fips, false, func(f fip) bool { return f.Status.Router == o.Name() }); err == nil {
+		for _, f := range fs {
+			u.fips = append(u.fips, fmt.Sprintf("%s (%s -> %s)", f.Name(), clikit.Dash(f.Status.Address), clikit.Dash(f.Status.InternalIP)))
 		}
 	}
 	return u
 }
 
-func describeRouter(d *desc, o router, u routerUse) {
+func describeRouter(d *clikit.Desc, o router, u routerUse) {
 	if g := o.Spec.ExternalGateway; g != nil {
-		d.kv("External network", g.ExternalNetwork)
-		d.kv("External address", o.Status.ExternalIP)
-		d.kv("SNAT", onOff(snatOn(g)))
+		d.KV("External network", g.ExternalNetwork)
+		d.KV("External address", o.Status.ExternalIP)
+		d.KV("SNAT", onOff(snatOn(g)))
 	} else {
-		d.kv("External network", "none (no external gateway)")
+		d.KV("External network", "none (no external gateway)")
 	}
-	d.kv("Host", o.Status.Host)
-	d.kv("ID", o.Status.ID)
-	d.kv("Floating IPs", joinOr(u.fips, "none"))
+	d.KV("Host", o.Status.Host)
+	d.KV("ID", o.Status.ID)
+	d.KV("Floating IPs", clikit.JoinOr(u.fips, "none"))
 	var rows [][]string
 	for _, i := range o.Spec.Interfaces {
 		s, ok := u.subnets[i.Subnet]
@@ -188,5 +186,5 @@ func describeRouter(d *desc, o router, u routerUse) {
 		}
 		rows = append(rows, []string{i.Subnet, s.Spec.Network, s.Spec.CIDR, gatewayText(s.Status.Gateway)})
 	}
-	d.table("Interfaces", []string{"SUBNET", "NETWORK", "CIDR", "GATEWAY"}, rows, "none (ultracloud router add-interface "+o.name()+" SUBNET)")
+	d.Table("Interfaces", []string{"SUBNET", "NETWORK", "CIDR", "GATEWAY"}, rows, "none (ultracloud router add-interface "+o.Name()+" SUBNET)")
 }

@@ -15,11 +15,11 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
 
-type secgroup = object[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus]
+type secgroup = clikit.Object[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus]
 
-var secgroupCols = []column[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus]{
-	{"RULES", func(o secgroup) string { return strconv.Itoa(len(o.Spec.Rules)) }},
-	{"DESCRIPTION", func(o secgroup) string { return o.Spec.Description }},
+var secgroupCols = []clikit.Column[prismnetv1.SecurityGroupSpec, prismnetv1.SecurityGroupStatus]{
+	{Head: "RULES", Value: func(o secgroup) string { return strconv.Itoa(len(o.Spec.Rules)) }},
+	{Head: "DESCRIPTION", Value: func(o secgroup) string { return o.Spec.Description }},
 }
 
 func newSecGroupCmd(cf *clikit.ClientFlags) *cobra.Command {
@@ -38,15 +38,15 @@ allowed traffic always pass (the filter is stateful).`,
 		Short: "Create a security group without rules (add them with `secgroup rule add`)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, secgroups, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, secgroups, args[0], func() (any, error) {
 				return prismnetv1.SecurityGroupSpec{Description: desc}, nil
 			})
 		},
 	}
 	create.Flags().StringVar(&desc, "description", "", "what the group is for")
 	clikit.OutputFlag(create, &out)
-	cmd.AddCommand(create, listCmd(cf, secgroups, "security groups", secgroupCols, nil), getCmd(cf, secgroups, secgroupCols),
-		describeCmd(cf, secgroups, secgroupUsers, describeSecGroup), newRuleCmd(cf), deleteCmd(cf, secgroups))
+	cmd.AddCommand(create, clikit.KindListCmd(cf, secgroups, "security groups", secgroupCols, nil), clikit.KindGetCmd(cf, secgroups, secgroupCols),
+		clikit.KindDescribeCmd(cf, secgroups, secgroupUsers, describeSecGroup), newRuleCmd(cf), clikit.KindDeleteCmd(cf, secgroups))
 	return cmd
 }
 
@@ -58,31 +58,22 @@ type groupUsers struct {
 }
 
 func secgroupUsers(ctx context.Context, c *clikit.Conn, o secgroup) groupUsers {
-	ps, err := list[prismnetv1.PortSpec, prismnetv1.PortStatus](ctx, c, ports, false)
-	if err != nil {
-		return groupUsers{err: err}
-	}
-	var u groupUsers
-	for _, p := range ps.items {
-		if slices.Contains(p.Spec.SecurityGroups, o.name()) {
-			u.ports = append(u.ports, p.name())
-		}
-	}
-	return u
+	ps, err := clikit.ListWhere(ctx, c, ports, false, func(p port) bool { return slices.Contains(p.Spec.SecurityGroups, o.Name()) })
+	return groupUsers{ports: clikit.Names(ps), err: err}
 }
 
-func describeSecGroup(d *desc, o secgroup, u groupUsers) {
-	d.kv("Description", o.Spec.Description)
+func describeSecGroup(d *clikit.Desc, o secgroup, u groupUsers) {
+	d.KV("Description", o.Spec.Description)
 	if u.err != nil {
-		d.kv("Used by ports", "cannot be read: "+u.err.Error())
+		d.KV("Used by ports", "cannot be read: "+u.err.Error())
 	} else {
-		d.kv("Used by ports", joinOr(u.ports, "none"))
+		d.KV("Used by ports", clikit.JoinOr(u.ports, "none"))
 	}
 	var rows [][]string
 	for i, r := range o.Spec.Rules {
 		rows = append(rows, append([]string{strconv.Itoa(i)}, ruleCells(r)...))
 	}
-	d.table("Rules", []string{"INDEX", "DIRECTION", "ETHERTYPE", "PROTOCOL", "PORTS", "REMOTE"}, rows,
+	d.Table("Rules", []string{"INDEX", "DIRECTION", "ETHERTYPE", "PROTOCOL", "PORTS", "REMOTE"}, rows,
 		"none (members admit each other; other ingress is denied, egress allowed)")
 }
 
@@ -181,18 +172,18 @@ is a clear conflict, never a lost update. With --revision (the Revision that
 				return fmt.Sprintf("rule %d deleted (%s %s %s port %s, remote %s)", idx, c[0], c[1], c[2], c[3], c[4])
 			}
 			return updatedRun(cmd, cf, dout, secgroups, args[0], what, func(ctx context.Context, c *clikit.Conn) (*api.Object, error) {
-				rs, err := secgroups.handle(ctx, c, false)
+				rs, err := secgroups.Handle(ctx, c, false)
 				if err != nil {
 					return nil, err
 				}
 				if rev > 0 {
 					cur, err := rs.Get(ctx, args[0])
 					if err != nil {
-						return nil, fmt.Errorf("%s: %w", secgroups.ref(args[0]), err)
+						return nil, fmt.Errorf("%s: %w", secgroups.Ref(args[0]), err)
 					}
 					if cur.Metadata.Revision != rev {
 						return nil, fmt.Errorf("%s is at revision %d, not %d: it changed since you looked; nothing was deleted (ultracloud secgroup describe %s)",
-							secgroups.ref(args[0]), cur.Metadata.Revision, rev, args[0])
+							secgroups.Ref(args[0]), cur.Metadata.Revision, rev, args[0])
 					}
 				}
 				return update(ctx, c, secgroups, args[0], false, func(s *prismnetv1.SecurityGroupSpec) error {

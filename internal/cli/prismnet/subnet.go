@@ -9,11 +9,11 @@ import (
 	"github.com/ultracloud/ultracloud/pkg/api/prismnetv1"
 )
 
-var subnetCols = []column[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus]{
-	{"NETWORK", func(o subnet) string { return o.Spec.Network }},
-	{"CIDR", func(o subnet) string { return o.Spec.CIDR }},
-	{"GATEWAY", func(o subnet) string { return gatewayText(o.Status.Gateway) }},
-	{"SERVICE", func(o subnet) string { return o.Status.ServiceAddress }},
+var subnetCols = []clikit.Column[prismnetv1.SubnetSpec, prismnetv1.SubnetStatus]{
+	{Head: "NETWORK", Value: func(o subnet) string { return o.Spec.Network }},
+	{Head: "CIDR", Value: func(o subnet) string { return o.Spec.CIDR }},
+	{Head: "GATEWAY", Value: func(o subnet) string { return gatewayText(o.Status.Gateway) }},
+	{Head: "SERVICE", Value: func(o subnet) string { return o.Status.ServiceAddress }},
 }
 
 func newSubnetCmd(cf *clikit.ClientFlags) *cobra.Command {
@@ -36,7 +36,7 @@ service address (DHCP, metadata) are never handed out.`,
   ultracloud subnet create web-v6 --network web --cidr fd00:1::/64`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return createRun(cmd, cf, out, subnets, args[0], func() (any, error) {
+			return clikit.KindCreateRun(cmd, cf, out, subnets, args[0], func() (any, error) {
 				if netName == "" || cidr == "" {
 					return nil, errors.New("--network and --cidr are required")
 				}
@@ -75,29 +75,34 @@ service address (DHCP, metadata) are never handed out.`,
 		cmd.Flags().StringVar(&n, "network", "", "only the subnets of this network")
 		return func(o subnet) bool { return n == "" || o.Spec.Network == n }
 	}
-	cmd.AddCommand(create, listCmd(cf, subnets, "subnets", subnetCols, byNetwork), getCmd(cf, subnets, subnetCols),
-		describeCmd(cf, subnets, nil, describeSubnet), deleteCmd(cf, subnets))
+	cmd.AddCommand(create, clikit.KindListCmd(cf, subnets, "subnets", subnetCols, byNetwork), clikit.KindGetCmd(cf, subnets, subnetCols),
+		clikit.KindDescribeCmd(cf, subnets, nil, describeSubnet), clikit.KindDeleteCmd(cf, subnets))
 	return cmd
 }
 
-func describeSubnet(d *desc, o subnet, _ struct{}) {
-	d.kv("Network", o.Spec.Network)
-	d.kv("CIDR", o.Spec.CIDR)
-	d.kv("Gateway", gatewayText(o.Status.Gateway))
+func describeSubnet(d *clikit.Desc, o subnet, _ struct{}) {
+	d.KV("Network", o.Spec.Network)
+	d.KV("CIDR", o.Spec.CIDR)
+	d.KV("Gateway", gatewayText(o.Status.Gateway))
 	sa := o.Status.ServiceAddress
 	if sa != "" {
 		sa += " (DHCP server and metadata proxy on every host)"
 	}
-	d.kv("Service address", sa)
-	d.kv("DNS servers", joinOr(o.Spec.DNSServers, "none"))
-	var pools []string
-	for _, p := range o.Spec.AllocationPools {
-		pools = append(pools, p.Start+"-"+p.End)
-	}
-	d.kv("Allocation pools", joinOr(pools, "the whole subnet but the reserved addresses"))
+	d.KV("Service address", sa)
+	d.KV("DNS servers", clikit.JoinOr(o.Spec.DNSServers, "none"))
+	d.KV("Allocation pools", clikit.JoinOr(poolsText(o.Spec.AllocationPools), "the whole subnet but the reserved addresses"))
 	var rows [][]string
 	for _, r := range o.Spec.HostRoutes {
 		rows = append(rows, []string{r.Destination, r.Nexthop})
 	}
-	d.table("Host routes", []string{"DESTINATION", "NEXTHOP"}, rows, "none")
+	d.Table("Host routes", []string{"DESTINATION", "NEXTHOP"}, rows, "none")
+}
+
+// poolsText shows allocation pools as --pool takes them: START-END.
+func poolsText(pools []prismnetv1.AllocationPool) []string {
+	var out []string
+	for _, p := range pools {
+		out = append(out, p.Start+"-"+p.End)
+	}
+	return out
 }
