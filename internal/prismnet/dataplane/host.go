@@ -3,7 +3,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -483,73 +482,10 @@ func (a *applier) ensurePortVeth(p *Port, br netlink.Link, mtu int) (netlink.Lin
 	if peer == "" {
 		peer = "eth0"
 	}
-	// The host end stays down until the port's filters exist; ensureVeth
-	// brings it up only when it already was.
-	l, _, err := a.ensurePortVethLink(vethSpec{host: dev, hostAlias: portAlias(p.ID), master: br, mtu: mtu,
-		peerNs: peerNs, peerName: peer, peerMAC: p.MAC}, checkPeer)
+	// The host end stays down until the port's filters exist.
+	l, _, err := a.ensureVeth(vethSpec{host: dev, hostAlias: portAlias(p.ID), master: br, mtu: mtu,
+		peerNs: peerNs, peerName: peer, peerMAC: p.MAC, hostDown: true}, checkPeer)
 	return l, err
-}
-
-// ensurePortVethLink is ensureVeth without bringing a new host end up.
-func (a *applier) ensurePortVethLink(v vethSpec, checkPeer bool) (netlink.Link, *netlink.Handle, error) {
-	h := a.h.nl
-	l := a.links[v.host]
-	if l != nil && (l.Type() != "veth" || l.Attrs().Alias != v.hostAlias) {
-		if err := a.delLink(l); err != nil {
-			return nil, nil, err
-		}
-		l = nil
-	}
-	if l == nil {
-		la := netlink.NewLinkAttrs()
-		la.Name = v.host
-		la.MTU = v.mtu
-		la.Alias = v.hostAlias
-		veth := &netlink.Veth{LinkAttrs: la, PeerName: v.peerName, PeerHardwareAddr: v.peerMAC,
-			PeerNamespace: netlink.NsFd(int(v.peerNs)), PeerMTU: uint32(v.mtu)}
-		if err := h.LinkAdd(veth); err != nil {
-			return nil, nil, fmt.Errorf("dataplane: create veth %s (peer %s): %w", v.host, v.peerName, err)
-		}
-		a.changes++
-		var err error
-		if l, err = h.LinkByName(v.host); err != nil {
-			return nil, nil, fmt.Errorf("dataplane: veth %s: %w", v.host, err)
-		}
-		// The kernel ignores IFLA_IFALIAS when it creates a link.
-		if err := h.LinkSetAlias(l, v.hostAlias); err != nil {
-			return nil, nil, fmt.Errorf("dataplane: veth %s alias: %w", v.host, err)
-		}
-		l.Attrs().Alias = v.hostAlias
-		a.links[v.host] = l
-		checkPeer = true
-	}
-	if err := a.setMTU(h, l, v.mtu); err != nil {
-		return nil, nil, err
-	}
-	if err := a.setMaster(h, l, v.master); err != nil {
-		return nil, nil, err
-	}
-	if !checkPeer {
-		return l, nil, nil
-	}
-	ph, err := a.nsHandle(v.peerNs)
-	if err != nil {
-		return nil, nil, err
-	}
-	peer, err := ph.LinkByName(v.peerName)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dataplane: veth peer %s: %w", v.peerName, err)
-	}
-	if !bytes.Equal(peer.Attrs().HardwareAddr, v.peerMAC) {
-		if err := ph.LinkSetHardwareAddr(peer, v.peerMAC); err != nil {
-			return nil, nil, fmt.Errorf("dataplane: veth peer %s mac: %w", v.peerName, err)
-		}
-		a.changes++
-	}
-	if err := a.setMTU(ph, peer, v.mtu); err != nil {
-		return nil, nil, err
-	}
-	return l, ph, a.setUp(ph, peer)
 }
 
 // ensureRemotes makes the VXLAN device's static FDB entries (MAC -> VTEP)

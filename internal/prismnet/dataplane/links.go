@@ -243,8 +243,11 @@ func (a *applier) nsHandle(ns vnetns.NsHandle) (*netlink.Handle, error) {
 // vethSpec is one veth pair to ensure: host end in the Host's namespace,
 // peer in another namespace.
 type vethSpec struct {
-	host       string
-	hostAlias  string
+	host      string
+	hostAlias string // "" for none; a port's names its port
+	// hostDown leaves the host end's state to the caller: a port's host
+	// end comes up only once the port's filters exist.
+	hostDown   bool
 	master     netlink.Link
 	mtu        int
 	peerNs     vnetns.NsHandle
@@ -257,7 +260,8 @@ type vethSpec struct {
 // ensureVeth makes the pair exist, returns the peer's netlink handle (nil
 // when the pair existed and is trusted as is: the peer lives in another
 // namespace and reading it for every port on every Apply would be the
-// slow part of a 1,000-port reconcile).
+// slow part of a 1,000-port reconcile). checkPeer reads and fixes the
+// peer of an existing pair too; a new pair's peer is always set up.
 func (a *applier) ensureVeth(v vethSpec, checkPeer bool) (netlink.Link, *netlink.Handle, error) {
 	h := a.h.nl
 	l := a.links[v.host]
@@ -284,6 +288,13 @@ func (a *applier) ensureVeth(v vethSpec, checkPeer bool) (netlink.Link, *netlink
 		if l, err = h.LinkByName(v.host); err != nil {
 			return nil, nil, fmt.Errorf("dataplane: veth %s: %w", v.host, err)
 		}
+		if v.hostAlias != "" {
+			// The kernel ignores IFLA_IFALIAS when it creates a link.
+			if err := h.LinkSetAlias(l, v.hostAlias); err != nil {
+				return nil, nil, fmt.Errorf("dataplane: veth %s alias: %w", v.host, err)
+			}
+			l.Attrs().Alias = v.hostAlias
+		}
 		a.links[v.host] = l
 	}
 	if err := a.setMTU(h, l, v.mtu); err != nil {
@@ -294,8 +305,10 @@ func (a *applier) ensureVeth(v vethSpec, checkPeer bool) (netlink.Link, *netlink
 			return nil, nil, err
 		}
 	}
-	if err := a.setUp(h, l); err != nil {
-		return nil, nil, err
+	if !v.hostDown {
+		if err := a.setUp(h, l); err != nil {
+			return nil, nil, err
+		}
 	}
 	if !created && !checkPeer {
 		return l, nil, nil

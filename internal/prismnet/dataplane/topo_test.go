@@ -26,6 +26,8 @@ import (
 
 	"github.com/ultracloud/ultracloud/internal/prismnet/dataplane"
 	"github.com/ultracloud/ultracloud/internal/prismnet/netns"
+	"github.com/ultracloud/ultracloud/internal/prismnet/netns/netnstest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // A test topology: "host" namespaces joined by veths to a bridge in a
@@ -50,29 +52,24 @@ type thost struct {
 	h        *dataplane.Host
 }
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test creates network namespaces, veths, bridges and nftables tables")
-	}
-}
-
 func newTopo(t testing.TB, nhosts int) *topo {
 	t.Helper()
-	needRoot(t)
+	// Root: the test creates network namespaces, veths, bridges and
+	// nftables tables.
+	netnstest.RequireRoot(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	tp := &topo{t: t, dir: "/run/ucdp-" + hex.EncodeToString(b[:])}
 	t.Cleanup(tp.cleanup)
 	tp.sw = tp.newNs("switch")
-	sh := tp.handle(tp.sw)
+	sh := netnstest.Handle(t, tp.sw)
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", TxQLen: -1}}
 	must(t, sh.LinkAdd(br))
 	must(t, sh.LinkSetUp(br))
 	for i := 0; i < nhosts; i++ {
 		name := fmt.Sprintf("h%d", i+1)
 		hp := tp.newNs(name)
-		hh := tp.handle(hp)
+		hh := netnstest.Handle(t, hp)
 		fd, err := os.Open(hp)
 		must(t, err)
 		la := netlink.NewLinkAttrs()
@@ -123,17 +120,6 @@ func (tp *topo) newNs(name string) string {
 	return p
 }
 
-func (tp *topo) handle(ns string) *netlink.Handle {
-	tp.t.Helper()
-	h, err := netns.Open(ns)
-	must(tp.t, err)
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	must(tp.t, err)
-	tp.t.Cleanup(nh.Close)
-	return nh
-}
-
 func (tp *topo) cleanup() {
 	for _, th := range tp.hosts {
 		_ = th.h.Close()
@@ -162,7 +148,7 @@ func (tp *topo) workload(name string) string { return tp.newNs("w-" + name) }
 // production) and optionally a default route.
 func (tp *topo) configure(ws string, addrs []netip.Prefix, gw netip.Addr) {
 	tp.t.Helper()
-	h := tp.handle(ws)
+	h := netnstest.Handle(tp.t, ws)
 	e, err := h.LinkByName("eth0")
 	must(tp.t, err)
 	for _, p := range addrs {
@@ -202,16 +188,9 @@ func ping(ns string, dst netip.Addr, extra ...string) error {
 // reachable waits until ns can ping dst.
 func reachable(t testing.TB, ns string, dst netip.Addr) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := ping(ns, dst)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s to reach %s: %v", filepath.Base(ns), dst, err)
-		}
-	}
+	testkit.EventuallyErr(t, 10*time.Second, fmt.Sprintf("%s to reach %s", filepath.Base(ns), dst), func() error {
+		return ping(ns, dst)
+	})
 }
 
 // unreachable asserts that three pings get no answer.
@@ -265,6 +244,25 @@ func dial(ns string, addr string, timeout time.Duration) (net.Conn, error) {
 		return err
 	})
 	return c, err
+}
+
+// echoOnce connects from ns to addr and echoes one line, or fails the test.
+func echoOnce(t testing.TB, ns, addr, msg string) {
+	t.Helper()
+	c, err := dial(ns, addr, 5*time.Second)
+	must(t, err)
+	defer c.Close()
+	must(t, echo(c, bufio.NewReader(c), msg, 3*time.Second))
+}
+
+// refused fails the test if ns can connect to addr within 2s; what says
+// why it must not.
+func refused(t testing.TB, ns, addr, what string) {
+	t.Helper()
+	if c, err := dial(ns, addr, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s connected to %s (%s), want it filtered", filepath.Base(ns), addr, what)
+	}
 }
 
 // echo sends a line and waits for it to come back.
@@ -343,16 +341,12 @@ func (s *stream) end() error {
 func (s *stream) advance(t testing.TB, n int) {
 	t.Helper()
 	start := s.count()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.count() < start+n {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("the stream to make %d more rounds", n), func() bool {
 		if err := s.failed(); err != nil {
 			t.Fatalf("stream broke: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream made %d rounds in 10s, want %d", s.count()-start, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return s.count() >= start+n
+	})
 }
 
 func mac(s string) net.HardwareAddr {

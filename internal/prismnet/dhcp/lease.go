@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ultracloud/ultracloud/internal/prismnet/dnsname"
 )
 
 // ErrInvalidLease is wrapped by every error SetLeases and NewTable return for
@@ -174,12 +176,12 @@ func newEntry(l Lease) (*entry, error) {
 		}
 	}
 	if l.Hostname != "" {
-		if err := checkDomainName(l.Hostname); err != nil {
+		if err := dnsname.Check(l.Hostname); err != nil {
 			return nil, bad("hostname %q: %v", l.Hostname, err)
 		}
 	}
 	for _, d := range l.DomainSearch {
-		if err := checkDomainName(d); err != nil {
+		if err := dnsname.Check(d); err != nil {
 			return nil, bad("search domain %q: %v", d, err)
 		}
 	}
@@ -273,30 +275,4 @@ func encodeSearch(names []string) []byte {
 		b = append(b, 0)
 	}
 	return b
-}
-
-// checkDomainName accepts host names and domain names made of letters,
-// digits and hyphens (RFC 1123), with an optional trailing dot.
-func checkDomainName(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" {
-		return errors.New("empty name")
-	}
-	if len(n) > 253 {
-		return fmt.Errorf("longer than 253 characters")
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("label %q must be 1..63 characters", label)
-		}
-		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("label %q starts or ends with a hyphen", label)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Errorf("label %q has %q (letters, digits and hyphens only)", label, c)
-			}
-		}
-	}
-	return nil
 }

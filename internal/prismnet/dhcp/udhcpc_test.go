@@ -1,10 +1,10 @@
+//go:build linux
+
 package dhcp
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/vishvananda/netlink"
+
+	"github.com/ultracloud/ultracloud/internal/prismnet/netns"
+	"github.com/ultracloud/ultracloud/internal/prismnet/netns/netnstest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // The real-client tests: the server runs in one namespace, busybox's
@@ -56,32 +59,37 @@ exit 0
 `
 
 type dhcpEnv struct {
-	p      *pair
+	p      *netnstest.Pair
 	srv    *Server
-	logs   *syncBuffer
+	logs   *netnstest.Logs
 	dir    string
 	events string
 }
 
 // startServer builds the namespace pair and runs a server in srv on
-// 10.20.0.2/24, until the test ends.
+// 10.20.0.2/24, until the test ends. With root, a missing busybox or
+// udhcpc applet fails the test with the package that provides it.
 func startServer(t *testing.T, leases ...Lease) *dhcpEnv {
 	t.Helper()
-	requireRoot(t, busybox)
+	netnstest.RequireRoot(t)
+	if _, err := exec.LookPath(busybox); err != nil {
+		t.Fatalf("dhcp: %s not found: install it with `apt-get install -y busybox-static`", busybox)
+	}
 	if out, err := exec.Command(busybox, "udhcpc", "--help").CombinedOutput(); !strings.Contains(string(out), "udhcpc") {
 		t.Fatalf("busybox has no udhcpc applet (%v): install Debian's busybox-static", err)
 	}
-	p := newPair(t, portMAC)
-	p.addAddr(t, p.hSrv, "srv0", "10.20.0.2/24")
-	logs := &syncBuffer{}
+	p := netnstest.NewPair(t, portMAC)
+	p.Up(t)
+	netnstest.AddAddr(t, p.HSrv, "srv0", "10.20.0.2/24")
+	logs := &netnstest.Logs{}
 	srv, err := New(Config{
 		ServerID: serviceAddr,
 		Open: func() (net.PacketConn, error) {
 			var c net.PacketConn
-			err := inNS(p.srv, func() (err error) { c, err = Listen("srv0"); return err })
+			err := netns.Do(p.Srv, func() (err error) { c, err = Listen("srv0"); return err })
 			return c, err
 		},
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: logs.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,20 +97,7 @@ func startServer(t *testing.T, leases ...Lease) *dhcpEnv {
 	if err := srv.SetLeases(leases); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var runErr error
-	wg.Go(func() { runErr = srv.Run(ctx) })
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		if runErr != nil {
-			t.Errorf("Run: %v", runErr)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
+	netnstest.Serve(t, "server", logs, srv.Run)
 	testkit.Eventually(t, 5*time.Second, "the server to start", func() bool {
 		return strings.Contains(logs.String(), "dhcp server started")
 	})
@@ -126,10 +121,10 @@ func (e *dhcpEnv) udhcpc(t *testing.T, args ...string) *client {
 	cmd := exec.Command(busybox, append([]string{"udhcpc", "-f", "-i", "cli0", "-s", filepath.Join(e.dir, "script"),
 		"-O", "mtu", "-O", "staticroutes", "-O", "search", "-O", "hostname"}, args...)...)
 	cmd.Env = append(os.Environ(), "EVENTS="+e.events)
-	out := &syncBuffer{}
+	out := &netnstest.Logs{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Started from a thread inside the client namespace, the child is in it.
-	if err := inNS(e.p.cli, cmd.Start); err != nil {
+	if err := netns.Do(e.p.Cli, cmd.Start); err != nil {
 		t.Fatalf("start udhcpc: %v", err)
 	}
 	c := &client{cmd: cmd, exited: make(chan error, 1)}
@@ -150,14 +145,20 @@ func (e *dhcpEnv) eventLines() []string {
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// clientAddrs lists cli0's IPv4 addresses.
-func (e *dhcpEnv) clientAddrs(t *testing.T) []string {
+// cli0 is the client's end of the veth, as it is now.
+func (e *dhcpEnv) cli0(t *testing.T) netlink.Link {
 	t.Helper()
-	l, err := e.p.hCli.LinkByName("cli0")
+	l, err := e.p.HCli.LinkByName("cli0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := e.p.hCli.AddrList(l, netlink.FAMILY_V4)
+	return l
+}
+
+// clientAddrs lists cli0's IPv4 addresses.
+func (e *dhcpEnv) clientAddrs(t *testing.T) []string {
+	t.Helper()
+	addrs, err := e.p.HCli.AddrList(e.cli0(t), netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,11 +171,7 @@ func (e *dhcpEnv) clientAddrs(t *testing.T) []string {
 
 func (e *dhcpEnv) clientRoutes(t *testing.T) []string {
 	t.Helper()
-	l, err := e.p.hCli.LinkByName("cli0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := e.p.hCli.RouteList(l, netlink.FAMILY_V4)
+	rs, err := e.p.HCli.RouteList(e.cli0(t), netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,11 +197,7 @@ func TestUdhcpcGetsAddressRouterDNSMTUAndRoutes(t *testing.T) {
 	testkit.Eventually(t, 15*time.Second, "udhcpc to bind 10.20.0.50/24", func() bool {
 		return slices.Contains(e.clientAddrs(t), "10.20.0.50/24")
 	})
-	l, err := e.p.hCli.LinkByName("cli0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l.Attrs().MTU != 1450 {
+	if l := e.cli0(t); l.Attrs().MTU != 1450 {
 		t.Errorf("client MTU = %d, want 1450 from option 26", l.Attrs().MTU)
 	}
 	testkit.Eventually(t, 5*time.Second, "the script to add the routes", func() bool {

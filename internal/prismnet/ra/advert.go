@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/ultracloud/ultracloud/internal/prismnet/dnsname"
 )
 
 // ErrConfig is wrapped by every error New and Set return for a
@@ -65,7 +67,7 @@ func (c Config) validate() error {
 		}
 	}
 	for _, d := range c.DomainSearch {
-		if err := checkDomainName(d); err != nil {
+		if err := dnsname.Check(d); err != nil {
 			return fmt.Errorf("%w: search domain %q: %v", ErrConfig, d, err)
 		}
 	}
@@ -142,30 +144,4 @@ func build(cfg Config, deprecated map[netip.Prefix]time.Time, now time.Time, mac
 		m.Options = append(m.Options, &ndp.DNSSearchList{Lifetime: lt.dns, DomainNames: names})
 	}
 	return m
-}
-
-// checkDomainName accepts domain names of letters, digits and hyphens (RFC
-// 1123) with an optional trailing dot.
-func checkDomainName(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" {
-		return errors.New("empty name")
-	}
-	if len(n) > 253 {
-		return errors.New("longer than 253 characters")
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("label %q must be 1..63 characters", label)
-		}
-		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("label %q starts or ends with a hyphen", label)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Errorf("label %q has %q (letters, digits and hyphens only)", label, c)
-			}
-		}
-	}
-	return nil
 }

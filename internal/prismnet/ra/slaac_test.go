@@ -1,19 +1,23 @@
+//go:build linux
+
 package ra
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ultracloud/ultracloud/internal/testkit"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ultracloud/ultracloud/internal/prismnet/netns"
+	"github.com/ultracloud/ultracloud/internal/prismnet/netns/netnstest"
+	"github.com/ultracloud/ultracloud/internal/testkit"
 )
 
 // The SLAAC tests: the sender runs in one namespace, and in the other the
@@ -21,9 +25,9 @@ import (
 // back from the client namespace with netlink and /proc/sys.
 
 type raEnv struct {
-	p    *pair
+	p    *netnstest.Pair
 	s    *Sender
-	logs *syncBuffer
+	logs *netnstest.Logs
 }
 
 // startSLAAC builds the pair with the client's accept_ra set to acceptRA,
@@ -31,27 +35,27 @@ type raEnv struct {
 // that no periodic advertisement falls inside the test.
 func startSLAAC(t *testing.T, acceptRA string, cfg Config) *raEnv {
 	t.Helper()
-	requireRoot(t)
-	p := newPair(t)
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t, nil)
 	// No duplicate address detection: addresses are usable at once, so
 	// the test does not wait for it (the dataplane decides this in
 	// production, not the sender).
-	sysctl(t, p.srv, "srv0", "accept_dad", "0")
-	sysctl(t, p.cli, "cli0", "accept_dad", "0")
-	sysctl(t, p.cli, "cli0", "accept_ra", acceptRA)
-	sysctl(t, p.cli, "cli0", "autoconf", "1")
-	p.up(t)
+	sysctl(t, p.Srv, "srv0", "accept_dad", "0")
+	sysctl(t, p.Cli, "cli0", "accept_dad", "0")
+	sysctl(t, p.Cli, "cli0", "accept_ra", acceptRA)
+	sysctl(t, p.Cli, "cli0", "autoconf", "1")
+	p.Up(t)
 
-	logs := &syncBuffer{}
+	logs := &netnstest.Logs{}
 	s, err := New(Options{
 		Interval: time.Hour,
 		Open: func() (Conn, net.HardwareAddr, error) {
 			var c Conn
 			var mac net.HardwareAddr
-			err := inNS(p.srv, func() (err error) { c, mac, err = Listen("srv0"); return err })
+			err := netns.Do(p.Srv, func() (err error) { c, mac, err = Listen("srv0"); return err })
 			return c, mac, err
 		},
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: logs.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,31 +63,40 @@ func startSLAAC(t *testing.T, acceptRA string, cfg Config) *raEnv {
 	if err := s.Set(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var runErr error
-	wg.Go(func() { runErr = s.Run(ctx) })
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		if runErr != nil {
-			t.Errorf("Run: %v", runErr)
-		}
-		if t.Failed() {
-			t.Logf("sender log:\n%s", logs.String())
-		}
-	})
+	netnstest.Serve(t, "sender", logs, s.Run)
 	return &raEnv{p: p, s: s, logs: logs}
+}
+
+// sysctl writes /proc/sys/net/ipv6/conf/<ifname>/<key> inside the
+// namespace at ns (/proc/sys/net read from a thread is its namespace's).
+func sysctl(t *testing.T, ns, ifname, key, value string) {
+	t.Helper()
+	path := filepath.Join("/proc/sys/net/ipv6/conf", ifname, key)
+	if err := netns.Do(ns, func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		t.Fatalf("sysctl %s=%s: %v", path, value, err)
+	}
+}
+
+// readSysctl reads /proc/sys/net/ipv6/conf/<ifname>/<key> inside the
+// namespace at ns.
+func readSysctl(t *testing.T, ns, ifname, key string) string {
+	t.Helper()
+	var b []byte
+	path := filepath.Join("/proc/sys/net/ipv6/conf", ifname, key)
+	if err := netns.Do(ns, func() (err error) { b, err = os.ReadFile(path); return err }); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // clientAddr returns cli0's address in prefix, if it has one.
 func (e *raEnv) clientAddr(t *testing.T, prefix netip.Prefix) (netlink.Addr, bool) {
 	t.Helper()
-	l, err := e.p.hCli.LinkByName("cli0")
+	l, err := e.p.HCli.LinkByName("cli0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := e.p.hCli.AddrList(l, netlink.FAMILY_V6)
+	addrs, err := e.p.HCli.AddrList(l, netlink.FAMILY_V6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +127,10 @@ func TestKernelGetsSLAACAddressAndMTUAndNoDefaultRoute(t *testing.T) {
 	if ones, _ := a.Mask.Size(); ones != 64 {
 		t.Errorf("SLAAC address %s, want a /64", a.IPNet)
 	}
-	if mtu := readSysctl(t, e.p.cli, "cli0", "mtu"); mtu != "1400" {
+	if mtu := readSysctl(t, e.p.Cli, "cli0", "mtu"); mtu != "1400" {
 		t.Errorf("cli0 IPv6 MTU = %s, want 1400 from the MTU option", mtu)
 	}
-	routes, err := e.p.hCli.RouteList(nil, netlink.FAMILY_V6)
+	routes, err := e.p.HCli.RouteList(nil, netlink.FAMILY_V6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,9 +181,9 @@ func TestKernelRouterSolicitationGetsAnAnswer(t *testing.T) {
 	// ... then turns SLAAC on and restarts IPv6 on cli0, which makes the
 	// kernel send Router Solicitations; with a one-hour interval only an
 	// answer to them can configure it.
-	sysctl(t, e.p.cli, "cli0", "accept_ra", "1")
-	sysctl(t, e.p.cli, "cli0", "disable_ipv6", "1")
-	sysctl(t, e.p.cli, "cli0", "disable_ipv6", "0")
+	sysctl(t, e.p.Cli, "cli0", "accept_ra", "1")
+	sysctl(t, e.p.Cli, "cli0", "disable_ipv6", "1")
+	sysctl(t, e.p.Cli, "cli0", "disable_ipv6", "0")
 	e.waitAddr(t, prefixA, 15*time.Second)
 	if !strings.Contains(e.logs.String(), "reason=solicited") {
 		t.Errorf("no solicited advertisement in the log:\n%s", e.logs.String())
