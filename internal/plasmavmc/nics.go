@@ -82,7 +82,7 @@ func (s *scheduler) syncNICs(ctx context.Context, cl *client.Client, c *apicache
 				errs = append(errs, fmt.Errorf("vm %s/%s: binding port %s to %s: %w", p, name, portName, want.Host, err))
 			}
 		}
-		if !slices.Equal(got, v.st.Addresses) {
+		if len(v.spec.NICs) > 0 && !slices.Equal(got, v.st.Addresses) {
 			addrs = append(addrs, vmAddrs{v: v, addrs: got})
 		}
 	}
