@@ -197,9 +197,10 @@ func TestUdhcpcGetsAddressRouterDNSMTUAndRoutes(t *testing.T) {
 	testkit.Eventually(t, 15*time.Second, "udhcpc to bind 10.20.0.50/24", func() bool {
 		return slices.Contains(e.clientAddrs(t), "10.20.0.50/24")
 	})
-	if l := e.cli0(t); l.Attrs().MTU != 1450 {
-		t.Errorf("client MTU = %d, want 1450 from option 26", l.Attrs().MTU)
-	}
+	// The script sets the MTU right after the address: wait for it too.
+	testkit.Eventually(t, 5*time.Second, "the client MTU 1450 from option 26", func() bool {
+		return e.cli0(t).Attrs().MTU == 1450
+	})
 	testkit.Eventually(t, 5*time.Second, "the script to add the routes", func() bool {
 		return len(e.clientRoutes(t)) == 3
 	})
